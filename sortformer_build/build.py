@@ -1,0 +1,277 @@
+"""One build job: config -> checkpoint -> traced programs -> Core ML -> compressed -> verified
+-> published. Every stage is a plain function over typed values; this module only sequences them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import atomic, macos
+from .cache import BuildCache, Entry, digest_of, tool_versions
+from .checkpoint import Checkpoint, load_model, resolve_checkpoint
+from .config import BuildConfig, PalettizerEngine, config_dict, validate_config
+from .errors import BuildError
+from .lint import Expectation, lint_package
+from .package import package_digest, package_size
+from .steps import CACHED, VERIFIED, Step, StepFailed, StepLog
+
+log = logging.getLogger("sortformer_build")
+
+MANIFEST_FORMAT = 1
+PRECISION = "fp16"
+
+
+class OutputError(BuildError):
+    """The output folder cannot receive the artifact."""
+
+
+@dataclass
+class BuildResult:
+    package: Path
+    manifest: Path
+    record: dict[str, Any]
+    up_to_date: bool
+
+
+class _LazyModel:
+    """Restores the NeMo model on first use: a fully cached job never pays for it."""
+
+    def __init__(self, checkpoint: Checkpoint, steps: StepLog) -> None:
+        self._checkpoint, self._steps, self._model = checkpoint, steps, None
+
+    def get(self) -> Any:
+        if self._model is None:
+            with self._steps.step("restore", f"Restoring the NeMo model from {self._checkpoint.path.name}"):
+                self._model = load_model(self._checkpoint)
+        return self._model
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """Build, verify and publish one artifact; raise BuildError (nothing published) if unfit."""
+    for warning in validate_config(config):
+        log.warning("%s", warning)
+    name = config.variant.file_name
+    package, manifest = config.artifact_dir / f"{name}.mlpackage", config.artifact_dir / f"{name}.json"
+    ensure_writable(config.artifact_dir)
+    steps = StepLog()
+    with steps.step("checkpoint", "Locating the checkpoint") as step:
+        checkpoint = resolve_checkpoint(
+            config.checkpoint, config.variant.version, config.cache_root / "checkpoints"
+        )
+        step.detail = f"{checkpoint.origin}, sha256 {checkpoint.sha256[:12]}"
+    versions = tool_versions()
+    job_key = {"config": _job_config(config), "checkpoint": checkpoint.sha256, "versions": versions}
+    if config.cache:
+        current = _published_record(package, manifest, digest_of(job_key))
+        if current is not None:
+            log.info("%s is up to date (same checkpoint, config and tools); nothing to build", package)
+            return BuildResult(package, manifest, current, up_to_date=True)
+
+    cache = BuildCache(config.cache_root / "build", enabled=config.cache)
+    model = _LazyModel(checkpoint, steps)
+    programs = _stage_programs(config, checkpoint, versions, cache, model, steps)
+    head = programs.path / "head.mlpackage"
+    if config.compression.nbits is not None:
+        head = _stage_palettize(config, programs, versions, cache, steps) / "head.mlpackage"
+
+    with atomic.scratch_folder(config.artifact_dir) as staging:
+        staged_package = staging / package.name
+        with steps.step("assemble", "Assembling the pipeline (pre-encoder -> head) with its metadata"):
+            from .convert import assemble_pipeline
+
+            metadata = {"sortformer_build.compression": config.compression.name}
+            assemble_pipeline(
+                programs.path / "pre_encoder.mlpackage",
+                head,
+                config.variant.geometry,
+                metadata,
+                staged_package,
+            )
+        _verify(config, staged_package, programs.facts["d_model"], steps)
+        _macos_steps(staged_package, staging / f"{name}.mlmodelc", steps)
+        record = _manifest(config, checkpoint, versions, job_key, staged_package, programs, steps)
+        _publish(staging, config.artifact_dir, name, record)
+    log.info("Published %s (%.1f MB)", package, record["artifact"]["bytes"] / 1e6)
+    return BuildResult(package, manifest, record, up_to_date=False)
+
+
+def ensure_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=atomic.PARTIAL_PREFIX):
+            pass
+    except OSError as error:
+        raise OutputError(f"output folder {folder} is not writable: {error.strerror or error}") from None
+
+
+def _job_config(config: BuildConfig) -> dict[str, Any]:
+    """The parts of the config that shape the artifact (not where files go)."""
+    plain = config_dict(config)
+    return {key: plain[key] for key in ("variant", "compression", "deployment_target")}
+
+
+def _published_record(package: Path, manifest: Path, job_digest: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(manifest.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if record.get("job_digest") != job_digest or not package.is_dir():
+        return None
+    if package_digest(package) != record.get("artifact", {}).get("content_sha256"):
+        return None
+    return record
+
+
+def _stage_programs(
+    config: BuildConfig,
+    checkpoint: Checkpoint,
+    versions: dict[str, str],
+    cache: BuildCache,
+    model: _LazyModel,
+    steps: StepLog,
+) -> Entry:
+    geometry = config.variant.geometry
+    key = {
+        "checkpoint": checkpoint.sha256,
+        "chunk_mel_frames": geometry.chunk_mel_frames,
+        "spkcache_len": geometry.spkcache_len,
+        "fifo_len": geometry.fifo_len,
+        "precision": PRECISION,
+        "deployment_target": config.deployment_target,
+        "versions": versions,
+    }
+
+    def convert(folder: Path) -> dict[str, Any]:
+        from .convert import convert_programs
+        from .export import trace
+
+        nemo = model.get()
+        with steps.step(
+            "trace", f"Tracing the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk"
+        ):
+            traced = trace(nemo, geometry)
+        with steps.step(
+            "convert", f"Converting both programs to Core ML ({PRECISION}, {config.deployment_target})"
+        ):
+            convert_programs(traced, PRECISION, config.deployment_target, folder)
+        return {"d_model": traced.d_model, "parameters": parameter_counts(nemo)}
+
+    entry = cache.fetch("programs", key, convert)
+    if entry.hit:
+        steps.steps.append(_cached("convert", entry))
+    return entry
+
+
+def _stage_palettize(
+    config: BuildConfig, programs: Entry, versions: dict[str, str], cache: BuildCache, steps: StepLog
+) -> Path:
+    compression = config.compression
+    engine = PalettizerEngine(compression.engine).value
+    key = {"programs": programs.path.name, "nbits": compression.nbits, "engine": engine, "versions": versions}
+
+    def palettize(folder: Path) -> dict[str, Any]:
+        from .compression import palettize_head
+
+        with steps.step("palettize", f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"):
+            palettize_head(programs.path / "head.mlpackage", compression, folder / "head.mlpackage")
+        return {}
+
+    entry = cache.fetch("palettized-head", key, palettize)
+    if entry.hit:
+        steps.steps.append(_cached("palettize", entry))
+    return entry.path
+
+
+def _cached(name: str, entry: Entry) -> Step:
+    log.info("Reusing the cached %s result (%s)", name, entry.path)
+    return Step(name=name, status=CACHED, seconds=0.0, detail=str(entry.path))
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    pre_encoder = sum(p.numel() for p in model.encoder.pre_encode.parameters())
+    return {"total": total, "pre_encoder": pre_encoder, "head": total - pre_encoder}
+
+
+def _verify(config: BuildConfig, package: Path, d_model: int, steps: StepLog) -> None:
+    expected = Expectation(
+        geometry=config.variant.geometry,
+        d_model=d_model,
+        nbits=config.compression.nbits,
+        deployment_target=config.deployment_target,
+    )
+    with steps.step(
+        "lint", "Checking the I/O contract, metadata, aliasing, target ops and compression"
+    ) as step:
+        findings = lint_package(package, expected)
+        if findings:
+            raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
+        step.status = VERIFIED
+
+
+def _macos_steps(package: Path, compiled: Path, steps: StepLog) -> None:
+    if not macos.available():
+        for name in ("compile", "load"):
+            steps.skip(name, macos.NEEDS_MACOS)
+        return
+    with steps.step("compile", "Compiling the package to .mlmodelc"):
+        macos.compile_package(package, compiled)
+    with steps.step("load", "Loading the compiled model with all compute units") as step:
+        macos.load_compiled(compiled)
+        step.status = VERIFIED
+
+
+def _manifest(
+    config: BuildConfig,
+    checkpoint: Checkpoint,
+    versions: dict[str, str],
+    job_key: dict[str, Any],
+    package: Path,
+    programs: Entry,
+    steps: StepLog,
+) -> dict[str, Any]:
+    geometry = config.variant.geometry
+    return {
+        "format": MANIFEST_FORMAT,
+        "artifact": {
+            "file": package.name,
+            "content_sha256": package_digest(package),
+            "bytes": package_size(package),
+            "release_path": f"{config.compression.folder}/{config.variant.file_name}.mlmodelc",
+        },
+        "config": config_dict(config),
+        "geometry": {
+            **geometry.metadata(),
+            "chunk_mel_frames": geometry.chunk_mel_frames,
+            "prediction_frames": geometry.prediction_frames,
+            "latency_seconds": geometry.latency_seconds,
+            "effective_update_period": geometry.effective_update_period,
+        },
+        "checkpoint": {
+            "source": checkpoint.source,
+            "origin": checkpoint.origin,
+            "file": str(checkpoint.path),
+            "sha256": checkpoint.sha256,
+        },
+        "parameters": programs.facts["parameters"],
+        "versions": {"python": platform.python_version(), **versions},
+        "steps": steps.as_dicts(),
+        "seconds": steps.seconds(),
+        "job_digest": digest_of(job_key),
+    }
+
+
+def _publish(staging: Path, folder: Path, name: str, record: dict[str, Any]) -> None:
+    """Move the package (and compiled model) into place, then the manifest that vouches for them."""
+    record["steps"].append({"name": "publish", "status": "built", "seconds": 0.0, "detail": str(folder)})
+    for suffix in (".mlpackage", ".mlmodelc"):
+        staged = staging / f"{name}{suffix}"
+        if staged.exists():
+            atomic.replace(staged, folder / staged.name)
+    atomic.write_text(folder / f"{name}.json", json.dumps(record, indent=2) + "\n")

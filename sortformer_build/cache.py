@@ -1,0 +1,103 @@
+"""Content-addressed build cache: a stage's result is keyed by everything it depends on.
+
+An entry is a folder `<root>/<stage>/<key digest>/` holding the stage's files and `entry.json`
+(the key, the stage's facts). It is built beside its final place and renamed into it, under a
+lock, so parallel jobs on one machine or many machines on a shared filesystem never see a
+half-written entry and never build the same one twice at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+
+log = logging.getLogger(__name__)
+
+ENTRY_FILE = "entry.json"
+
+
+def digest_of(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of everything that shapes an artifact, read without importing the packages."""
+    versions = {name: _version(name) for name in ("torch", "coremltools", "nemo_toolkit", "numpy")}
+    versions["sortformer-build"] = f"{_version('sortformer-build')}+{code_fingerprint()[:12]}"
+    return versions
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def code_fingerprint() -> str:
+    """Hash of this package's source: any code change invalidates what it built."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Entry:
+    path: Path
+    hit: bool
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class BuildCache:
+    """`fetch(stage, key, build)` returns the entry for `key`, running `build(folder)` on a miss.
+
+    `build` writes its files into `folder` and returns facts to remember with them. With the
+    cache disabled every fetch builds, into a scratch folder that lives as long as the cache
+    object.
+    """
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root = root
+        self.enabled = enabled
+        self._scratch = None if enabled else tempfile.TemporaryDirectory(prefix="sortformer-build-")
+
+    def fetch(self, stage: str, key: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> Entry:
+        digest = digest_of({"stage": stage, **key})
+        if not self.enabled:
+            folder = Path(self._scratch.name) / stage / digest
+            folder.mkdir(parents=True)
+            return Entry(folder, hit=False, facts=build(folder))
+        final = self.root / stage / digest
+        entry = self._read(final)
+        if entry is not None:
+            return entry
+        with atomic.lock(final):
+            entry = self._read(final)
+            if entry is not None:
+                return entry
+            atomic.sweep_stale_partials(final.parent)
+            with atomic.staged(final) as folder:
+                folder.mkdir()
+                facts = build(folder)
+                (folder / ENTRY_FILE).write_text(
+                    json.dumps({"key": key, "facts": facts}, indent=1, default=str)
+                )
+        return Entry(final, hit=False, facts=facts)
+
+    @staticmethod
+    def _read(folder: Path) -> Entry | None:
+        try:
+            recorded = json.loads((folder / ENTRY_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return Entry(folder, hit=True, facts=recorded.get("facts", {}))

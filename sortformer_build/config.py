@@ -1,0 +1,144 @@
+"""Typed configuration of one build job.
+
+These dataclasses are the Hydra schemas (registered by `register_schemas`) and the plain
+objects every stage takes, so a stage can be called from Python without Hydra.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+import platformdirs
+from omegaconf import MISSING
+
+from .errors import BuildError
+from .geometry import StreamingGeometry, validate_geometry
+
+CHECKPOINT_VERSIONS = ("v2", "v2.1")
+PALETTE_BITS = (1, 2, 3, 4, 6, 8)
+# Newer targets lower palettized weights to forms that fail on the Neural Engine; older
+# ones lack the ops the converter emits for this model.
+DEPLOYMENT_TARGETS = ("iOS16", "iOS17")
+
+
+class ConfigError(BuildError, ValueError):
+    """A configuration that cannot describe a build."""
+
+
+class CheckpointSource(str, Enum):
+    hub = "hub"
+    local = "local"
+    synthetic = "synthetic"
+    tiny = "tiny"
+
+
+class PalettizerEngine(str, Enum):
+    fast = "fast"
+    coremltools = "coremltools"
+
+
+@dataclass
+class VariantConfig:
+    name: str = MISSING
+    version: str = MISSING
+    file_name: str = MISSING
+    chunk_len: int = MISSING
+    chunk_left_context: int = MISSING
+    chunk_right_context: int = MISSING
+    fifo_len: int = MISSING
+    spkcache_len: int = MISSING
+    spkcache_update_period: int = MISSING
+
+    @property
+    def geometry(self) -> StreamingGeometry:
+        return StreamingGeometry(
+            chunk_len=self.chunk_len,
+            chunk_left_context=self.chunk_left_context,
+            chunk_right_context=self.chunk_right_context,
+            fifo_len=self.fifo_len,
+            spkcache_len=self.spkcache_len,
+            spkcache_update_period=self.spkcache_update_period,
+        )
+
+
+@dataclass
+class CompressionConfig:
+    name: str = MISSING
+    folder: str = MISSING
+    # None keeps fp16 weights; otherwise k-means palettization of the head to this many bits.
+    nbits: int | None = None
+    engine: PalettizerEngine = PalettizerEngine.fast
+
+
+@dataclass
+class CheckpointConfig:
+    source: CheckpointSource = MISSING
+    repo_id: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    seed: int = 0
+    # Random weights squash every speaker probability towards 0.5; scaling the final speaker
+    # layer makes synthetic outputs decisive, so parity checks can fail.
+    speaker_logit_scale: float = 25.0
+
+
+@dataclass
+class BuildConfig:
+    variant: VariantConfig = MISSING
+    compression: CompressionConfig = MISSING
+    checkpoint: CheckpointConfig = MISSING
+    output_dir: str = MISSING
+    cache_dir: str | None = None
+    cache: bool = True
+    deployment_target: str = "iOS17"
+
+    @property
+    def cache_root(self) -> Path:
+        """Holds `checkpoints/` (weights the project makes) and `build/` (stage results)."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        if os.environ.get("SORTFORMER_BUILD_CACHE"):
+            return Path(os.environ["SORTFORMER_BUILD_CACHE"]).expanduser()
+        return Path(platformdirs.user_cache_dir("sortformer-build"))
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(self.output_dir) / self.compression.folder
+
+
+def validate_config(config: BuildConfig) -> list[str]:
+    """Raise ConfigError (or GeometryError) for a config no build can satisfy; return warnings."""
+    if config.variant.version not in CHECKPOINT_VERSIONS:
+        raise ConfigError(
+            f"variant.version must be one of {', '.join(CHECKPOINT_VERSIONS)}, got {config.variant.version!r}"
+        )
+    nbits = config.compression.nbits
+    if nbits is not None and nbits not in PALETTE_BITS:
+        raise ConfigError(f"compression.nbits must be one of {PALETTE_BITS} or null, got {nbits}")
+    if config.deployment_target not in DEPLOYMENT_TARGETS:
+        raise ConfigError(
+            f"deployment_target must be one of {', '.join(DEPLOYMENT_TARGETS)}, "
+            f"got {config.deployment_target!r}"
+        )
+    checkpoint = config.checkpoint
+    if checkpoint.source is CheckpointSource.local and not checkpoint.path:
+        raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
+    if checkpoint.source is CheckpointSource.hub and not checkpoint.repo_id:
+        raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
+    return validate_geometry(config.variant.geometry)
+
+
+def config_dict(config: BuildConfig) -> dict[str, object]:
+    """The config as plain JSON-ready values (enums by value)."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    return plain(asdict(config))  # type: ignore[return-value]

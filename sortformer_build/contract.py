@@ -1,0 +1,60 @@
+"""The Core ML I/O contract the Swift runtime reads: names, dtypes and shapes per geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .geometry import NUM_SPEAKERS, StreamingGeometry
+
+N_MELS = 128
+
+# Pipeline inputs, in the order the runtime feeds them.
+CHUNK = "chunk"
+CHUNK_LENGTHS = "chunk_lengths"
+SPKCACHE = "spkcache"
+SPKCACHE_LENGTHS = "spkcache_lengths"
+FIFO = "fifo"
+FIFO_LENGTHS = "fifo_lengths"
+INPUT_NAMES = (CHUNK, CHUNK_LENGTHS, SPKCACHE, SPKCACHE_LENGTHS, FIFO, FIFO_LENGTHS)
+
+# Pipeline outputs.
+SPEAKER_PREDS = "speaker_preds_out"
+CHUNK_EMBS = "chunk_pre_encoder_embs_out"
+CHUNK_EMB_LENGTHS = "chunk_pre_encoder_lengths_out"
+OUTPUT_NAMES = (SPEAKER_PREDS, CHUNK_EMBS, CHUNK_EMB_LENGTHS)
+
+# Internal tensors between the pre-encoder and the head (not part of the runtime contract).
+PACKED_EMBS = "pre_encoder_embs"
+PACKED_LENGTHS = "pre_encoder_lengths"
+
+PRE_ENCODER_OUTPUTS = (CHUNK_EMBS, CHUNK_EMB_LENGTHS, PACKED_EMBS, PACKED_LENGTHS)
+HEAD_INPUTS = (PACKED_EMBS, PACKED_LENGTHS)
+HEAD_OUTPUTS = (SPEAKER_PREDS,)
+
+
+@dataclass(frozen=True)
+class TensorContract:
+    name: str
+    dtypes: tuple[str, ...]  # accepted Core ML multi-array dtypes, e.g. ("FLOAT32",)
+    shape: tuple[int, ...]
+
+
+def pipeline_contract(
+    geometry: StreamingGeometry, d_model: int
+) -> tuple[list[TensorContract], list[TensorContract]]:
+    """Inputs and outputs a streaming pipeline for `geometry` must declare."""
+    f32, i32 = ("FLOAT32",), ("INT32",)
+    inputs = [
+        TensorContract(CHUNK, f32, (1, geometry.chunk_mel_frames, N_MELS)),
+        TensorContract(CHUNK_LENGTHS, i32, (1,)),
+        TensorContract(SPKCACHE, f32, (1, geometry.spkcache_len, d_model)),
+        TensorContract(SPKCACHE_LENGTHS, i32, (1,)),
+        TensorContract(FIFO, f32, (1, geometry.fifo_len, d_model)),
+        TensorContract(FIFO_LENGTHS, i32, (1,)),
+    ]
+    outputs = [
+        TensorContract(SPEAKER_PREDS, f32, (1, geometry.prediction_frames, NUM_SPEAKERS)),
+        TensorContract(CHUNK_EMBS, ("FLOAT32", "FLOAT16"), (1, geometry.chunk_frames, d_model)),
+        TensorContract(CHUNK_EMB_LENGTHS, i32, (1,)),
+    ]
+    return inputs, outputs

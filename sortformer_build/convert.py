@@ -1,0 +1,116 @@
+"""Conversion: traced programs to Core ML ML programs, and the two programs to one pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import contract
+from .export import TracedModels, TracedProgram
+from .geometry import StreamingGeometry
+
+log = logging.getLogger(__name__)
+
+# coremltools writes this into every model; dropping it keeps a rebuild byte-identical.
+_VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+_INPUT_DESCRIPTIONS = {
+    contract.CHUNK: "Log-mel features of one chunk with its left and right context, time-major",
+    contract.CHUNK_LENGTHS: "Valid mel frames in chunk",
+    contract.SPKCACHE: "Speaker cache of pre-encoded embeddings, zero-padded",
+    contract.SPKCACHE_LENGTHS: "Valid frames in spkcache (0 at stream start)",
+    contract.FIFO: "FIFO of the latest pre-encoded embeddings, zero-padded",
+    contract.FIFO_LENGTHS: "Valid frames in fifo (0 at stream start)",
+}
+_OUTPUT_DESCRIPTIONS = {
+    contract.SPEAKER_PREDS: "Speaker activity probabilities over spkcache | fifo | chunk frames",
+    contract.CHUNK_EMBS: "Pre-encoded embeddings of the chunk, to append to the FIFO",
+    contract.CHUNK_EMB_LENGTHS: "Valid frames in chunk_pre_encoder_embs_out",
+}
+
+
+def _ct():  # coremltools takes seconds to import; cached builds never need it
+    import coremltools
+
+    from . import converter_fixes  # noqa: F401  (installs the frontend fixes)
+
+    return coremltools
+
+
+def convert_programs(traced: TracedModels, precision: str, target: str, folder: Path) -> tuple[Path, Path]:
+    """Convert the pre-encoder and the head; save them as `pre_encoder.mlpackage` and `head.mlpackage`."""
+    internal = np.float16 if precision == "fp16" else np.float32
+    pre_outputs = {
+        contract.CHUNK_EMBS: np.float32,
+        contract.CHUNK_EMB_LENGTHS: np.int32,
+        contract.PACKED_EMBS: internal,
+        contract.PACKED_LENGTHS: np.int32,
+    }
+    log.info("Converting the pre-encoder (subsampling and packing) to an ML program")
+    pre = convert_program(traced.pre_encoder, pre_outputs, precision, target, {})
+    log.info("Converting the head (FastConformer, Transformer, speaker sigmoids) to an ML program")
+    head_inputs = {contract.PACKED_EMBS: internal}
+    head = convert_program(traced.head, {contract.SPEAKER_PREDS: np.float32}, precision, target, head_inputs)
+    pre_path, head_path = folder / "pre_encoder.mlpackage", folder / "head.mlpackage"
+    pre.save(str(pre_path))
+    head.save(str(head_path))
+    return pre_path, head_path
+
+
+def convert_program(
+    traced: TracedProgram,
+    output_dtypes: dict[str, type],
+    precision: str,
+    target: str,
+    input_dtypes: dict[str, type],
+):
+    """One ML program with the contract's names and explicitly typed inputs and outputs
+    (undeclared float inputs would become fp16 under fp16 compute)."""
+    ct = _ct()
+    inputs = [
+        ct.TensorType(
+            name=name,
+            shape=tuple(example.shape),
+            dtype=input_dtypes.get(name, np.int32 if not example.is_floating_point() else np.float32),
+        )
+        for name, example in zip(traced.input_names, traced.examples, strict=True)
+    ]
+    outputs = [ct.TensorType(name=name, dtype=output_dtypes[name]) for name in traced.output_names]
+    model = ct.convert(
+        traced.module,
+        inputs=inputs,
+        outputs=outputs,
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, target),
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        skip_model_load=True,
+    )
+    _drop_volatile_metadata(model)
+    return model
+
+
+def assemble_pipeline(
+    pre_encoder: Path, head: Path, geometry: StreamingGeometry, metadata: dict[str, str], destination: Path
+) -> None:
+    """The runtime's streaming model: pre-encoder then head, with the geometry in its metadata."""
+    ct = _ct()
+    models = [ct.models.MLModel(str(path), skip_model_load=True) for path in (pre_encoder, head)]
+    pipeline = ct.utils.make_pipeline(*models)
+    _drop_volatile_metadata(pipeline)
+    pipeline.short_description = (
+        f"NVIDIA Streaming Sortformer 4-speaker diarizer, chunk {geometry.chunk_len} frames, "
+        f"{geometry.latency_seconds:g} s latency"
+    )
+    pipeline.user_defined_metadata.update({**geometry.metadata(), **metadata})
+    for name, text in _INPUT_DESCRIPTIONS.items():
+        pipeline.input_description[name] = text
+    for name, text in _OUTPUT_DESCRIPTIONS.items():
+        pipeline.output_description[name] = text
+    pipeline.save(str(destination))
+
+
+def _drop_volatile_metadata(model) -> None:
+    for key in _VOLATILE_METADATA:
+        model.user_defined_metadata.pop(key, None)

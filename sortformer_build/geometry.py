@@ -1,0 +1,106 @@
+"""Streaming geometry: the frame arithmetic every stage and the Swift runtime agree on.
+
+All lengths are in output frames of 80 ms (8x subsampling of 10 ms mel frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import BuildError
+
+SUBSAMPLING_FACTOR = 8
+FRAME_SECONDS = 0.08
+NUM_SPEAKERS = 4
+SILENCE_FRAMES_PER_SPEAKER = 3
+# The Neural Engine rejects a tensor dimension above this.
+ANE_MAX_DIMENSION = 16384
+
+
+class GeometryError(BuildError, ValueError):
+    """A streaming geometry that NeMo or the runtime cannot serve."""
+
+
+@dataclass(frozen=True)
+class StreamingGeometry:
+    chunk_len: int
+    chunk_left_context: int
+    chunk_right_context: int
+    fifo_len: int
+    spkcache_len: int
+    spkcache_update_period: int
+
+    @property
+    def chunk_frames(self) -> int:
+        """Pre-encoded frames of one chunk, contexts included."""
+        return self.chunk_len + self.chunk_left_context + self.chunk_right_context
+
+    @property
+    def chunk_mel_frames(self) -> int:
+        return self.chunk_frames * SUBSAMPLING_FACTOR
+
+    @property
+    def prediction_frames(self) -> int:
+        """Length of the packed spkcache | fifo | chunk sequence the head predicts over."""
+        return self.spkcache_len + self.fifo_len + self.chunk_frames
+
+    @property
+    def latency_seconds(self) -> float:
+        return round((self.chunk_len + self.chunk_right_context) * FRAME_SECONDS, 2)
+
+    @property
+    def effective_update_period(self) -> int:
+        """The period NeMo and the host runtimes actually use (they clamp the configured one)."""
+        return min(max(self.spkcache_update_period, self.chunk_len), self.fifo_len + self.chunk_len)
+
+    def metadata(self) -> dict[str, str]:
+        """The creator-defined metadata entries runtimes compare with their own configuration."""
+        return {key: str(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> StreamingGeometry:
+        missing = [key for key in cls.__dataclass_fields__ if key not in metadata]
+        if missing:
+            raise GeometryError(f"model metadata lacks the geometry entries {', '.join(missing)}")
+        try:
+            return cls(**{key: int(metadata[key]) for key in cls.__dataclass_fields__})
+        except ValueError as error:
+            raise GeometryError(f"model metadata has a non-integer geometry entry: {error}") from None
+
+
+def validate_geometry(geometry: StreamingGeometry) -> list[str]:
+    """Raise GeometryError for a geometry NeMo rejects; return warnings for values it clamps.
+
+    The bounds are those of NeMo's `SortformerModules._check_streaming_parameters` and of the
+    host runtimes: positive chunk and period, non-negative contexts and FIFO, and a speaker
+    cache that holds at least one frame plus the silence frames of every speaker.
+    """
+    minimums = {
+        "chunk_len": 1,
+        "chunk_left_context": 0,
+        "chunk_right_context": 0,
+        # NeMo accepts an empty FIFO, but Core ML cannot declare a zero-length input.
+        "fifo_len": 1,
+        "spkcache_len": (1 + SILENCE_FRAMES_PER_SPEAKER) * NUM_SPEAKERS,
+        "spkcache_update_period": 1,
+    }
+    for name, minimum in minimums.items():
+        value = getattr(geometry, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GeometryError(f"{name} must be an integer, got {value!r}")
+        if value < minimum:
+            raise GeometryError(f"{name} must be at least {minimum}, got {value}")
+    if geometry.chunk_mel_frames > ANE_MAX_DIMENSION:
+        raise GeometryError(
+            f"a chunk of {geometry.chunk_mel_frames} mel frames exceeds the Neural Engine's "
+            f"{ANE_MAX_DIMENSION}-element dimension limit"
+        )
+    warnings = []
+    if geometry.effective_update_period != geometry.spkcache_update_period:
+        warnings.append(
+            f"spkcache_update_period {geometry.spkcache_update_period} lies outside "
+            f"[chunk_len, fifo_len + chunk_len] = [{geometry.chunk_len}, "
+            f"{geometry.fifo_len + geometry.chunk_len}]; NeMo and the runtimes use "
+            f"{geometry.effective_update_period}"
+        )
+    return warnings

@@ -1,0 +1,192 @@
+"""Static checks of a saved streaming package: what the Swift runtime and Core ML will demand.
+
+Every check reads the package on disk (never the torch graph: the converter folds identities
+away) and yields one line per finding; an empty list means the package passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import contract
+from .geometry import GeometryError, StreamingGeometry, validate_geometry
+from .package import load_spec
+
+# Deployment target -> (highest specification version, ML program opset name).
+TARGETS = {"iOS16": (7, "CoreML6"), "iOS17": (8, "CoreML7"), "iOS18": (9, "CoreML8")}
+PALETTE_OP = "constexpr_lut_to_dense"
+# Linear weight quantization crashed the GPU path of the Sortformer head.
+LINEAR_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
+_DTYPES = {65568: "FLOAT32", 65552: "FLOAT16", 131104: "INT32"}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the build intended; None leaves a property to be read from the package itself."""
+
+    geometry: StreamingGeometry | None = None
+    d_model: int | None = None
+    nbits: int | None = None  # None: fp16, no palettized weights
+    deployment_target: str = "iOS17"
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: str
+    operations: tuple[Any, ...]
+
+
+def lint_package(package: Path, expected: Expectation) -> list[str]:
+    try:
+        spec = load_spec(package)
+    except (OSError, ValueError) as error:
+        return [f"cannot read {package}: {error}"]
+    return list(_lint_spec(spec, expected))
+
+
+def _lint_spec(spec: Any, expected: Expectation) -> Iterator[str]:
+    geometry = yield from _check_metadata(spec, expected.geometry)
+    if geometry is not None:
+        yield from _check_contract(spec, geometry, expected.d_model)
+    programs = list(programs_of(spec))
+    if not programs:
+        yield "the package holds no ML program"
+    yield from _check_aliasing(spec, programs)
+    yield from _check_target(spec, programs, expected.deployment_target)
+    yield from _check_compression(programs, expected.nbits)
+
+
+def programs_of(spec: Any) -> Iterator[Program]:
+    """Each ML program of a single-program model or a pipeline, with its main function."""
+    models = spec.pipeline.models if spec.WhichOneof("Type") == "pipeline" else [spec]
+    for index, model in enumerate(models):
+        if model.WhichOneof("Type") != "mlProgram":
+            continue
+        function = model.mlProgram.functions["main"]
+        block = function.block_specializations[function.opset]
+        yield Program(
+            name=f"program {index} ({', '.join(o.name for o in model.description.output)})",
+            inputs=tuple(value.name for value in function.inputs),
+            outputs=tuple(block.outputs),
+            opset=function.opset,
+            operations=tuple(block.operations),
+        )
+
+
+def _check_metadata(spec: Any, expected: StreamingGeometry | None) -> Iterator[str]:
+    metadata = dict(spec.description.metadata.userDefined)
+    try:
+        geometry = StreamingGeometry.from_metadata(metadata)
+        validate_geometry(geometry)
+    except GeometryError as error:
+        yield f"metadata: {error}"
+        return expected
+    if expected is not None and geometry != expected:
+        yield f"metadata: geometry {geometry.metadata()} differs from the expected {expected.metadata()}"
+        return expected
+    return geometry
+
+
+def _check_contract(spec: Any, geometry: StreamingGeometry, d_model: int | None) -> Iterator[str]:
+    if d_model is None:
+        d_model = _declared_width(spec)
+    inputs, outputs = contract.pipeline_contract(geometry, d_model)
+    for kind, declared, wanted in (
+        ("input", spec.description.input, inputs),
+        ("output", spec.description.output, outputs),
+    ):
+        by_name = {feature.name: feature for feature in declared}
+        extra = sorted(set(by_name) - {tensor.name for tensor in wanted})
+        if extra:
+            yield f"contract: unexpected {kind}s {', '.join(extra)}"
+        for tensor in wanted:
+            feature = by_name.get(tensor.name)
+            if feature is None:
+                yield f"contract: missing {kind} {tensor.name}"
+                continue
+            yield from _check_feature(kind, feature, tensor)
+
+
+def _declared_width(spec: Any) -> int:
+    shapes = {feature.name: tuple(feature.type.multiArrayType.shape) for feature in spec.description.input}
+    return int(shapes.get(contract.SPKCACHE, (0, 0, 0))[-1])
+
+
+def _check_feature(kind: str, feature: Any, tensor: contract.TensorContract) -> Iterator[str]:
+    if feature.type.WhichOneof("Type") != "multiArrayType":
+        yield f"contract: {kind} {tensor.name} is not a multi-array"
+        return
+    array = feature.type.multiArrayType
+    dtype = _DTYPES.get(array.dataType, str(array.dataType))
+    if dtype not in tensor.dtypes:
+        yield f"contract: {kind} {tensor.name} is {dtype}, expected {' or '.join(tensor.dtypes)}"
+    shape = tuple(array.shape)
+    if shape != tensor.shape:
+        yield f"contract: {kind} {tensor.name} has shape {list(shape)}, expected {list(tensor.shape)}"
+
+
+def _check_aliasing(spec: Any, programs: list[Program]) -> Iterator[str]:
+    """BNNS (macOS/iOS 26) rejects a function whose output tensor is also one of its inputs."""
+    pipeline_inputs = {feature.name for feature in spec.description.input}
+    for feature in spec.description.output:
+        if feature.name in pipeline_inputs:
+            yield f"aliasing: pipeline output {feature.name} is also a pipeline input"
+    for program in programs:
+        for name in sorted(set(program.outputs) & set(program.inputs)):
+            yield f"aliasing: {program.name} returns its input {name} unchanged (needs its own op)"
+
+
+def _check_target(spec: Any, programs: list[Program], target: str) -> Iterator[str]:
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    if target not in TARGETS:
+        yield f"target: unknown deployment target {target}"
+        return
+    max_spec, opset = TARGETS[target]
+    if spec.specificationVersion > max_spec:
+        yield f"target: specification version {spec.specificationVersion} needs newer OSes than {target}"
+    available = _target_enum(target)
+    for program in programs:
+        if program.opset != opset:
+            yield f"target: {program.name} uses opset {program.opset}, {target} runs {opset}"
+        for op_type in sorted({op.type for op in program.operations}):
+            if available not in SSAOpRegistry.core_ops.get(op_type, {}):
+                yield f"target: {program.name} uses {op_type}, which {target} does not have"
+
+
+def _target_enum(target: str) -> Any:
+    import coremltools as ct
+
+    return getattr(ct.target, target)
+
+
+def _check_compression(programs: list[Program], nbits: int | None) -> Iterator[str]:
+    for program in programs:
+        types = [op.type for op in program.operations]
+        for op_type in sorted(set(types) & set(LINEAR_QUANT_OPS)):
+            yield f"compression: {program.name} has linear weight quantization ({op_type})"
+    if len(programs) != 2:
+        return
+    pre_encoder, head = programs
+    if PALETTE_OP in {op.type for op in pre_encoder.operations}:
+        yield "compression: the pre-encoder is palettized; it must keep full-precision weights"
+    palettes = [op for op in head.operations if op.type == PALETTE_OP]
+    if nbits is None and palettes:
+        yield f"compression: an fp16 build has {len(palettes)} palettized weights"
+    if nbits is not None:
+        if not palettes:
+            yield f"compression: a {nbits}-bit palettized build has no {PALETTE_OP} weights in its head"
+        sizes = sorted({_lut_entries(op) for op in palettes} - {1 << nbits})
+        if sizes:
+            yield f"compression: look-up tables of {sizes} entries in a {nbits}-bit build"
+
+
+def _lut_entries(op: Any) -> int:
+    """Entries of a constexpr_lut_to_dense table (the last dimension of its `lut`)."""
+    return int(op.attributes["lut"].type.tensorType.dimensions[-1].constant.size)

@@ -1,0 +1,29 @@
+"""Steps only Core ML itself can do, which exists on macOS alone: compile, load, predict."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+NEEDS_MACOS = "needs macOS (Core ML cannot compile, load or run models on this platform)"
+
+
+def available() -> bool:
+    return sys.platform == "darwin"
+
+
+def compile_package(package: Path, destination: Path) -> None:
+    """Compile `package` to the `.mlmodelc` folder the Swift runtime ships."""
+    import coremltools as ct
+
+    compiled = ct.models.utils.compile_model(str(package))
+    shutil.move(str(compiled), destination)
+
+
+def load_compiled(compiled: Path) -> Any:
+    """Load with every compute unit, as the runtime does (this is where ANE compilation runs)."""
+    import coremltools as ct
+
+    return ct.models.CompiledMLModel(str(compiled), compute_units=ct.ComputeUnit.ALL)

@@ -1,0 +1,65 @@
+"""What a job did, step by step: status, wall time and a word of detail for the manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from .errors import BuildError
+
+log = logging.getLogger("sortformer_build")
+
+BUILT, CACHED, VERIFIED, SKIPPED, FAILED = "built", "cached", "verified", "skipped", "failed"
+
+
+class StepFailed(BuildError):
+    """A step that ran and found the artifact unfit; the message says why."""
+
+
+@dataclass
+class Step:
+    name: str
+    status: str
+    seconds: float
+    detail: str = ""
+
+
+class StepLog:
+    """Runs named steps, logs them in words and times them."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    @contextmanager
+    def step(self, name: str, description: str) -> Iterator[Step]:
+        """Time the block; it may set `.status` and `.detail` on the yielded step."""
+        log.info("%s...", description)
+        record = Step(name=name, status=BUILT, seconds=0.0)
+        start = time.perf_counter()
+        try:
+            yield record
+        except BaseException as error:
+            record.status, record.detail = (
+                FAILED,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
+            raise
+        finally:
+            record.seconds = round(time.perf_counter() - start, 3)
+            self.steps.append(record)
+        log.info(
+            "  %s in %.1f s%s", record.status, record.seconds, f" ({record.detail})" if record.detail else ""
+        )
+
+    def skip(self, name: str, why: str) -> None:
+        log.info("Skipping %s: %s", name, why)
+        self.steps.append(Step(name=name, status=SKIPPED, seconds=0.0, detail=why))
+
+    def as_dicts(self) -> list[dict[str, object]]:
+        return [asdict(step) for step in self.steps]
+
+    def seconds(self) -> dict[str, float]:
+        return {step.name: step.seconds for step in self.steps}

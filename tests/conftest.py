@@ -1,0 +1,74 @@
+"""Shared fixtures: the console script, isolated caches and the tiny checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPT = shutil.which("sortformer-build")
+
+# The released geometries (CONTEXT.md section 2), written out independently of conf/.
+RELEASE = {
+    "default": ("Sortformer_v2.1", 6, 1, 7, 40, 188, 31),
+    "nvidia_low": ("SortformerNvidiaLow_v2.1", 6, 1, 7, 188, 188, 144),
+    "nvidia_high": ("SortformerNvidiaHigh_v2.1", 340, 1, 40, 40, 188, 300),
+    "efficient": ("SortformerEfficient_v2.1", 25, 1, 7, 40, 188, 31),
+    "default_v2": ("Sortformer_v2", 6, 1, 7, 40, 188, 31),
+    "nvidia_low_v2": ("SortformerNvidiaLow_v2", 6, 1, 7, 188, 188, 144),
+    "nvidia_high_v2": ("SortformerNvidiaHigh_v2", 340, 1, 40, 40, 188, 300),
+}
+TINY_D_MODEL = 64
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> Run:
+    """Run the installed console script, as a user would."""
+    assert SCRIPT, "sortformer-build is not installed (pip install -e .)"
+    completed = subprocess.run(
+        [SCRIPT, *args],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: checkpoints and converted programs are made once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(shared_cache: Path) -> Path:
+    from sortformer_build.checkpoint import synthetic_checkpoint
+
+    return synthetic_checkpoint(shared_cache / "checkpoints", "tiny", 0, "v2.1", 25.0)
+
+
+def artifacts(folder: Path) -> list[Path]:
+    """Everything a failed job must not leave behind: packages and half-written leftovers."""
+    if not folder.exists():
+        return []
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.suffix in (".mlpackage", ".mlmodelc") or p.name.startswith(".partial-")
+    ]

@@ -1,0 +1,143 @@
+"""Every variant option x both release compressions, built from the tiny checkpoint through the
+console script, then inspected on disk with protobuf alone (not with the code under test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from coremltools.proto import Model_pb2
+
+from sortformer_build.package import package_digest
+
+from .conftest import RELEASE, TINY_D_MODEL, run_cli
+
+FOLDERS = {"fp16": "fp16", "palettized6": "palettized"}
+FLOAT32, FLOAT16, INT32 = 65568, 65552, 131104
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    work = tmp_path_factory.mktemp("tiny-release")
+    run = run_cli(
+        "--multirun",
+        "variant=glob(*)",
+        "compression=fp16,palettized6",
+        "checkpoint=tiny",
+        f"cache_dir={shared_cache}",
+        cwd=work,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+def _spec(package: Path) -> Model_pb2.Model:
+    spec = Model_pb2.Model()
+    spec.ParseFromString((package / "Data/com.apple.CoreML/model.mlmodel").read_bytes())
+    return spec
+
+
+def _features(features) -> dict[str, tuple[int, tuple[int, ...]]]:
+    return {f.name: (f.type.multiArrayType.dataType, tuple(f.type.multiArrayType.shape)) for f in features}
+
+
+def _main_block(model: Model_pb2.Model):
+    function = model.mlProgram.functions["main"]
+    return function, function.block_specializations[function.opset]
+
+
+@pytest.mark.parametrize("compression", sorted(FOLDERS))
+@pytest.mark.parametrize("variant", sorted(RELEASE))
+def test_artifact_meets_the_runtime_contract(tiny_release: Path, variant: str, compression: str) -> None:
+    file_name, chunk, left, right, fifo, spkcache, period = RELEASE[variant]
+    package = tiny_release / FOLDERS[compression] / f"{file_name}.mlpackage"
+    assert package.is_dir(), sorted(p.name for p in tiny_release.rglob("*.mlpackage"))
+    spec = _spec(package)
+    chunk_frames = chunk + left + right
+    d = TINY_D_MODEL
+    assert _features(spec.description.input) == {
+        "chunk": (FLOAT32, (1, chunk_frames * 8, 128)),
+        "chunk_lengths": (INT32, (1,)),
+        "spkcache": (FLOAT32, (1, spkcache, d)),
+        "spkcache_lengths": (INT32, (1,)),
+        "fifo": (FLOAT32, (1, fifo, d)),
+        "fifo_lengths": (INT32, (1,)),
+    }
+    assert _features(spec.description.output) == {
+        "speaker_preds_out": (FLOAT32, (1, spkcache + fifo + chunk_frames, 4)),
+        "chunk_pre_encoder_embs_out": (FLOAT32, (1, chunk_frames, d)),
+        "chunk_pre_encoder_lengths_out": (INT32, (1,)),
+    }
+    metadata = dict(spec.description.metadata.userDefined)
+    assert {key: metadata.get(key) for key in RELEASE_KEYS} == dict(
+        zip(RELEASE_KEYS, map(str, (chunk, left, right, fifo, spkcache, period)), strict=True)
+    )
+
+
+RELEASE_KEYS = (
+    "chunk_len",
+    "chunk_left_context",
+    "chunk_right_context",
+    "fifo_len",
+    "spkcache_len",
+    "spkcache_update_period",
+)
+
+
+@pytest.mark.parametrize("compression", sorted(FOLDERS))
+@pytest.mark.parametrize("variant", ["default", "nvidia_high"])
+def test_no_tensor_is_both_input_and_output(tiny_release: Path, variant: str, compression: str) -> None:
+    spec = _spec(tiny_release / FOLDERS[compression] / f"{RELEASE[variant][0]}.mlpackage")
+    assert spec.WhichOneof("Type") == "pipeline"
+    assert [m.WhichOneof("Type") for m in spec.pipeline.models] == ["mlProgram", "mlProgram"]
+    for model in spec.pipeline.models:
+        function, block = _main_block(model)
+        inputs = {value.name for value in function.inputs}
+        produced = {output.name for op in block.operations for output in op.outputs}
+        assert not inputs & set(block.outputs)
+        assert set(block.outputs) <= produced
+
+
+@pytest.mark.parametrize("variant", ["default", "efficient", "nvidia_high_v2"])
+def test_palettized_head_uses_six_bit_lookup_tables(tiny_release: Path, variant: str) -> None:
+    spec = _spec(tiny_release / "palettized" / f"{RELEASE[variant][0]}.mlpackage")
+    pre_encoder, head = spec.pipeline.models
+    head_ops = [op for op in _main_block(head)[1].operations if op.type == "constexpr_lut_to_dense"]
+    assert head_ops, "the head has no palettized weights"
+    assert {op.attributes["lut"].type.tensorType.dimensions[-1].constant.size for op in head_ops} == {64}
+    all_ops = {op.type for model in (pre_encoder, head) for op in _main_block(model)[1].operations}
+    assert "constexpr_lut_to_dense" not in {op.type for op in _main_block(pre_encoder)[1].operations}
+    assert not all_ops & {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}
+
+
+def test_fp16_artifact_has_no_palettized_weights(tiny_release: Path) -> None:
+    spec = _spec(tiny_release / "fp16" / "Sortformer_v2.1.mlpackage")
+    assert all(
+        op.type != "constexpr_lut_to_dense"
+        for m in spec.pipeline.models
+        for op in _main_block(m)[1].operations
+    )
+
+
+def test_manifest_says_what_was_built_from_what(tiny_release: Path, tiny_checkpoint: Path) -> None:
+    package = tiny_release / "palettized" / "SortformerNvidiaHigh_v2.1.mlpackage"
+    record = json.loads(package.with_suffix(".json").read_text())
+    assert record["artifact"]["content_sha256"] == package_digest(package)
+    assert record["artifact"]["bytes"] == sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    assert record["checkpoint"]["sha256"] == _sha256(tiny_checkpoint)
+    assert record["config"]["variant"]["name"] == "nvidia_high"
+    assert record["config"]["compression"]["nbits"] == 6
+    assert set(record["versions"]) >= {"python", "torch", "coremltools", "nemo_toolkit", "sortformer-build"}
+    assert record["parameters"]["total"] == record["parameters"]["pre_encoder"] + record["parameters"]["head"]
+    statuses = {step["name"]: (step["status"], step["detail"]) for step in record["steps"]}
+    assert statuses["lint"][0] == "verified"
+    for step in ("compile", "load"):
+        assert statuses[step] == ("skipped", statuses[step][1]) and "needs macOS" in statuses[step][1]
+    assert statuses["palettize"][0] in ("built", "cached")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
