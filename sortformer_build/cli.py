@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
 from importlib import resources
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -86,31 +90,60 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def run_job(cfg: DictConfig) -> None:
+JOB_STATUS_FILE = "job_status.json"
+
+
+def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = False) -> bool:
+    """Build one job; report failure in one line. Returns whether it succeeded.
+
+    With `keep_going` (a sweep), a failure is recorded, not raised, so the other jobs still
+    run; the sweep's summary then exits non-zero. `job_dir` receives `job_status.json`.
+    """
+    status: dict[str, object] = {
+        "variant": OmegaConf.select(cfg, "variant.name", default=None),
+        "compression": OmegaConf.select(cfg, "compression.name", default=None),
+        "file_name": OmegaConf.select(cfg, "variant.file_name", default=None),
+    }
     try:
         config = OmegaConf.to_object(cfg)
         assert isinstance(config, BuildConfig)
         result = build(config)
-    except OmegaConfBaseException as error:
-        _fail(f"invalid configuration: {str(error).splitlines()[0]}")
-    except BuildError as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
-    else:
-        statuses = ", ".join(f"{step['name']} {step['status']}" for step in result.record["steps"])
-        print(f"{'Up to date' if result.up_to_date else 'Built'}: {result.package} [{statuses}]")
+    except (OmegaConfBaseException, BuildError, OSError) as error:
+        status.update(ok=False, error=describe(error))
+        _write_status(job_dir, status)
+        print(f"sortformer-build: error: {status['error']}", file=sys.stderr)
+        if not keep_going:
+            sys.exit(1)
+        return False
+    status.update(
+        ok=True, up_to_date=result.up_to_date, package=str(result.package), manifest=str(result.manifest)
+    )
+    _write_status(job_dir, status)
+    statuses = ", ".join(f"{step['name']} {step['status']}" for step in result.record["steps"])
+    print(f"{'Up to date' if result.up_to_date else 'Built'}: {result.package} [{statuses}]")
+    return True
 
 
-def _fail(message: str) -> None:
-    print(f"sortformer-build: error: {message}", file=sys.stderr)
-    sys.exit(1)
+def describe(error: BaseException) -> str:
+    """One line a user can act on."""
+    if isinstance(error, OmegaConfBaseException):
+        return f"invalid configuration: {str(error).splitlines()[0]}"
+    if isinstance(error, OSError) and not isinstance(error, BuildError):
+        return f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}"
+    return str(error)
+
+
+def _write_status(job_dir: Path | None, status: dict[str, object]) -> None:
+    if job_dir is not None:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / JOB_STATUS_FILE).write_text(json.dumps(status, indent=1) + "\n")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")
 def _hydra_main(cfg: DictConfig) -> None:
     _quiet_third_party()
-    run_job(cfg)
+    hydra_config = HydraConfig.get()
+    run_job(cfg, Path(hydra_config.runtime.output_dir), keep_going=hydra_config.mode == RunMode.MULTIRUN)
 
 
 def main() -> None:

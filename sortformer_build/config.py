@@ -70,12 +70,14 @@ class CompressionConfig:
     folder: str = MISSING
     # None keeps fp16 weights; otherwise k-means palettization of the head to this many bits.
     nbits: int | None = None
-    engine: PalettizerEngine = PalettizerEngine.fast
+    engine: PalettizerEngine = PalettizerEngine.coremltools
 
 
 @dataclass
 class CheckpointConfig:
-    source: CheckpointSource = MISSING
+    # A plain string (one of CheckpointSource) so that `${checkpoint.source}` interpolates to
+    # the bare name in paths.
+    source: str = MISSING
     repo_id: str | None = None
     revision: str | None = None
     path: str | None = None
@@ -124,9 +126,12 @@ def validate_config(config: BuildConfig) -> list[str]:
             f"got {config.deployment_target!r}"
         )
     checkpoint = config.checkpoint
-    if checkpoint.source is CheckpointSource.local and not checkpoint.path:
+    sources = [source.value for source in CheckpointSource]
+    if checkpoint.source not in sources:
+        raise ConfigError(f"checkpoint.source must be one of {', '.join(sources)}, got {checkpoint.source!r}")
+    if checkpoint.source == CheckpointSource.local and not checkpoint.path:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
-    if checkpoint.source is CheckpointSource.hub and not checkpoint.repo_id:
+    if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
     return validate_geometry(config.variant.geometry)
 

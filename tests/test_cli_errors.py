@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,14 @@ def _fails(tmp_path: Path, cache: Path, *overrides: str, env: dict[str, str] | N
         (["variant=nope"], "Could not find 'variant/nope'"),
         (["compresion=fp16"], "Could not override 'compresion'"),
         (["variant.chunk_len=abc"], "could not be converted to Integer"),
-        (["variant.chunk_lenn=3"], "Key 'chunk_lenn' is not in struct"),
+        (["variant.chunk_lenn=3"], "Key 'chunk_lenn' not in 'VariantConfig'"),
         (["variant.chunk_len=0"], "chunk_len must be at least 1"),
         (["variant.spkcache_len=10"], "spkcache_len must be at least 16"),
         (["variant.fifo_len=0"], "fifo_len must be at least 1"),
         (["variant.version=v3"], "variant.version must be one of v2, v2.1"),
         (["compression=palettized6", "compression.nbits=5"], "compression.nbits must be one of"),
         (["deployment_target=iOS18"], "deployment_target must be one of iOS16, iOS17"),
-        (["checkpoint=local"], "Missing mandatory value: checkpoint.path"),
+        (["checkpoint=local"], "checkpoint=local needs checkpoint.path=/path/to/model.nemo"),
     ],
 )
 def test_bad_configuration_fails_before_any_work(
@@ -103,3 +104,23 @@ def test_hub_checkpoint_is_read_from_the_hugging_face_cache(
     assert run.returncode == 0, run.output[-2000:]
     manifest = (tmp_path / "out" / "fp16" / "Sortformer_v2.1.json").read_text()
     assert f"huggingface nvidia/diar_streaming_sortformer_4spk-v2.1 revision {revision}" in manifest
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 300 kB filesystem: too small for any package (needs root to mount)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_disk_leaves_no_half_written_artifact(tmp_path: Path, shared_cache: Path, full_disk: Path) -> None:
+    run = run_cli("checkpoint=tiny", f"cache_dir={shared_cache}", f"output_dir={full_disk}", cwd=tmp_path)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], run.output[-2000:]
+    assert artifacts(full_disk) == []
