@@ -1,0 +1,77 @@
+"""Convolution (1-D to 3-D; strides, dilations, groups, all MIL padding modes) as batched matmuls."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import ExecutorError
+from .registry import OpArgs, register
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int, lower: bool) -> tuple[int, int]:
+    """(before, after) padding that makes the output size ceil(size / stride).
+
+    "same" puts the odd extra element after, "same_lower" before.
+    """
+    effective = (kernel - 1) * dilation + 1
+    total = max(0, stride * math.ceil(size / stride) - size + effective - stride)
+    small, large = total // 2, total - total // 2
+    return (large, small) if lower else (small, large)
+
+
+def spatial_padding(args: OpArgs, x: np.ndarray, kernel: tuple[int, ...]) -> list[tuple[int, int]]:
+    spatial = x.ndim - 2
+    strides = args.ints_param("strides", [1] * spatial)
+    dilations = args.ints_param("dilations", [1] * spatial)
+    pad_type = args.str_param("pad_type", "valid")
+    if pad_type == "valid":
+        return [(0, 0)] * spatial
+    if pad_type == "custom":
+        pad = args.ints_param("pad", [0] * 2 * spatial)
+        return [(pad[2 * i], pad[2 * i + 1]) for i in range(spatial)]
+    if pad_type in ("same", "same_lower"):
+        lower = pad_type == "same_lower"
+        sizes = x.shape[2:]
+        return [same_padding(sizes[i], kernel[i], strides[i], dilations[i], lower) for i in range(spatial)]
+    raise ExecutorError(f"unknown pad_type '{pad_type}'")
+
+
+def windows(x: np.ndarray, kernel: tuple[int, ...], strides: list[int], dilations: list[int]) -> np.ndarray:
+    """Strided view [N, C, *out_positions, *kernel] of the sliding windows over x's spatial axes."""
+    spatial = len(kernel)
+    effective = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True))
+    view = sliding_window_view(x, effective, axis=tuple(range(2, 2 + spatial)))
+    positions = tuple(slice(None, None, s) for s in strides)
+    taps = tuple(slice(None, None, d) for d in dilations)
+    return view[(slice(None), slice(None), *positions, *taps)]
+
+
+@register("conv")
+def _conv(args: OpArgs) -> np.ndarray:
+    x, weight, bias = args.tensor("x"), args.tensor("weight"), args.optional("bias")
+    spatial = x.ndim - 2
+    kernel = weight.shape[2:]
+    groups = args.int_param("groups", 1)
+    strides, dilations = (
+        args.ints_param("strides", [1] * spatial),
+        args.ints_param("dilations", [1] * spatial),
+    )
+    padded = np.pad(x, [(0, 0), (0, 0), *spatial_padding(args, x, kernel)])
+    cols = windows(padded, kernel, strides, dilations)
+    n, positions = x.shape[0], cols.shape[2 : 2 + spatial]
+    out_channels, group_in = weight.shape[0], x.shape[1] // groups
+    n_positions, n_taps = math.prod(positions), group_in * math.prod(kernel)
+    # im2col per group: [G, N * positions, C/G * kernel] @ [G, C/G * kernel, C_out/G].
+    cols = cols.reshape(n, groups, group_in, n_positions, math.prod(kernel))
+    cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * n_positions, n_taps)
+    kernels = weight.reshape(groups, out_channels // groups, n_taps).transpose(0, 2, 1)
+    out = np.matmul(cols, kernels)
+    out = out.reshape(groups, n, *positions, out_channels // groups)
+    out = np.moveaxis(out, 0, -2).reshape(n, *positions, out_channels)
+    out = np.moveaxis(out, -1, 1)
+    if bias is not None:
+        out = out + bias.reshape((1, -1) + (1,) * spatial)
+    return np.ascontiguousarray(out, dtype=args.out_dtype())
