@@ -1,0 +1,214 @@
+"""The parity stage of a build: NeMo reference (computed once per checkpoint and geometry,
+cached), the package run in the executor, figures, and the gates that decide publication."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import atomic, reference
+from .cache import BuildCache, Entry
+from .config import VerifyConfig
+from .geometry import FRAME_SECONDS, StreamingGeometry
+from .parity import compare_steps, compare_streams
+from .reference import StreamResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReferenceData:
+    cases: list[dict[str, np.ndarray]]
+    outputs: list[dict[str, np.ndarray]]
+    mel: np.ndarray
+    stream: StreamResult
+
+
+@dataclass
+class ParityJob:
+    """What the parity stage needs to know about the build it checks."""
+
+    package: Path
+    geometry: StreamingGeometry
+    d_model: int
+    nbits: int | None
+    checkpoint_sha256: str
+    programs: Entry  # the cached fp16 programs: the palettized build's fp16 twin
+    versions: dict[str, str]
+
+
+def reference_key(job: ParityJob, settings: VerifyConfig) -> dict[str, Any]:
+    return {
+        "checkpoint": job.checkpoint_sha256,
+        "geometry": job.geometry.metadata(),
+        "seed": settings.seed,
+        "streaming_seconds": streaming_seconds(job.geometry, settings),
+        "versions": job.versions,
+    }
+
+
+def nemo_reference(
+    job: ParityJob, settings: VerifyConfig, cache: BuildCache, model: Callable[[], Any]
+) -> ReferenceData:
+    """NeMo's outputs for the per-step cases and for the stream; shared by every job that
+    builds this (checkpoint, geometry), whatever its compression."""
+
+    def compute(folder: Path) -> dict[str, Any]:
+        nemo = model()
+        cases = reference.chunk_cases(nemo, job.geometry, settings.seed)
+        outputs = [reference.nemo_step(nemo)(case) for case in cases]
+        audio = reference.synthetic_conversation(streaming_seconds(job.geometry, settings), settings.seed)
+        mel = reference.mel_features(nemo, audio)
+        modules = reference.streaming_modules(job.geometry, job.d_model)
+        stream = reference.stream(modules, job.geometry, mel, reference.nemo_step(nemo))
+        _save(folder / "reference.npz", cases, outputs, {"mel": mel, **_stream_arrays(stream)})
+        return {"chunks": stream.chunks}
+
+    entry = cache.fetch("nemo-reference", reference_key(job, settings), compute)
+    cases, outputs, extra = _load(entry.path / "reference.npz")
+    stream = StreamResult(extra["preds"], extra["spkcache"], extra["fifo"], int(entry.facts["chunks"]))
+    return ReferenceData(cases, outputs, extra["mel"], stream)
+
+
+def streaming_seconds(geometry: StreamingGeometry, settings: VerifyConfig) -> float:
+    """The configured length, stretched to hold `streaming_min_chunks` chunks."""
+    return max(settings.streaming_seconds, settings.streaming_min_chunks * geometry.chunk_len * FRAME_SECONDS)
+
+
+def package_step(package: Path, precision: str) -> reference.StepFunction:
+    """The package as a step function, run by the executor on one BLAS thread: parallelism
+    comes from running jobs side by side, and two threads per job on two busy cores made each
+    matmul several times slower."""
+    from threadpoolctl import threadpool_limits
+
+    from .executor import load_package
+
+    model = load_package(package)
+
+    def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return model.predict(inputs, precision=precision)
+
+    return step
+
+
+def run_parity(
+    job: ParityJob, settings: VerifyConfig, cache: BuildCache, model: Callable[[], Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Figures for the manifest and the gates that failed (empty: publishable)."""
+    data = nemo_reference(job, settings, cache, model)
+    step = package_step(job.package, settings.precision)
+    ours = [step(case) for case in data.cases]
+    figures: dict[str, Any] = {
+        "precision": settings.precision,
+        "per_step_vs_nemo": compare_steps(ours, data.outputs, data.cases),
+    }
+    twin = _fp16_twin_outputs(job, settings, cache, data, ours)
+    if job.nbits is not None:
+        figures["per_step_vs_fp16"] = compare_steps(ours, twin, data.cases)
+    modules = reference.streaming_modules(job.geometry, job.d_model)
+    figures["streaming_vs_nemo"] = compare_streams(
+        reference.stream(modules, job.geometry, data.mel, step), data.stream
+    )
+    return figures, gate(figures, settings, job.nbits)
+
+
+def _fp16_twin_outputs(
+    job: ParityJob,
+    settings: VerifyConfig,
+    cache: BuildCache,
+    data: ReferenceData,
+    ours: list[dict[str, np.ndarray]],
+) -> list[dict[str, np.ndarray]]:
+    """The fp16 package's step outputs: the fp16 job's own, or rebuilt from the cached programs."""
+
+    def compute(folder: Path) -> dict[str, Any]:
+        outputs = ours
+        if job.nbits is not None:
+            from .convert import assemble_pipeline
+
+            twin = folder / "fp16.mlpackage"
+            pre, head = job.programs.path / "pre_encoder.mlpackage", job.programs.path / "head.mlpackage"
+            assemble_pipeline(pre, head, job.geometry, {}, twin)
+            twin_step = package_step(twin, settings.precision)
+            outputs = [twin_step(case) for case in data.cases]
+            atomic.remove(twin)
+        _save(folder / "outputs.npz", data.cases, outputs, {})
+        return {}
+
+    key = {
+        "programs": job.programs.path.name,
+        **reference_key(job, settings),
+        "precision": settings.precision,
+    }
+    entry = cache.fetch("fp16-outputs", key, compute)
+    return _load(entry.path / "outputs.npz")[1]
+
+
+def gate(figures: dict[str, Any], settings: VerifyConfig, nbits: int | None) -> list[str]:
+    failures = []
+    steps = figures["per_step_vs_nemo"]
+    if not steps["lengths_equal"]:
+        failures.append("chunk embedding lengths differ from NeMo's")
+    if steps["emb_error_ratio"] > settings.max_emb_error_ratio:
+        failures.append(
+            f"chunk embeddings differ from NeMo's by up to {steps['emb_error_ratio']:.1%} of their largest "
+            f"magnitude > {settings.max_emb_error_ratio:.1%} (a frame masked or shifted?)"
+        )
+    overall = steps["overall"]
+    if nbits is None:
+        if overall["max_abs_prob_error"] > settings.fp16_max_prob_error:
+            failures.append(
+                f"max |p - p_nemo| {overall['max_abs_prob_error']:.2e} > {settings.fp16_max_prob_error:g} "
+                f"(reference spread {overall['prob_spread']:.3f})"
+            )
+        if overall["decision_agreement"] < settings.fp16_min_decision_agreement:
+            failures.append(
+                f"decisions at 0.5 agree on {overall['decision_agreement']:.4%} of frames x speakers "
+                f"< {settings.fp16_min_decision_agreement:.2%}"
+            )
+    else:
+        twin = figures["per_step_vs_fp16"]["overall"]
+        if twin["decision_agreement"] < settings.palettized_min_decision_agreement:
+            failures.append(
+                f"decisions agree with the fp16 twin on {twin['decision_agreement']:.4%} "
+                f"< {settings.palettized_min_decision_agreement:.2%}"
+            )
+    stream = figures["streaming_vs_nemo"]
+    if stream["decision_agreement"] < settings.streaming_min_decision_agreement:
+        failures.append(
+            f"streaming decisions agree with NeMo on {stream['decision_agreement']:.4%} "
+            f"< {settings.streaming_min_decision_agreement:.2%}"
+        )
+    return failures
+
+
+def _stream_arrays(stream: StreamResult) -> dict[str, np.ndarray]:
+    return {key: value for key, value in asdict(stream).items() if isinstance(value, np.ndarray)}
+
+
+def _save(path: Path, cases: list[dict], outputs: list[dict], extra: dict[str, np.ndarray]) -> None:
+    arrays = {f"case{i}/{name}": value for i, case in enumerate(cases) for name, value in case.items()}
+    arrays |= {
+        f"output{i}/{name}": value for i, output in enumerate(outputs) for name, value in output.items()
+    }
+    arrays |= {f"extra/{name}": value for name, value in extra.items()}
+    np.savez(path, **arrays)
+
+
+def _load(path: Path) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in arrays.items():
+        group, key = name.split("/", 1)
+        grouped.setdefault(group, {})[key] = value
+    count = sum(1 for group in grouped if group.startswith("case"))
+    cases = [grouped[f"case{i}"] for i in range(count)]
+    outputs = [grouped.get(f"output{i}", {}) for i in range(count)]
+    return cases, outputs, grouped.get("extra", {})
