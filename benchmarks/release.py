@@ -1,0 +1,304 @@
+"""The 14-artifact release from the full-size synthetic checkpoints, three ways, in one run:
+
+- cold: `sortformer-build --multirun` with an empty build cache;
+- warm: the same command again, nothing changed;
+- reference-style: one fresh process per model (7), no cache, each restoring the checkpoint,
+  tracing, converting (fp16), saving the fp16 package, palettizing the head with coremltools'
+  own 6-bit k-means and saving that: the project's library functions, not its CLI.
+
+    .venv/bin/python benchmarks/release.py [--work DIR] [--n-jobs 2] [-- extra overrides]
+
+Prints the table the README quotes, where the cold time goes (per-stage seconds summed over the
+jobs' manifests), and the peak RSS of the largest job process. The synthetic checkpoints are made
+beforehand and not timed: a real release reads its weights from the Hugging Face cache.
+Targets on a 2-core machine: cold >= 5x faster than reference-style, warm <= 10 s, no job above
+4 GB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sortformer_build.cli import register_schemas
+from sortformer_build.config import BuildConfig, CompressionConfig, PalettizerEngine
+
+SCRIPT = shutil.which("sortformer-build") or "sortformer-build"
+GB = 1e9
+
+
+def release_configs(work: Path) -> list[BuildConfig]:
+    """Every variant option, composed by Hydra as the CLI would, with the synthetic checkpoint."""
+    register_schemas()
+    with initialize_config_module("sortformer_build.conf", version_base="1.3"):
+        from hydra.core.global_hydra import GlobalHydra
+
+        variants = GlobalHydra.instance().config_loader().get_group_options("variant")
+        overrides = [
+            "checkpoint=synthetic",
+            f"cache_dir={work / 'cache'}",
+            f"output_dir={work / 'reference'}",
+        ]
+        configs = [
+            OmegaConf.to_object(compose("build", [f"variant={name}", *overrides])) for name in variants
+        ]
+    return [config for config in configs if isinstance(config, BuildConfig)]
+
+
+class PeakRss:
+    """Samples the high-water RSS (VmHWM) of a process tree from /proc, per process."""
+
+    def __init__(self, root: int) -> None:
+        self.root, self.peaks, self._stop = root, {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[int, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.peaks
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in self._tree():
+                peak = _vm_hwm(pid)
+                if peak:
+                    self.peaks[pid] = max(peak, self.peaks.get(pid, 0))
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = defaultdict(list)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children[int(fields[1])].append(int(stat.parent.name))
+        tree, queue = [], [self.root]
+        while queue:
+            pid = queue.pop()
+            tree.append(pid)
+            queue.extend(children[pid])
+        return tree
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def sweep(work: Path, extra: list[str], log_name: str) -> tuple[float, int]:
+    """Run the release sweep; return its wall seconds and the largest process peak RSS."""
+    command = [
+        SCRIPT,
+        "--multirun",
+        "variant=glob(*)",
+        "compression=fp16,palettized6",
+        "checkpoint=synthetic",
+        f"cache_dir={work / 'cache'}",
+        f"output_dir={work / 'release'}",
+        *extra,
+    ]
+    with (work / log_name).open("w") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        sampler = PeakRss(process.pid)
+        returncode = process.wait()
+        seconds = time.perf_counter() - started
+    peaks = sampler.stop()
+    if returncode != 0:
+        sys.exit(f"the sweep failed (exit {returncode}); see {work / log_name}")
+    return seconds, max(peaks.values(), default=0)
+
+
+def reference_style(work: Path, configs: list[BuildConfig]) -> tuple[float, int, dict[str, float]]:
+    """One fresh process per model, in turn; each child's peak RSS comes from wait4."""
+    stages: dict[str, float] = defaultdict(float)
+    peak = 0
+    started = time.perf_counter()
+    for config in configs:
+        log = work / f"reference-{config.variant.name}.log"
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as report, log.open("w") as output:
+            arguments = ["--work", str(work), "--reference-model", config.variant.name, report.name]
+            child = subprocess.Popen([sys.executable, __file__, *arguments], stdout=output, stderr=output)
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            if child.returncode != 0:
+                sys.exit(f"the reference-style build of {config.variant.name} failed")
+            for stage, seconds in json.loads(Path(report.name).read_text()).items():
+                stages[stage] += seconds
+        peak = max(peak, usage.ru_maxrss * 1024)
+    return time.perf_counter() - started, peak, dict(stages)
+
+
+def reference_model(config: BuildConfig, report: Path) -> None:
+    """The release's two artifacts of one model, built the way a one-off script would."""
+    from sortformer_build.checkpoint import load_model, resolve_checkpoint
+    from sortformer_build.compression import palettize_head
+    from sortformer_build.convert import assemble_pipeline, convert_programs
+    from sortformer_build.export import trace
+
+    geometry, name = config.variant.geometry, config.variant.file_name
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, work: Any) -> Any:
+        started = time.perf_counter()
+        result = work()
+        seconds[stage] = time.perf_counter() - started
+        return result
+
+    checkpoint = resolve_checkpoint(
+        config.checkpoint, config.variant.version, config.cache_root / "checkpoints"
+    )
+    palettized = CompressionConfig(
+        name="palettized6", folder="palettized", nbits=6, engine=PalettizerEngine.coremltools
+    )
+    out = Path(config.output_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        model = timed("restore", lambda: load_model(checkpoint))
+        traced = timed("trace", lambda: trace(model, geometry))
+        pre, head = timed(
+            "convert", lambda: convert_programs(traced, "fp16", config.deployment_target, folder)
+        )
+        metadata: dict[str, str] = {}
+        timed(
+            "save fp16", lambda: assemble_pipeline(pre, head, geometry, metadata, _new(out / "fp16" / name))
+        )
+        small_head = folder / "head-palettized.mlpackage"
+        timed("palettize", lambda: palettize_head(head, palettized, small_head))
+        timed(
+            "save palettized",
+            lambda: assemble_pipeline(pre, small_head, geometry, metadata, _new(out / "palettized" / name)),
+        )
+    report.write_text(json.dumps(seconds))
+
+
+def _new(stem: Path) -> Path:
+    package = stem.parent / f"{stem.name}.mlpackage"
+    package.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(package, ignore_errors=True)
+    return package
+
+
+def cold_stages(release: Path) -> tuple[dict[str, float], set[str]]:
+    """Seconds per step summed over the published manifests, and the palettization engines."""
+    stages: dict[str, float] = defaultdict(float)
+    engines = set()
+    for manifest in release.glob("*/*.json"):
+        record = json.loads(manifest.read_text())
+        for step in record["steps"]:
+            stages[step["name"]] += step["seconds"]
+        if record["config"]["compression"]["nbits"] is not None:
+            engines.add(record["config"]["compression"]["engine"])
+    return dict(stages), engines
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "sortformer-build-benchmark",
+        help="scratch folder, kept for inspection (checkpoints are reused between runs)",
+    )
+    parser.add_argument("--n-jobs", type=int, default=2, help="joblib worker processes for the sweeps")
+    parser.add_argument("--reference-model", nargs=2, metavar=("VARIANT", "REPORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "overrides", nargs="*", help="extra overrides for both sweeps, e.g. verify.parity=false"
+    )
+    arguments = parser.parse_args()
+    work = arguments.work.resolve()
+    configs = release_configs(work)
+    if arguments.reference_model:
+        variant, report = arguments.reference_model
+        reference_model(next(c for c in configs if c.variant.name == variant), Path(report))
+        return
+
+    print(f"Making the full-size synthetic checkpoints (not timed) in {work / 'cache'}", flush=True)
+    from sortformer_build.checkpoint import resolve_checkpoint
+
+    for config in configs:
+        resolve_checkpoint(config.checkpoint, config.variant.version, config.cache_root / "checkpoints")
+    for folder in ("cache/build", "cache/package-digests", "release", "reference"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={arguments.n_jobs}", *arguments.overrides]
+    print("Cold release sweep...", flush=True)
+    cold, cold_peak = sweep(work, launcher, "cold.log")
+    print("Warm release sweep...", flush=True)
+    warm, _ = sweep(work, launcher, "warm.log")
+    print("Reference-style release (7 fresh processes)...", flush=True)
+    reference, reference_peak, reference_stages = reference_style(work, configs)
+    stages, engines = cold_stages(work / "release")
+    print_report(
+        arguments, cold, warm, reference, cold_peak, reference_peak, stages, reference_stages, engines
+    )
+
+
+def print_report(
+    arguments: argparse.Namespace,
+    cold: float,
+    warm: float,
+    reference: float,
+    cold_peak: int,
+    reference_peak: int,
+    stages: dict[str, float],
+    reference_stages: dict[str, float],
+    engines: set[str],
+) -> None:
+    overrides = " ".join(arguments.overrides) or "none"
+    print(f"\nMachine: {machine()}")
+    print(f"Palettization engine of the sweeps: {', '.join(sorted(engines))}; extra overrides: {overrides}\n")
+    rows = [
+        (f"cold sweep (empty build cache, joblib n_jobs={arguments.n_jobs})", f"{cold:.1f} s", ""),
+        ("warm sweep (unchanged, same command)", f"{warm:.1f} s", "target <= 10 s"),
+        ("reference-style (7 fresh processes, no cache, coremltools k-means)", f"{reference:.1f} s", ""),
+        ("cold speed-up over reference-style", f"{reference / cold:.2f}x", "target >= 5x"),
+        ("peak RSS, largest sweep process (cold)", f"{cold_peak / GB:.2f} GB", "target <= 4 GB"),
+        ("peak RSS, largest reference-style process", f"{reference_peak / GB:.2f} GB", ""),
+    ]
+    print("| measure | value | target |\n| --- | --- | --- |")
+    for row in rows:
+        print(f"| {' | '.join(row)} |")
+    print("\nWhere the time goes (seconds per step, summed over jobs or processes):\n")
+    print("| step | cold sweep | reference-style |\n| --- | --- | --- |")
+    for name in sorted(
+        set(stages) | set(reference_stages), key=lambda n: -max(stages.get(n, 0), reference_stages.get(n, 0))
+    ):
+        print(f"| {name} | {stages.get(name, 0):.1f} | {reference_stages.get(name, 0):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

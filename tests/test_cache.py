@@ -1,0 +1,63 @@
+"""The build cache under concurrency, and the remembered package digests, with real processes
+and files (no conversion needed: the cache is indifferent to what a stage makes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+from sortformer_build.cache import BuildCache
+from sortformer_build.package import package_digest
+
+KEY = {"checkpoint": "0" * 64, "geometry": [6, 1, 7]}
+
+
+def _fetch_slowly(root: str, builds_log: str) -> bool:
+    """Runs in a fresh process: fetch one entry whose build takes long enough to overlap."""
+
+    def build(folder: Path) -> dict[str, int]:
+        with open(builds_log, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(2.0)
+        (folder / "payload.bin").write_bytes(b"x" * 1000)
+        return {"size": 1000}
+
+    return BuildCache(Path(root)).fetch("stage", KEY, build).hit
+
+
+def test_two_processes_fetching_one_entry_build_it_once(tmp_path: Path) -> None:
+    builds_log = tmp_path / "builds.log"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        hits = pool.starmap(_fetch_slowly, [(str(tmp_path / "cache"), str(builds_log))] * 2)
+    assert sorted(hits) == [False, True]
+    assert len(builds_log.read_text().splitlines()) == 1
+    entry = BuildCache(tmp_path / "cache").lookup("stage", KEY)
+    assert entry is not None and entry.facts == {"size": 1000}
+    assert (entry.path / "payload.bin").stat().st_size == 1000
+
+
+def test_remembered_package_digest_follows_the_files(tmp_path: Path) -> None:
+    package = tmp_path / "model.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    weights = package / "Data" / "weight.bin"
+    weights.write_bytes(b"a" * 4096)
+    memo = tmp_path / "memo"
+    first = package_digest(package, memo)
+    assert first == package_digest(package) == package_digest(package, memo)
+    assert len(list(memo.iterdir())) == 1
+
+    time.sleep(0.05)  # file times tick coarsely; real rebuilds are seconds apart
+    weights.write_bytes(b"b" * 4096)  # same size, new mtime
+    second = package_digest(package, memo)
+    assert second == package_digest(package) != first
+
+    replacement = tmp_path / "replacement.mlpackage"
+    shutil.copytree(package, replacement)
+    time.sleep(0.05)
+    (replacement / "Data" / "weight.bin").write_bytes(b"c" * 4096)
+    shutil.rmtree(package)
+    replacement.rename(package)
+    assert package_digest(package, memo) == package_digest(package) not in (first, second)

@@ -1,0 +1,136 @@
+"""Sweeps through the console script: the summary, failures that do not stop the others, the
+submitit launcher, dry runs, and jobs killed mid-build. Parity checks are switched off
+(`verify.parity=false`): these tests are about the sweep, not about numerics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import RELEASE, SCRIPT, Run, run_cli, sweep_statuses
+
+FAST = ("checkpoint=tiny", "verify.parity=false")
+
+
+def _sweep_default(work: Path, cache: Path, *overrides: str) -> Run:
+    return run_cli("--multirun", "variant=default", *FAST, f"cache_dir={cache}", *overrides, cwd=work)
+
+
+def test_failing_job_is_listed_and_the_sweep_exits_non_zero(tmp_path: Path, shared_cache: Path) -> None:
+    run = _sweep_default(tmp_path, shared_cache, "variant.chunk_len=6,0")
+    assert run.returncode == 1, run.output[-3000:]
+    assert "sortformer-build: 1 of 2 jobs failed" in run.stderr
+    matrix = json.loads((tmp_path / "outputs" / "tiny" / "matrix.json").read_text())
+    assert (matrix["jobs"], matrix["failed"]) == (2, 1)
+    failed = [row for row in matrix["artifacts"] if not row["ok"]]
+    assert failed[0]["error"] == "chunk_len must be at least 1, got 0"
+    built = [row for row in matrix["artifacts"] if row["ok"]]
+    assert built[0]["package"] == "fp16/Sortformer_v2.1.mlpackage"
+    assert (
+        "chunk_len must be at least 1, got 0 |" in (tmp_path / "outputs" / "tiny" / "matrix.md").read_text()
+    )
+
+
+def test_submitit_local_launcher_runs_the_sweep(tmp_path: Path, shared_cache: Path) -> None:
+    run = _sweep_default(
+        tmp_path, shared_cache, "compression=fp16,palettized6", "hydra/launcher=submitit_local"
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    # Each job ran in its own submitit process, which keeps its output beside the sweep.
+    assert len(list((tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/.submitit/*/*_log.out"))) == 2
+    assert [status["ok"] for status in sweep_statuses(tmp_path)] == [True, True]
+    matrix = json.loads((tmp_path / "outputs" / "tiny" / "matrix.json").read_text())
+    assert [row["package"] for row in matrix["artifacts"]] == [
+        "fp16/Sortformer_v2.1.mlpackage",
+        "palettized/Sortformer_v2.1.mlpackage",
+    ]
+    assert 0.3 < matrix["artifacts"][1]["ratio_to_fp16"] < 0.8
+
+
+def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
+    """With an empty cache: no checkpoint is made and torch, coremltools and NeMo are never
+    imported (stand-ins that refuse to import shadow them)."""
+    blocked = tmp_path / "blocked"
+    for name in ("torch", "coremltools", "nemo"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('a dry run imported {name}')\n")
+    cache = tmp_path / "cache"
+    started = time.perf_counter()
+    run = run_cli(
+        "--multirun",
+        "variant=glob(*)",
+        "compression=fp16,palettized6",
+        "checkpoint=synthetic",
+        "dry_run=true",
+        f"cache_dir={cache}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(blocked)},
+    )
+    seconds = time.perf_counter() - started
+    assert run.returncode == 0, run.output[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("Dry run: ")]
+    assert len(lines) == 14
+    assert all(
+        "would build" in line and "checkpoint not on this machine yet (would be made)" in line
+        for line in lines
+    )
+    plans = [status["plan"] for status in sweep_statuses(tmp_path)]
+    assert {plan["package"] for plan in plans} == {
+        f"outputs/synthetic/{folder}/{file_name}.mlpackage"
+        for folder in ("fp16", "palettized")
+        for file_name, *_ in RELEASE.values()
+    }
+    assert {plan["latency_seconds"] for plan in plans} == {1.04, 2.56, 30.4}
+    assert not (tmp_path / "outputs" / "synthetic").exists()
+    assert not list(cache.rglob("*.nemo")) and not (cache / "build").exists()
+    assert seconds < 30, f"the dry run took {seconds:.1f} s"
+
+
+def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
+    tmp_path: Path, fresh_build_cache: Path
+) -> None:
+    args = [SCRIPT, *FAST, f"cache_dir={fresh_build_cache}"]
+    programs = fresh_build_cache / "build" / "programs"
+    with (tmp_path / "killed.log").open("w") as log:
+        job = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: any(programs.glob(".partial-*")), job)
+            time.sleep(0.5)  # into the conversion
+        finally:
+            job.kill()  # SIGKILL: no cleanup code runs
+            job.wait()
+    assert any(programs.glob(".partial-*")), "the job was killed after its entry was complete"
+    assert [entry for entry in programs.iterdir() if not entry.name.startswith(".")] == []
+    assert not list((tmp_path / "outputs").rglob("*.mlpackage"))
+
+    run = run_cli(*FAST, f"cache_dir={fresh_build_cache}", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
+    record = json.loads((tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").read_text())
+    assert {step["name"]: step["status"] for step in record["steps"]}["convert"] == "built"
+
+
+def _wait_for(condition, job: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert job.poll() is None, f"the job ended (exit {job.returncode}) before the awaited moment"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_dry_run_of_a_single_job(tmp_path: Path, shared_cache: Path) -> None:
+    run = run_cli(*FAST, "dry_run=true", f"cache_dir={shared_cache}", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "Dry run: outputs/tiny/fp16/Sortformer_v2.1.mlpackage would build" in run.stdout
+    assert not (tmp_path / "outputs" / "tiny").exists()
+
+
+def test_dry_run_reports_a_job_that_would_fail(tmp_path: Path, shared_cache: Path) -> None:
+    run = _sweep_default(tmp_path, shared_cache, "variant.chunk_len=6,0", "dry_run=true")
+    assert run.returncode == 1, run.output[-3000:]
+    assert "Dry run of 2 jobs: 1 to build, 0 up to date, 1 failed" in run.stdout
+    assert "| chunk_len must be at least 1, got 0 |" in run.stdout
+    assert not (tmp_path / "outputs" / "tiny").exists()
