@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic, macos
-from .cache import BuildCache, Entry, digest_of, tool_versions
+from .cache import ArrayStore, BuildCache, Entry, digest_of, tool_versions
 from .checkpoint import Checkpoint, load_model, resolve_checkpoint
 from .config import BuildConfig, PalettizerEngine, config_dict, validate_config
 from .errors import BuildError
@@ -25,6 +25,8 @@ log = logging.getLogger("sortformer_build")
 
 MANIFEST_FORMAT = 1
 PRECISION = "fp16"
+# Build cache stages (folders under <cache>/build/).
+PROGRAMS_STAGE, PALETTIZE_STAGE = "programs", "palettized-head"
 
 
 class OutputError(BuildError):
@@ -57,7 +59,7 @@ def build(config: BuildConfig) -> BuildResult:
     for warning in validate_config(config):
         log.warning("%s", warning)
     name = config.variant.file_name
-    package, manifest = config.artifact_dir / f"{name}.mlpackage", config.artifact_dir / f"{name}.json"
+    package, manifest = artifact_paths(config)
     ensure_writable(config.artifact_dir)
     steps = StepLog()
     with steps.step("checkpoint", "Locating the checkpoint") as step:
@@ -66,9 +68,9 @@ def build(config: BuildConfig) -> BuildResult:
         )
         step.detail = f"{checkpoint.origin}, sha256 {checkpoint.sha256[:12]}"
     versions = tool_versions()
-    job_key = {"config": _job_config(config), "checkpoint": checkpoint.sha256, "versions": versions}
+    job_key = artifact_key(config, checkpoint.sha256, versions)
     if config.cache:
-        current = _published_record(package, manifest, digest_of(job_key))
+        current = published_record(config, digest_of(job_key))
         if current is not None:
             log.info("%s is up to date (same checkpoint, config and tools); nothing to build", package)
             return BuildResult(package, manifest, current, up_to_date=True)
@@ -93,9 +95,10 @@ def build(config: BuildConfig) -> BuildResult:
                 metadata,
                 staged_package,
             )
-        _verify(config, staged_package, programs.facts["d_model"], steps)
+        verification = _verify(config, staged_package, checkpoint, versions, programs, cache, model, steps)
         _macos_steps(staged_package, staging / f"{name}.mlmodelc", steps)
         record = _manifest(config, checkpoint, versions, job_key, staged_package, programs, steps)
+        record["verification"] = verification
         _publish(staging, config.artifact_dir, name, record)
     log.info("Published %s (%.1f MB)", package, record["artifact"]["bytes"] / 1e6)
     return BuildResult(package, manifest, record, up_to_date=False)
@@ -113,17 +116,52 @@ def ensure_writable(folder: Path) -> None:
 def _job_config(config: BuildConfig) -> dict[str, Any]:
     """The parts of the config that shape the artifact (not where files go)."""
     plain = config_dict(config)
-    return {key: plain[key] for key in ("variant", "compression", "deployment_target")}
+    return {key: plain[key] for key in ("variant", "compression", "deployment_target", "verify")}
 
 
-def _published_record(package: Path, manifest: Path, job_digest: str) -> dict[str, Any] | None:
+def artifact_paths(config: BuildConfig) -> tuple[Path, Path]:
+    """The published package and the manifest that vouches for it."""
+    name = config.variant.file_name
+    return config.artifact_dir / f"{name}.mlpackage", config.artifact_dir / f"{name}.json"
+
+
+def artifact_key(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
+    """Everything a published artifact depends on; its manifest records the digest as `job_digest`."""
+    return {"config": _job_config(config), "checkpoint": checkpoint_sha256, "versions": versions}
+
+
+def programs_key(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
+    """What tracing and conversion depend on: not the compression, so fp16 and palettized share it."""
+    geometry = config.variant.geometry
+    return {
+        "checkpoint": checkpoint_sha256,
+        "chunk_mel_frames": geometry.chunk_mel_frames,
+        "spkcache_len": geometry.spkcache_len,
+        "fifo_len": geometry.fifo_len,
+        "precision": PRECISION,
+        "deployment_target": config.deployment_target,
+        "versions": versions,
+    }
+
+
+def palettize_key(config: BuildConfig, programs_digest: str, versions: dict[str, str]) -> dict[str, Any]:
+    """What palettizing a head depends on; `programs_digest` names the programs entry."""
+    compression = config.compression
+    engine = PalettizerEngine(compression.engine).value
+    return {"programs": programs_digest, "nbits": compression.nbits, "engine": engine, "versions": versions}
+
+
+def published_record(config: BuildConfig, job_digest: str) -> dict[str, Any] | None:
+    """The published manifest if it describes `job_digest` and the package on disk is intact."""
+    package, manifest = artifact_paths(config)
     try:
         record = json.loads(manifest.read_text())
     except (FileNotFoundError, ValueError):
         return None
     if record.get("job_digest") != job_digest or not package.is_dir():
         return None
-    if package_digest(package) != record.get("artifact", {}).get("content_sha256"):
+    content = package_digest(package, config.cache_root / "package-digests")
+    if content != record.get("artifact", {}).get("content_sha256"):
         return None
     return record
 
@@ -137,15 +175,6 @@ def _stage_programs(
     steps: StepLog,
 ) -> Entry:
     geometry = config.variant.geometry
-    key = {
-        "checkpoint": checkpoint.sha256,
-        "chunk_mel_frames": geometry.chunk_mel_frames,
-        "spkcache_len": geometry.spkcache_len,
-        "fifo_len": geometry.fifo_len,
-        "precision": PRECISION,
-        "deployment_target": config.deployment_target,
-        "versions": versions,
-    }
 
     def convert(folder: Path) -> dict[str, Any]:
         from .convert import convert_programs
@@ -162,7 +191,7 @@ def _stage_programs(
             convert_programs(traced, PRECISION, config.deployment_target, folder)
         return {"d_model": traced.d_model, "parameters": parameter_counts(nemo)}
 
-    entry = cache.fetch("programs", key, convert)
+    entry = cache.fetch(PROGRAMS_STAGE, programs_key(config, checkpoint.sha256, versions), convert)
     if entry.hit:
         steps.steps.append(_cached("convert", entry))
     return entry
@@ -173,16 +202,24 @@ def _stage_palettize(
 ) -> Path:
     compression = config.compression
     engine = PalettizerEngine(compression.engine).value
-    key = {"programs": programs.path.name, "nbits": compression.nbits, "engine": engine, "versions": versions}
+    key = palettize_key(config, programs.path.name, versions)
 
     def palettize(folder: Path) -> dict[str, Any]:
         from .compression import palettize_head
 
-        with steps.step("palettize", f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"):
-            palettize_head(programs.path / "head.mlpackage", compression, folder / "head.mlpackage")
-        return {}
+        luts = ArrayStore(cache.root / "luts" if cache.enabled else None)
+        description = f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"
+        with steps.step("palettize", description) as step:
+            facts = palettize_head(
+                programs.path / "head.mlpackage", compression, folder / "head.mlpackage", luts
+            )
+            if "lut_cache_hits" in facts:
+                step.detail = (
+                    f"look-up tables: {facts['lut_cache_hits']} cached, {facts['lut_cache_misses']} computed"
+                )
+        return facts
 
-    entry = cache.fetch("palettized-head", key, palettize)
+    entry = cache.fetch(PALETTIZE_STAGE, key, palettize)
     if entry.hit:
         steps.steps.append(_cached("palettize", entry))
     return entry.path
@@ -199,10 +236,20 @@ def parameter_counts(model: Any) -> dict[str, int]:
     return {"total": total, "pre_encoder": pre_encoder, "head": total - pre_encoder}
 
 
-def _verify(config: BuildConfig, package: Path, d_model: int, steps: StepLog) -> None:
+def _verify(
+    config: BuildConfig,
+    package: Path,
+    checkpoint: Checkpoint,
+    versions: dict[str, str],
+    programs: Entry,
+    cache: BuildCache,
+    model: _LazyModel,
+    steps: StepLog,
+) -> dict[str, Any]:
+    """Static checks, then numerical parity with NeMo; raise StepFailed if a gate fails."""
     expected = Expectation(
         geometry=config.variant.geometry,
-        d_model=d_model,
+        d_model=programs.facts["d_model"],
         nbits=config.compression.nbits,
         deployment_target=config.deployment_target,
     )
@@ -213,6 +260,44 @@ def _verify(config: BuildConfig, package: Path, d_model: int, steps: StepLog) ->
         if findings:
             raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
         step.status = VERIFIED
+    if not config.verify.parity:
+        steps.skip("parity", "verify.parity=false")
+        return {"lint": "passed", "parity": "skipped (verify.parity=false)"}
+    from .verification import ParityJob, run_parity
+
+    job = ParityJob(
+        package=package,
+        geometry=config.variant.geometry,
+        d_model=programs.facts["d_model"],
+        nbits=config.compression.nbits,
+        checkpoint_sha256=checkpoint.sha256,
+        programs=programs,
+        versions=versions,
+    )
+    description = (
+        f"Comparing the package with NeMo ({config.verify.precision} executor, per step and streaming)"
+    )
+    with steps.step("parity", description) as step:
+        figures, failures = run_parity(job, config.verify, cache, model.get)
+        step.detail = _parity_summary(figures)
+        if failures:
+            raise StepFailed(f"parity with NeMo fails: {'; '.join(failures)} [{step.detail}]")
+        step.status = VERIFIED
+    return {"lint": "passed", "parity": figures}
+
+
+def _parity_summary(figures: dict[str, Any]) -> str:
+    steps, stream = figures["per_step_vs_nemo"]["overall"], figures["streaming_vs_nemo"]
+    text = (
+        f"per step: max |dp| {steps['max_abs_prob_error']:.1e}, decisions {steps['decision_agreement']:.2%}, "
+        f"argmax {steps['argmax_agreement']:.2%}; streaming {stream['chunks']} chunks: max |dp| "
+        f"{stream['max_abs_prob_error']:.1e}, decisions {stream['decision_agreement']:.2%}"
+    )
+    if "per_step_vs_fp16" in figures:
+        twin = figures["per_step_vs_fp16"]["overall"]
+        agree, argmax = twin["decision_agreement"], twin["argmax_agreement"]
+        text += f"; vs fp16 twin: decisions {agree:.2%}, argmax {argmax:.2%}"
+    return text
 
 
 def _macos_steps(package: Path, compiled: Path, steps: StepLog) -> None:

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import atomic
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,21 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def remembered_digest(memo_dir: Path, path: Path, stamp: object, compute: Callable[[], str]) -> str:
+    """`compute()` for `path`, remembered while `stamp` (sizes and mtimes, JSON-plain) is unchanged:
+    warm builds then skip re-reading hundreds of MB of checkpoint or package."""
+    memo = memo_dir / hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+    try:
+        remembered = json.loads(memo.read_text())
+        if remembered["stamp"] == stamp:
+            return str(remembered["sha256"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        pass
+    digest = compute()
+    atomic.write_text(memo, json.dumps({"stamp": stamp, "sha256": digest}))
+    return digest
 
 
 def code_fingerprint() -> str:
@@ -71,13 +88,20 @@ class BuildCache:
         self.enabled = enabled
         self._scratch = None if enabled else tempfile.TemporaryDirectory(prefix="sortformer-build-")
 
+    def path(self, stage: str, key: dict[str, Any]) -> Path:
+        """Where the entry for `key` lives once built; its name is the key's digest."""
+        return self.root / stage / digest_of({"stage": stage, **key})
+
+    def lookup(self, stage: str, key: dict[str, Any]) -> Entry | None:
+        """The finished entry for `key`, or None; never builds (dry runs ask this)."""
+        return self._read(self.path(stage, key)) if self.enabled else None
+
     def fetch(self, stage: str, key: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> Entry:
-        digest = digest_of({"stage": stage, **key})
+        final = self.path(stage, key)
         if not self.enabled:
-            folder = Path(self._scratch.name) / stage / digest
+            folder = Path(self._scratch.name) / stage / final.name
             folder.mkdir(parents=True)
             return Entry(folder, hit=False, facts=build(folder))
-        final = self.root / stage / digest
         entry = self._read(final)
         if entry is not None:
             return entry
@@ -101,3 +125,25 @@ class BuildCache:
         except (FileNotFoundError, ValueError):
             return None
         return Entry(folder, hit=True, facts=recorded.get("facts", {}))
+
+
+class ArrayStore:
+    """Small arrays by content key, one `.npy` file each (palettization LUTs per weight tensor:
+    the same tensors recur in every geometry built from one checkpoint). `root=None` keeps
+    nothing, for builds with the cache off."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def get(self, key: str) -> np.ndarray | None:
+        if self.root is None:
+            return None
+        try:
+            return np.load(self.root / f"{key}.npy")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        if self.root is not None:
+            with atomic.staged(self.root / f"{key}.npy") as temporary, temporary.open("wb") as stream:
+                np.save(stream, array)

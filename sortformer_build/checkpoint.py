@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tarfile
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .cache import remembered_digest
 from .config import CheckpointConfig, CheckpointSource
 from .errors import BuildError
 
@@ -31,30 +31,55 @@ class Checkpoint:
 
 
 def resolve_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> Checkpoint:
-    """Find (or make, for synthetic sources) the .nemo file of `config` and identify it."""
+    """Find (or download, or make for synthetic sources) the .nemo file of `config` and identify it."""
+    checkpoint = _checkpoint(config, version, cache_dir, obtain=True)
+    assert checkpoint is not None
+    return checkpoint
+
+
+def find_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> Checkpoint | None:
+    """The checkpoint if its weights are already on this machine, else None; downloads and makes
+    nothing (dry runs)."""
+    return _checkpoint(config, version, cache_dir, obtain=False)
+
+
+def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain: bool) -> Checkpoint | None:
     source = CheckpointSource(config.source)
     if source is CheckpointSource.hub:
-        path, origin = _from_hub(config)
+        found = _from_hub(config, download=obtain)
+        if found is None:
+            return None
+        path, origin = found
     elif source is CheckpointSource.local:
         path = Path(config.path or "").expanduser()
         origin = f"file {path.resolve()}"
     else:
         size = "tiny" if source is CheckpointSource.tiny else "full"
-        path = synthetic_checkpoint(cache_dir, size, config.seed, version, config.speaker_logit_scale)
+        locate = synthetic_checkpoint if obtain else synthetic_checkpoint_path
+        path = locate(cache_dir, size, config.seed, version, config.speaker_logit_scale)
         origin = f"{source.value} random weights, seed {config.seed}, version {version}"
+        if not (obtain or path.is_file()):
+            return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     return Checkpoint(path=path, sha256=file_sha256(path, cache_dir), source=source.value, origin=origin)
 
 
-def _from_hub(config: CheckpointConfig) -> tuple[Path, str]:
+def _from_hub(config: CheckpointConfig, download: bool) -> tuple[Path, str] | None:
+    """The cached snapshot's .nemo file; without `download`, None when the cache lacks it."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo_id = config.repo_id or ""
     try:
-        folder = Path(snapshot_download(repo_id, revision=config.revision, allow_patterns=["*.nemo"]))
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=config.revision, allow_patterns=["*.nemo"], local_files_only=not download
+            )
+        )
     except LocalEntryNotFoundError:
+        if not download:
+            return None
         raise CheckpointError(
             f"cannot download {repo_id} (offline?) and it is not in the Hugging Face cache; "
             "use checkpoint=synthetic for random weights or checkpoint=local checkpoint.path=/path/model.nemo"
@@ -73,8 +98,7 @@ def synthetic_checkpoint(
     """The cached random-weight checkpoint, created on first use (once, even under concurrency)."""
     from .synthetic import make_synthetic_checkpoint
 
-    scale = f"{speaker_logit_scale:g}".replace(".", "p")
-    path = cache_dir / f"synthetic-{size}-{version}-seed{seed}-x{scale}.nemo"
+    path = synthetic_checkpoint_path(cache_dir, size, seed, version, speaker_logit_scale)
     with atomic.lock(path):
         if not path.is_file():
             log.info("Creating the %s random-weight checkpoint %s (once; later builds reuse it)", size, path)
@@ -83,23 +107,25 @@ def synthetic_checkpoint(
     return path
 
 
+def synthetic_checkpoint_path(
+    cache_dir: Path, size: str, seed: int, version: str, speaker_logit_scale: float
+) -> Path:
+    scale = f"{speaker_logit_scale:g}".replace(".", "p")
+    return cache_dir / f"synthetic-{size}-{version}-seed{seed}-x{scale}.nemo"
+
+
 def file_sha256(path: Path, cache_dir: Path) -> str:
     """sha256 of a file, remembered per (path, size, mtime) so warm builds skip re-reading 470 MB."""
     stat = path.stat()
-    memo = cache_dir / "sha256" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if memo.is_file():
-        try:
-            remembered = json.loads(memo.read_text())
-            if remembered["stamp"] == stamp:
-                return str(remembered["sha256"])
-        except (ValueError, KeyError):
-            pass
+    return remembered_digest(cache_dir / "sha256", path, stamp, lambda: _sha256(path))
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         while block := stream.read(1 << 22):
             digest.update(block)
-    atomic.write_text(memo, json.dumps({"stamp": stamp, "sha256": digest.hexdigest()}))
     return digest.hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import warnings
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -16,10 +16,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .build import build
+from .build import BuildResult, build
 from .config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig
 from .errors import BuildError
 from .geometry import StreamingGeometry
+from .logs import quiet_third_party
+from .plan import JobPlan, plan_job
 
 log = logging.getLogger("sortformer_build")
 
@@ -79,49 +81,63 @@ def _variant_option(folder, option: str) -> DictConfig:
     return OmegaConf.merge(*merged, node) if merged else node
 
 
-def _quiet_third_party() -> None:
-    """Keep the log about this build: the libraries' import chatter says nothing actionable."""
-    for name in ("coremltools", "nv_one_logger", "numba", "urllib3", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # NeMo resets its logger's level to INFO on import; a filter survives that.
-    logging.getLogger("nemo_logger").addFilter(lambda record: record.levelno >= logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
 JOB_STATUS_FILE = "job_status.json"
 
 
 def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = False) -> bool:
-    """Build one job; report failure in one line. Returns whether it succeeded.
+    """Build (with `dry_run`, plan) one job; report failure in one line. Returns whether it succeeded.
 
     With `keep_going` (a sweep), a failure is recorded, not raised, so the other jobs still
     run; the sweep's summary then exits non-zero. `job_dir` receives `job_status.json`.
     """
+    started = time.perf_counter()
     status: dict[str, object] = {
         "variant": OmegaConf.select(cfg, "variant.name", default=None),
         "compression": OmegaConf.select(cfg, "compression.name", default=None),
         "file_name": OmegaConf.select(cfg, "variant.file_name", default=None),
+        "output_dir": OmegaConf.select(cfg, "output_dir", default=None),
+        "dry_run": OmegaConf.select(cfg, "dry_run", default=False),
     }
     try:
         config = OmegaConf.to_object(cfg)
         assert isinstance(config, BuildConfig)
-        result = build(config)
+        outcome = plan_job(config) if config.dry_run else build(config)
     except (OmegaConfBaseException, BuildError, OSError) as error:
-        status.update(ok=False, error=describe(error))
-        _write_status(job_dir, status)
-        print(f"sortformer-build: error: {status['error']}", file=sys.stderr)
+        return _failed(job_dir, status, started, describe(error), keep_going)
+    except Exception as error:
+        # A bug, not bad input: alone, show the traceback; in a sweep, keep it in the job's log
+        # and let the other jobs run.
         if not keep_going:
-            sys.exit(1)
-        return False
-    status.update(
-        ok=True, up_to_date=result.up_to_date, package=str(result.package), manifest=str(result.manifest)
-    )
-    _write_status(job_dir, status)
-    statuses = ", ".join(f"{step['name']} {step['status']}" for step in result.record["steps"])
-    print(f"{'Up to date' if result.up_to_date else 'Built'}: {result.package} [{statuses}]")
+            raise
+        log.exception("The job failed unexpectedly")
+        return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
+    line = _record_outcome(outcome, status)
+    _write_status(job_dir, status, started)
+    print(line)
     return True
+
+
+def _record_outcome(outcome: BuildResult | JobPlan, status: dict[str, object]) -> str:
+    """Put what the job did into `status`; return the line that tells the user."""
+    if isinstance(outcome, JobPlan):
+        status.update(ok=True, plan=outcome.as_dict())
+        return outcome.describe()
+    status.update(
+        ok=True, up_to_date=outcome.up_to_date, package=str(outcome.package), manifest=str(outcome.manifest)
+    )
+    statuses = ", ".join(f"{step['name']} {step['status']}" for step in outcome.record["steps"])
+    return f"{'Up to date' if outcome.up_to_date else 'Built'}: {outcome.package} [{statuses}]"
+
+
+def _failed(
+    job_dir: Path | None, status: dict[str, object], started: float, error: str, keep_going: bool
+) -> bool:
+    status.update(ok=False, error=error)
+    _write_status(job_dir, status, started)
+    print(f"sortformer-build: error: {error}", file=sys.stderr)
+    if not keep_going:
+        sys.exit(1)
+    return False
 
 
 def describe(error: BaseException) -> str:
@@ -133,7 +149,8 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
-def _write_status(job_dir: Path | None, status: dict[str, object]) -> None:
+def _write_status(job_dir: Path | None, status: dict[str, object], started: float) -> None:
+    status["seconds"] = round(time.perf_counter() - started, 3)
     if job_dir is not None:
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / JOB_STATUS_FILE).write_text(json.dumps(status, indent=1) + "\n")
@@ -141,7 +158,7 @@ def _write_status(job_dir: Path | None, status: dict[str, object]) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")
 def _hydra_main(cfg: DictConfig) -> None:
-    _quiet_third_party()
+    quiet_third_party()
     hydra_config = HydraConfig.get()
     run_job(cfg, Path(hydra_config.runtime.output_dir), keep_going=hydra_config.mode == RunMode.MULTIRUN)
 

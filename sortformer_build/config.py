@@ -7,7 +7,7 @@ objects every stage takes, so a stage can be called from Python without Hydra.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class CompressionConfig:
     folder: str = MISSING
     # None keeps fp16 weights; otherwise k-means palettization of the head to this many bits.
     nbits: int | None = None
-    engine: PalettizerEngine = PalettizerEngine.coremltools
+    engine: PalettizerEngine = PalettizerEngine.fast
 
 
 @dataclass
@@ -88,6 +88,29 @@ class CheckpointConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Numerical parity with NeMo and the gates a package must pass to be published."""
+
+    parity: bool = True
+    # Executor mode: float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
+    precision: str = "float16"
+    seed: int = 0
+    # Audio streamed chunk by chunk through NeMo's state update, at least `streaming_min_chunks`
+    # chunks long. Each chunk costs one executor run (about 1 s for Default on one core); the
+    # speaker cache is compressed once the stream outgrows spkcache + fifo (about 18 s for
+    # Default): raise this to check that too.
+    streaming_seconds: float = 4.0
+    streaming_min_chunks: int = 2
+    # Chunk embeddings: max |error| relative to the reference's largest magnitude.
+    max_emb_error_ratio: float = 0.02
+    fp16_max_prob_error: float = 0.01
+    fp16_min_decision_agreement: float = 0.999
+    # Palettized heads are judged against their fp16 twin (decisions at 0.5, per step).
+    palettized_min_decision_agreement: float = 0.97
+    streaming_min_decision_agreement: float = 0.99
+
+
+@dataclass
 class BuildConfig:
     variant: VariantConfig = MISSING
     compression: CompressionConfig = MISSING
@@ -96,6 +119,9 @@ class BuildConfig:
     cache_dir: str | None = None
     cache: bool = True
     deployment_target: str = "iOS17"
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    # Say what the job would build and which cache entries it would reuse; build nothing.
+    dry_run: bool = False
 
     @property
     def cache_root(self) -> Path:

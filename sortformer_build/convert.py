@@ -10,6 +10,7 @@ import numpy as np
 from . import contract
 from .export import TracedModels, TracedProgram
 from .geometry import StreamingGeometry
+from .package import make_spec_deterministic
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def assemble_pipeline(
     for name, text in _OUTPUT_DESCRIPTIONS.items():
         pipeline.output_description[name] = text
     pipeline.save(str(destination))
+    make_spec_deterministic(destination)
 
 
 def _drop_volatile_metadata(model) -> None:

@@ -53,6 +53,13 @@ class StreamingGeometry:
         """The period NeMo and the host runtimes actually use (they clamp the configured one)."""
         return min(max(self.spkcache_update_period, self.chunk_len), self.fifo_len + self.chunk_len)
 
+    def describe(self) -> str:
+        """The geometry in one phrase, for job lines and summary tables."""
+        return (
+            f"chunk {self.chunk_len} (context {self.chunk_left_context}+{self.chunk_right_context}), "
+            f"fifo {self.fifo_len}, spkcache {self.spkcache_len}, period {self.spkcache_update_period}"
+        )
+
     def metadata(self) -> dict[str, str]:
         """The creator-defined metadata entries runtimes compare with their own configuration."""
         return {key: str(value) for key, value in asdict(self).items()}

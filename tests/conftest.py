@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,3 +73,18 @@ def artifacts(folder: Path) -> list[Path]:
         for p in folder.rglob("*")
         if p.suffix in (".mlpackage", ".mlmodelc") or p.name.startswith(".partial-")
     ]
+
+
+@pytest.fixture
+def fresh_build_cache(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """A cache holding the session's checkpoints but no build entries: jobs convert from scratch."""
+    cache = tmp_path / "fresh-cache"
+    cache.mkdir()
+    (cache / "checkpoints").symlink_to(tiny_checkpoint.parent, target_is_directory=True)
+    return cache
+
+
+def sweep_statuses(work: Path) -> list[dict]:
+    """The job_status.json records of the latest sweep run in `work`."""
+    sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
+    return [json.loads(path.read_text()) for path in sorted(sweep.rglob("job_status.json"))]

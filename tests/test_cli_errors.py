@@ -111,14 +111,18 @@ def full_disk(tmp_path: Path):
     """A 300 kB filesystem: too small for any package (needs root to mount)."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     yield mount_point
     subprocess.run(["umount", str(mount_point)], check=True)
 
 
-def test_full_disk_leaves_no_half_written_artifact(tmp_path: Path, shared_cache: Path, full_disk: Path) -> None:
+def test_full_disk_leaves_no_half_written_artifact(
+    tmp_path: Path, shared_cache: Path, full_disk: Path
+) -> None:
     run = run_cli("checkpoint=tiny", f"cache_dir={shared_cache}", f"output_dir={full_disk}", cwd=tmp_path)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]

@@ -11,23 +11,17 @@ from coremltools.proto import Model_pb2
 
 from sortformer_build.package import package_digest
 
-from .conftest import RELEASE, TINY_D_MODEL, run_cli
+from .conftest import RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
 
 FOLDERS = {"fp16": "fp16", "palettized6": "palettized"}
 FLOAT32, FLOAT16, INT32 = 65568, 65552, 131104
+RELEASE_SWEEP = ("--multirun", "variant=glob(*)", "compression=fp16,palettized6", "checkpoint=tiny")
 
 
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     work = tmp_path_factory.mktemp("tiny-release")
-    run = run_cli(
-        "--multirun",
-        "variant=glob(*)",
-        "compression=fp16,palettized6",
-        "checkpoint=tiny",
-        f"cache_dir={shared_cache}",
-        cwd=work,
-    )
+    run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", cwd=work)
     assert run.returncode == 0, run.output[-3000:]
     return work / "outputs" / "tiny"
 
@@ -141,3 +135,102 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_release_summary_lists_every_artifact(tiny_release: Path) -> None:
+    matrix = json.loads((tiny_release / "matrix.json").read_text())
+    assert (matrix["jobs"], matrix["failed"]) == (14, 0)
+    rows = {(row["variant"], row["compression"]): row for row in matrix["artifacts"]}
+    assert set(rows) == {(variant, compression) for variant in RELEASE for compression in FOLDERS}
+    for (variant, compression), row in rows.items():
+        file_name, chunk, _, right, *_ = RELEASE[variant]
+        assert row["package"] == f"{FOLDERS[compression]}/{file_name}.mlpackage"
+        assert row["latency_seconds"] == round((chunk + right) * 0.08, 2)
+        assert row["bytes"] == sum(
+            p.stat().st_size for p in (tiny_release / row["package"]).rglob("*") if p.is_file()
+        )
+        assert row["ratio_to_fp16"] == (1.0 if compression == "fp16" else pytest.approx(0.6, abs=0.25))
+        assert {step["name"]: step["status"] for step in row["steps"]}["lint"] == "verified"
+    table = (tiny_release / "matrix.md").read_text().splitlines()
+    assert (
+        len([line for line in table if line.startswith("| fp16/") or line.startswith("| palettized/")]) == 14
+    )
+
+
+def test_fp16_and_palettized_twins_share_one_conversion(tiny_release: Path) -> None:
+    for file_name, *_ in RELEASE.values():
+        converts = []
+        for folder in FOLDERS.values():
+            record = json.loads((tiny_release / folder / f"{file_name}.json").read_text())
+            converts += [step["status"] for step in record["steps"] if step["name"] == "convert"]
+        assert converts.count("built") <= 1, (file_name, converts)
+
+
+def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cache: Path) -> None:
+    work = tiny_release.parent.parent
+    run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    statuses = sweep_statuses(work)
+    assert len(statuses) == 14 and all(status["up_to_date"] for status in statuses)
+    matrix = json.loads((tiny_release / "matrix.json").read_text())
+    assert all(row["up_to_date"] for row in matrix["artifacts"])
+    printed = [line for line in run.stdout.splitlines() if line.endswith(" | up to date |  |")]
+    assert len(printed) == 14
+
+
+def test_dry_run_says_the_release_is_up_to_date(tiny_release: Path, shared_cache: Path) -> None:
+    work = tiny_release.parent.parent
+    before = sorted(p.stat().st_mtime_ns for p in tiny_release.rglob("*"))
+    run = run_cli(*RELEASE_SWEEP, "dry_run=true", f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("Dry run: ")]
+    assert len(lines) == 14 and all("up to date, nothing to build" in line for line in lines)
+    assert sorted(p.stat().st_mtime_ns for p in tiny_release.rglob("*")) == before
+
+
+def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
+    tiny_release: Path, fresh_build_cache: Path, tmp_path: Path
+) -> None:
+    """Two worker processes, an empty build cache: both twins of a model race for its programs."""
+    run = run_cli(
+        "--multirun",
+        "variant=default,nvidia_high",
+        "compression=fp16,palettized6",
+        "checkpoint=tiny",
+        "verify.parity=false",
+        f"cache_dir={fresh_build_cache}",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    parallel = tmp_path / "outputs" / "tiny"
+    for variant in ("default", "nvidia_high"):
+        for folder in FOLDERS.values():
+            name = f"{folder}/{RELEASE[variant][0]}.mlpackage"
+            assert package_digest(parallel / name) == package_digest(tiny_release / name), name
+    programs = fresh_build_cache / "build" / "programs"
+    assert len([entry for entry in programs.iterdir() if (entry / "entry.json").is_file()]) == 2
+    assert json.loads((parallel / "matrix.json").read_text())["jobs"] == 4
+
+
+def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, tmp_path: Path) -> None:
+    entries = sorted((shared_cache / "build").rglob("entry.json"))
+    run = run_cli(
+        "variant=default",
+        "compression=palettized6",
+        "checkpoint=tiny",
+        "verify.parity=false",
+        "cache=false",
+        f"cache_dir={shared_cache}",
+        "output_dir=out",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    record = json.loads((tmp_path / "out" / "palettized" / "Sortformer_v2.1.json").read_text())
+    statuses = {step["name"]: step["status"] for step in record["steps"]}
+    assert [statuses[name] for name in ("restore", "trace", "convert", "palettize")] == ["built"] * 4
+    assert record["artifact"]["content_sha256"] == package_digest(
+        tiny_release / "palettized" / "Sortformer_v2.1.mlpackage"
+    )
+    assert sorted((shared_cache / "build").rglob("entry.json")) == entries

@@ -21,7 +21,11 @@ def nvidia_high(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) ->
     work = tmp_path_factory.mktemp("full")
     for compression in ("palettized6", "fp16"):
         run = run_cli(
-            "variant=nvidia_high", f"compression={compression}", "checkpoint=synthetic", f"cache_dir={shared_cache}", cwd=work
+            "variant=nvidia_high",
+            f"compression={compression}",
+            "checkpoint=synthetic",
+            f"cache_dir={shared_cache}",
+            cwd=work,
         )
         assert run.returncode == 0, run.output[-3000:]
     return work / "outputs" / "synthetic"
@@ -35,7 +39,9 @@ def test_palettized_is_at_most_42_percent_of_fp16(nvidia_high: Path) -> None:
 
 
 @pytest.mark.parametrize(("folder", "nbits"), [("fp16", None), ("palettized", 6)])
-def test_full_size_package_passes_every_static_check(nvidia_high: Path, folder: str, nbits: int | None) -> None:
+def test_full_size_package_passes_every_static_check(
+    nvidia_high: Path, folder: str, nbits: int | None
+) -> None:
     _, *geometry_numbers = RELEASE["nvidia_high"]
     package = nvidia_high / folder / "SortformerNvidiaHigh_v2.1.mlpackage"
     from sortformer_build.geometry import StreamingGeometry
