@@ -129,14 +129,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The last restored model, by checkpoint sha256: the jobs of a sweep that run in one process
+# (basic launcher, or a reused joblib worker) and share a checkpoint restore it once.
+_restored: dict[str, Any] = {}
+
+
 def load_model(checkpoint: Checkpoint) -> Any:
-    """Restore the NeMo `SortformerEncLabelModel` in eval mode on the CPU."""
+    """Restore the NeMo `SortformerEncLabelModel` in eval mode on the CPU (memoized)."""
+    if checkpoint.sha256 and checkpoint.sha256 in _restored:
+        return _restored[checkpoint.sha256]
     if not tarfile.is_tarfile(checkpoint.path):
         raise CheckpointError(f"{checkpoint.path} is not a .nemo archive (corrupt or truncated?)")
     from nemo.collections.asr.models import SortformerEncLabelModel
 
+    _restored.clear()  # one full-size model is 470 MB: keep one
     try:
         model = SortformerEncLabelModel.restore_from(str(checkpoint.path), map_location="cpu")
     except Exception as error:  # NeMo raises anything from tar, yaml, torch or hydra here
         raise CheckpointError(f"cannot restore {checkpoint.path} as a Sortformer model: {error}") from None
+    if checkpoint.sha256:
+        _restored[checkpoint.sha256] = model.eval()
     return model.eval()

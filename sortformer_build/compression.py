@@ -32,46 +32,80 @@ def palettize_head(
     `mode="custom"` hook, which packs the indices and writes the ops.
     """
     import coremltools as ct
-    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
+    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig
+
+    from .convert import drop_volatile_metadata
 
     nbits = compression.nbits
     if nbits is None:
         raise ValueError(f"compression {compression.name} has no bit width to palettize to")
     facts: dict[str, Any] = {"engine": PalettizerEngine(compression.engine).value}
+    program = _program(head)
     if PalettizerEngine(compression.engine) is PalettizerEngine.coremltools:
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
         from .palettizer import lut_function
 
-        known, facts["lut_cache_hits"], facts["lut_cache_misses"] = tensor_luts(head, nbits, luts)
+        known, facts["lut_cache_hits"], facts["lut_cache_misses"] = tensor_luts(
+            _weights(program), nbits, luts
+        )
         op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
-    model = ct.models.MLModel(str(head), skip_model_load=True)
-    palettized = palettize_weights(model, OptimizationConfig(global_config=op_config))
+    # coremltools' `palettize_weights` would rerun the whole default pass pipeline (about 90
+    # passes, most of the time) on an already optimized program; a pipeline holding only the
+    # palettization pass writes the same op.
+    pipeline = ct.PassPipeline(pass_names=["compression::palettize_weights"], pipeline_name="palettize")
+    pipeline.set_options(
+        "compression::palettize_weights", {"config": OptimizationConfig(global_config=op_config)}
+    )
+    palettized = ct.convert(
+        program,
+        convert_to="mlprogram",
+        minimum_deployment_target=program.functions["main"].opset_version,
+        pass_pipeline=pipeline,
+        compute_precision=ct.precision.FLOAT32,  # the program is already fp16; add no casts
+        skip_model_load=True,
+    )
+    drop_volatile_metadata(palettized)
     palettized.save(str(destination))
     return facts
 
 
-def tensor_luts(head: Path, nbits: int, store: ArrayStore) -> tuple[dict[str, np.ndarray], int, int]:
-    """LUTs of every weight tensor coremltools will palettize: cached ones, then the rest
-    solved in one batch (k-means in lockstep shares NumPy's per-call cost)."""
-    from .executor import load_package
+def _program(package: Path) -> Any:
+    """The package's ML program as a coremltools MIL program (the loader `palettize_weights`
+    itself uses)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    model = ct.models.MLModel(str(package), skip_model_load=True)
+    spec = model.get_spec()
+    return load(spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
+
+
+def _weights(program: Any) -> list[np.ndarray]:
+    """The fp16 weight tensors coremltools will palettize (its size threshold)."""
+    values = (op.outputs[0].val for op in program.functions["main"].find_ops(op_type="const"))
+    return [
+        v for v in values if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.size > WEIGHT_THRESHOLD
+    ]
+
+
+def tensor_luts(
+    weights: list[np.ndarray], nbits: int, store: ArrayStore
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """LUTs of `weights` by content key: cached ones, then the rest solved in one batch
+    (k-means in lockstep shares NumPy's per-call cost)."""
     from .palettizer import fp16_luts_of, tensor_key
 
-    (program,) = load_package(head).programs
-    weights = {}
-    for name in program.constant_names:
-        value = program.constant(name)
-        if isinstance(value, np.ndarray) and value.dtype == np.float16 and value.size > WEIGHT_THRESHOLD:
-            weights[tensor_key(value, nbits)] = value
-    known = {key: lut for key in weights if (lut := store.get(key)) is not None}
-    missing = [key for key in weights if key not in known]
+    by_key = {tensor_key(weight, nbits): weight for weight in weights}
+    known = {key: lut for key in by_key if (lut := store.get(key)) is not None}
+    missing = [key for key in by_key if key not in known]
     log.info(
         "Palettizing %d weight tensors: %d look-up tables cached, %d to compute",
-        len(weights),
+        len(by_key),
         len(known),
         len(missing),
     )
-    for key, lut in fp16_luts_of({key: weights[key] for key in missing}, nbits).items():
+    for key, lut in fp16_luts_of({key: by_key[key] for key in missing}, nbits).items():
         store.put(key, lut)
         known[key] = lut
-    return known, len(weights) - len(missing), len(missing)
+    return known, len(known) - len(missing), len(missing)

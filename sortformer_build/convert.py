@@ -88,7 +88,7 @@ def convert_program(
         compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         skip_model_load=True,
     )
-    _drop_volatile_metadata(model)
+    drop_volatile_metadata(model)
     return model
 
 
@@ -99,7 +99,7 @@ def assemble_pipeline(
     ct = _ct()
     models = [ct.models.MLModel(str(path), skip_model_load=True) for path in (pre_encoder, head)]
     pipeline = ct.utils.make_pipeline(*models)
-    _drop_volatile_metadata(pipeline)
+    drop_volatile_metadata(pipeline)
     pipeline.short_description = (
         f"NVIDIA Streaming Sortformer 4-speaker diarizer, chunk {geometry.chunk_len} frames, "
         f"{geometry.latency_seconds:g} s latency"
@@ -113,6 +113,6 @@ def assemble_pipeline(
     make_spec_deterministic(destination)
 
 
-def _drop_volatile_metadata(model) -> None:
+def drop_volatile_metadata(model) -> None:
     for key in _VOLATILE_METADATA:
         model.user_defined_metadata.pop(key, None)
