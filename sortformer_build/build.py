@@ -61,6 +61,7 @@ def build(config: BuildConfig) -> BuildResult:
     name = config.variant.file_name
     package, manifest = artifact_paths(config)
     ensure_writable(config.artifact_dir)
+    atomic.sweep_stale_partials(config.artifact_dir)  # what killed jobs left behind
     steps = StepLog()
     with steps.step("checkpoint", "Locating the checkpoint") as step:
         checkpoint = resolve_checkpoint(
@@ -100,6 +101,8 @@ def build(config: BuildConfig) -> BuildResult:
         record = _manifest(config, checkpoint, versions, job_key, staged_package, programs, steps)
         record["verification"] = verification
         _publish(staging, config.artifact_dir, name, record)
+    # The digest just computed, remembered for the published files: the next warm check is free.
+    package_digest(package, config.cache_root / "package-digests", known=record["artifact"]["content_sha256"])
     log.info("Published %s (%.1f MB)", package, record["artifact"]["bytes"] / 1e6)
     return BuildResult(package, manifest, record, up_to_date=False)
 
@@ -353,10 +356,12 @@ def _manifest(
 
 
 def _publish(staging: Path, folder: Path, name: str, record: dict[str, Any]) -> None:
-    """Move the package (and compiled model) into place, then the manifest that vouches for them."""
+    """Move the package (and compiled model) into place, then the manifest that vouches for them;
+    under a lock, so two jobs writing the same artifact leave one consistent pair."""
     record["steps"].append({"name": "publish", "status": "built", "seconds": 0.0, "detail": str(folder)})
-    for suffix in (".mlpackage", ".mlmodelc"):
-        staged = staging / f"{name}{suffix}"
-        if staged.exists():
-            atomic.replace(staged, folder / staged.name)
-    atomic.write_text(folder / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    with atomic.lock(folder / name):
+        for suffix in (".mlpackage", ".mlmodelc"):
+            staged = staging / f"{name}{suffix}"
+            if staged.exists():
+                atomic.replace(staged, folder / staged.name)
+        atomic.write_text(folder / f"{name}.json", json.dumps(record, indent=2) + "\n")

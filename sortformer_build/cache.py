@@ -8,6 +8,7 @@ half-written entry and never build the same one twice at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -60,8 +61,10 @@ def remembered_digest(memo_dir: Path, path: Path, stamp: object, compute: Callab
     return digest
 
 
+@functools.cache
 def code_fingerprint() -> str:
-    """Hash of this package's source: any code change invalidates what it built."""
+    """Hash of this package's source: any code change invalidates what it built. Read once per
+    process: the code a process runs is the code it imported."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())

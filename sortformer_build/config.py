@@ -105,9 +105,13 @@ class VerifyConfig:
     max_emb_error_ratio: float = 0.02
     fp16_max_prob_error: float = 0.01
     fp16_min_decision_agreement: float = 0.999
-    # Palettized heads are judged against their fp16 twin (decisions at 0.5, per step).
-    palettized_min_decision_agreement: float = 0.97
+    # Streaming decisions at 0.5 against NeMo's own stream.
     streaming_min_decision_agreement: float = 0.99
+    # Palettized heads: per-step decisions against their fp16 twin, and streaming decisions
+    # against NeMo, where 4-bit errors feed back through the speaker cache (93 % on the
+    # synthetic checkpoint; 6 and 8 bits agree on every decision).
+    palettized_min_decision_agreement: float = 0.97
+    palettized_min_streaming_agreement: float = 0.9
 
 
 @dataclass

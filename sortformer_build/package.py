@@ -13,17 +13,18 @@ MANIFEST = "Manifest.json"
 SPEC_PATH = Path("Data/com.apple.CoreML/model.mlmodel")
 
 
-def package_digest(package: Path, memo_dir: Path | None = None) -> str:
+def package_digest(package: Path, memo_dir: Path | None = None, known: str | None = None) -> str:
     """sha256 of a package's content, blind to the random item identifiers coremltools writes
     into Manifest.json: two packages with the same programs and weights hash the same.
 
     With `memo_dir` the digest is remembered until a file's size or mtime changes: a warm sweep
-    then checks 14 published packages (about 2 GB) by their file stamps alone.
+    then checks 14 published packages (about 2 GB) by their file stamps alone. `known` seeds
+    the memo with a digest just computed for the same files.
     """
     if memo_dir is None:
         return _content_digest(package)
     stamp = [[path.relative_to(package).as_posix(), *_size_mtime(path)] for path in _files(package)]
-    return remembered_digest(memo_dir, package, stamp, lambda: _content_digest(package))
+    return remembered_digest(memo_dir, package, stamp, lambda: known or _content_digest(package))
 
 
 def _files(package: Path) -> list[Path]:

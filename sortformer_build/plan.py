@@ -23,6 +23,7 @@ from .build import (
 from .cache import BuildCache, digest_of, tool_versions
 from .checkpoint import Checkpoint, find_checkpoint
 from .config import BuildConfig, CheckpointSource, validate_config
+from .verification import REFERENCE_STAGE, reference_key
 
 log = logging.getLogger("sortformer_build")
 
@@ -87,7 +88,8 @@ def plan_job(config: BuildConfig) -> JobPlan:
 
 
 def _stages(config: BuildConfig) -> list[str]:
-    return [PROGRAMS_STAGE] if config.compression.nbits is None else [PROGRAMS_STAGE, PALETTIZE_STAGE]
+    stages = [PROGRAMS_STAGE] if config.compression.nbits is None else [PROGRAMS_STAGE, PALETTIZE_STAGE]
+    return [*stages, REFERENCE_STAGE] if config.verify.parity else stages
 
 
 def _checkpoint_text(config: BuildConfig, checkpoint: Checkpoint | None) -> str:
@@ -104,4 +106,7 @@ def _stage_hits(config: BuildConfig, checkpoint: Checkpoint, versions: dict[str,
     if config.compression.nbits is not None:
         head = palettize_key(config, cache.path(PROGRAMS_STAGE, programs).name, versions)
         hits[PALETTIZE_STAGE] = HIT if cache.lookup(PALETTIZE_STAGE, head) else MISS
+    if config.verify.parity:
+        reference = reference_key(checkpoint.sha256, config.variant.geometry, config.verify, versions)
+        hits[REFERENCE_STAGE] = HIT if cache.lookup(REFERENCE_STAGE, reference) else MISS
     return hits
