@@ -35,7 +35,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sortformer_build.cli import register_schemas
-from sortformer_build.config import BuildConfig, CompressionConfig, PalettizerEngine
+from sortformer_build.config import BuildConfig
 
 SCRIPT = shutil.which("sortformer-build") or str(Path(sys.executable).with_name("sortformer-build"))
 GB = 1e9
@@ -152,7 +152,6 @@ def reference_style(work: Path, configs: list[BuildConfig]) -> tuple[float, int,
 def reference_model(config: BuildConfig, report: Path) -> None:
     """The release's two artifacts of one model, built the way a one-off script would."""
     from sortformer_build.checkpoint import load_model, resolve_checkpoint
-    from sortformer_build.compression import palettize_head
     from sortformer_build.convert import assemble_pipeline, convert_programs
     from sortformer_build.export import trace
 
@@ -168,9 +167,6 @@ def reference_model(config: BuildConfig, report: Path) -> None:
     checkpoint = resolve_checkpoint(
         config.checkpoint, config.variant.version, config.cache_root / "checkpoints"
     )
-    palettized = CompressionConfig(
-        name="palettized6", folder="palettized", nbits=6, engine=PalettizerEngine.coremltools
-    )
     out = Path(config.output_dir)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -184,12 +180,23 @@ def reference_model(config: BuildConfig, report: Path) -> None:
             "save fp16", lambda: assemble_pipeline(pre, head, geometry, metadata, _new(out / "fp16" / name))
         )
         small_head = folder / "head-palettized.mlpackage"
-        timed("palettize", lambda: palettize_head(head, palettized, small_head))
+        timed("palettize", lambda: coremltools_palettize(head, small_head))
         timed(
             "save palettized",
             lambda: assemble_pipeline(pre, small_head, geometry, metadata, _new(out / "palettized" / name)),
         )
     report.write_text(json.dumps(seconds))
+
+
+def coremltools_palettize(head: Path, destination: Path) -> None:
+    """What a reference script does: coremltools' own 6-bit k-means through its public API."""
+    import coremltools as ct
+    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
+
+    config = OptimizationConfig(
+        global_config=OpPalettizerConfig(mode="kmeans", nbits=6, granularity="per_tensor")
+    )
+    palettize_weights(ct.models.MLModel(str(head), skip_model_load=True), config).save(str(destination))
 
 
 def _new(stem: Path) -> Path:

@@ -76,12 +76,11 @@ def build(config: BuildConfig) -> BuildResult:
             log.info("%s is up to date (same checkpoint, config and tools); nothing to build", package)
             return BuildResult(package, manifest, current, up_to_date=True)
 
-    cache = BuildCache(config.cache_root / "build", enabled=config.cache)
-    model = _LazyModel(checkpoint, steps)
-    programs = _stage_programs(config, checkpoint, versions, cache, model, steps)
+    job = _Job(config, checkpoint, versions, steps)
+    programs = job.programs()
     head = programs.path / "head.mlpackage"
     if config.compression.nbits is not None:
-        head = _stage_palettize(config, programs, versions, cache, steps) / "head.mlpackage"
+        head = job.palettized_head(programs) / "head.mlpackage"
 
     with atomic.scratch_folder(config.artifact_dir) as staging:
         staged_package = staging / package.name
@@ -89,15 +88,10 @@ def build(config: BuildConfig) -> BuildResult:
             from .convert import assemble_pipeline
 
             metadata = {"sortformer_build.compression": config.compression.name}
-            assemble_pipeline(
-                programs.path / "pre_encoder.mlpackage",
-                head,
-                config.variant.geometry,
-                metadata,
-                staged_package,
-            )
-        verification = _verify(config, staged_package, checkpoint, versions, programs, cache, model, steps)
-        _macos_steps(staged_package, staging / f"{name}.mlmodelc", steps)
+            pre_encoder = programs.path / "pre_encoder.mlpackage"
+            assemble_pipeline(pre_encoder, head, config.variant.geometry, metadata, staged_package)
+        verification = job.verify(staged_package, programs)
+        verification |= job.on_device(staged_package, staging / f"{name}.mlmodelc", programs)
         record = _manifest(config, checkpoint, versions, job_key, staged_package, programs, steps)
         record["verification"] = verification
         _publish(staging, config.artifact_dir, name, record)
@@ -169,124 +163,140 @@ def published_record(config: BuildConfig, job_digest: str) -> dict[str, Any] | N
     return record
 
 
-def _stage_programs(
-    config: BuildConfig,
-    checkpoint: Checkpoint,
-    versions: dict[str, str],
-    cache: BuildCache,
-    model: _LazyModel,
-    steps: StepLog,
-) -> Entry:
-    geometry = config.variant.geometry
+class _Job:
+    """One build's stages over the shared facts: config, weights, tools, cache and step log."""
 
-    def convert(folder: Path) -> dict[str, Any]:
-        from .convert import convert_programs
-        from .export import trace
+    def __init__(self, config: BuildConfig, checkpoint: Checkpoint, versions: dict[str, str], steps: StepLog):
+        self.config, self.checkpoint, self.versions, self.steps = config, checkpoint, versions, steps
+        self.cache = BuildCache(config.cache_root / "build", enabled=config.cache)
+        self.model = _LazyModel(checkpoint, steps)
 
-        nemo = model.get()
-        with steps.step(
-            "trace", f"Tracing the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk"
-        ):
-            traced = trace(nemo, geometry)
-        with steps.step(
-            "convert", f"Converting both programs to Core ML ({PRECISION}, {config.deployment_target})"
-        ):
-            convert_programs(traced, PRECISION, config.deployment_target, folder)
-        return {"d_model": traced.d_model, "parameters": parameter_counts(nemo)}
+    def programs(self) -> Entry:
+        """The traced and converted fp16 pre-encoder and head (shared by every compression)."""
+        config, geometry = self.config, self.config.variant.geometry
 
-    entry = cache.fetch(PROGRAMS_STAGE, programs_key(config, checkpoint.sha256, versions), convert)
-    if entry.hit:
-        steps.steps.append(_cached("convert", entry))
-    return entry
+        def convert(folder: Path) -> dict[str, Any]:
+            from .convert import convert_programs
+            from .export import trace
 
+            nemo = self.model.get()
+            description = f"Tracing the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk"
+            with self.steps.step("trace", description):
+                traced = trace(nemo, geometry)
+            description = f"Converting both programs to Core ML ({PRECISION}, {config.deployment_target})"
+            with self.steps.step("convert", description):
+                convert_programs(traced, PRECISION, config.deployment_target, folder)
+            return {"d_model": traced.d_model, "parameters": parameter_counts(nemo)}
 
-def _stage_palettize(
-    config: BuildConfig, programs: Entry, versions: dict[str, str], cache: BuildCache, steps: StepLog
-) -> Path:
-    compression = config.compression
-    engine = PalettizerEngine(compression.engine).value
-    key = palettize_key(config, programs.path.name, versions)
+        key = programs_key(config, self.checkpoint.sha256, self.versions)
+        return self._fetch(PROGRAMS_STAGE, key, convert, "convert")
 
-    def palettize(folder: Path) -> dict[str, Any]:
-        from .compression import palettize_head
+    def palettized_head(self, programs: Entry) -> Path:
+        compression = self.config.compression
+        engine = PalettizerEngine(compression.engine).value
 
-        luts = ArrayStore(cache.root / "luts" if cache.enabled else None)
-        description = f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"
-        with steps.step("palettize", description) as step:
-            facts = palettize_head(
-                programs.path / "head.mlpackage", compression, folder / "head.mlpackage", luts
+        def palettize(folder: Path) -> dict[str, Any]:
+            from .compression import palettize_head
+
+            luts = ArrayStore(self.cache.root / "luts" if self.cache.enabled else None)
+            description = f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"
+            with self.steps.step("palettize", description) as step:
+                head = programs.path / "head.mlpackage"
+                facts = palettize_head(head, compression, folder / "head.mlpackage", luts)
+                if "lut_cache_hits" in facts:
+                    hits, misses = facts["lut_cache_hits"], facts["lut_cache_misses"]
+                    step.detail = f"look-up tables: {hits} cached, {misses} computed"
+            return facts
+
+        key = palettize_key(self.config, programs.path.name, self.versions)
+        return self._fetch(PALETTIZE_STAGE, key, palettize, "palettize").path
+
+    def _fetch(self, stage: str, key: dict[str, Any], build: Any, step_name: str) -> Entry:
+        entry = self.cache.fetch(stage, key, build)
+        if entry.hit:
+            log.info("Reusing the cached %s result (%s)", step_name, entry.path)
+            self.steps.steps.append(Step(name=step_name, status=CACHED, seconds=0.0, detail=str(entry.path)))
+        return entry
+
+    def verify(self, package: Path, programs: Entry) -> dict[str, Any]:
+        """Static checks, then numerical parity with NeMo; raise StepFailed if a gate fails."""
+        config = self.config
+        expected = Expectation(
+            geometry=config.variant.geometry,
+            d_model=programs.facts["d_model"],
+            nbits=config.compression.nbits,
+            deployment_target=config.deployment_target,
+        )
+        with self.steps.step(
+            "lint", "Checking the I/O contract, metadata, aliasing, target ops, compression"
+        ) as step:
+            findings = lint_package(package, expected)
+            if findings:
+                raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
+            step.status = VERIFIED
+        if not config.verify.parity:
+            self.steps.skip("parity", "verify.parity=false")
+            return {"lint": "passed", "parity": "skipped (verify.parity=false)"}
+        from .verification import run_parity
+
+        description = (
+            f"Comparing the package with NeMo ({config.verify.precision} executor, per step and streaming)"
+        )
+        with self.steps.step("parity", description) as step:
+            figures, failures = run_parity(
+                self._parity_job(package, programs), config.verify, self.cache, self.model.get
             )
-            if "lut_cache_hits" in facts:
-                step.detail = (
-                    f"look-up tables: {facts['lut_cache_hits']} cached, {facts['lut_cache_misses']} computed"
-                )
-        return facts
+            step.detail = _parity_summary(figures)
+            if failures:
+                raise StepFailed(f"parity with NeMo fails: {'; '.join(failures)} [{step.detail}]")
+            step.status = VERIFIED
+        return {"lint": "passed", "parity": figures}
 
-    entry = cache.fetch(PALETTIZE_STAGE, key, palettize)
-    if entry.hit:
-        steps.steps.append(_cached("palettize", entry))
-    return entry.path
+    def on_device(self, package: Path, compiled: Path, programs: Entry) -> dict[str, Any]:
+        """Core ML itself, where it exists: compile, load with all compute units, predict the
+        per-step inputs and compare with NeMo."""
+        if not macos.available():
+            for name in ("compile", "load", "predict"):
+                self.steps.skip(name, macos.NEEDS_MACOS)
+            return {"core_ml": f"skipped: {macos.NEEDS_MACOS}"}
+        with self.steps.step("compile", "Compiling the package to .mlmodelc"):
+            macos.compile_package(package, compiled)
+        with self.steps.step("load", "Loading the compiled model with all compute units") as step:
+            loaded = macos.load_compiled(compiled)
+            step.status = VERIFIED
+        if not self.config.verify.parity:
+            self.steps.skip("predict", "verify.parity=false")
+            return {"core_ml": "loaded"}
+        from .verification import run_device_parity
 
+        with self.steps.step("predict", "Predicting with Core ML and comparing with NeMo") as step:
+            job = self._parity_job(package, programs)
+            figures, failures = run_device_parity(
+                job, self.config.verify, self.cache, self.model.get, loaded.predict
+            )
+            if failures:
+                raise StepFailed(f"Core ML predictions differ from NeMo: {'; '.join(failures)}")
+            step.status = VERIFIED
+        return {"core_ml": figures}
 
-def _cached(name: str, entry: Entry) -> Step:
-    log.info("Reusing the cached %s result (%s)", name, entry.path)
-    return Step(name=name, status=CACHED, seconds=0.0, detail=str(entry.path))
+    def _parity_job(self, package: Path, programs: Entry) -> Any:
+        from .verification import ParityJob
+
+        return ParityJob(
+            package=package,
+            geometry=self.config.variant.geometry,
+            d_model=programs.facts["d_model"],
+            nbits=self.config.compression.nbits,
+            checkpoint_sha256=self.checkpoint.sha256,
+            programs=programs,
+            versions=self.versions,
+        )
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     pre_encoder = sum(p.numel() for p in model.encoder.pre_encode.parameters())
     return {"total": total, "pre_encoder": pre_encoder, "head": total - pre_encoder}
-
-
-def _verify(
-    config: BuildConfig,
-    package: Path,
-    checkpoint: Checkpoint,
-    versions: dict[str, str],
-    programs: Entry,
-    cache: BuildCache,
-    model: _LazyModel,
-    steps: StepLog,
-) -> dict[str, Any]:
-    """Static checks, then numerical parity with NeMo; raise StepFailed if a gate fails."""
-    expected = Expectation(
-        geometry=config.variant.geometry,
-        d_model=programs.facts["d_model"],
-        nbits=config.compression.nbits,
-        deployment_target=config.deployment_target,
-    )
-    with steps.step(
-        "lint", "Checking the I/O contract, metadata, aliasing, target ops and compression"
-    ) as step:
-        findings = lint_package(package, expected)
-        if findings:
-            raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
-        step.status = VERIFIED
-    if not config.verify.parity:
-        steps.skip("parity", "verify.parity=false")
-        return {"lint": "passed", "parity": "skipped (verify.parity=false)"}
-    from .verification import ParityJob, run_parity
-
-    job = ParityJob(
-        package=package,
-        geometry=config.variant.geometry,
-        d_model=programs.facts["d_model"],
-        nbits=config.compression.nbits,
-        checkpoint_sha256=checkpoint.sha256,
-        programs=programs,
-        versions=versions,
-    )
-    description = (
-        f"Comparing the package with NeMo ({config.verify.precision} executor, per step and streaming)"
-    )
-    with steps.step("parity", description) as step:
-        figures, failures = run_parity(job, config.verify, cache, model.get)
-        step.detail = _parity_summary(figures)
-        if failures:
-            raise StepFailed(f"parity with NeMo fails: {'; '.join(failures)} [{step.detail}]")
-        step.status = VERIFIED
-    return {"lint": "passed", "parity": figures}
 
 
 def _parity_summary(figures: dict[str, Any]) -> str:
@@ -301,18 +311,6 @@ def _parity_summary(figures: dict[str, Any]) -> str:
         agree, argmax = twin["decision_agreement"], twin["argmax_agreement"]
         text += f"; vs fp16 twin: decisions {agree:.2%}, argmax {argmax:.2%}"
     return text
-
-
-def _macos_steps(package: Path, compiled: Path, steps: StepLog) -> None:
-    if not macos.available():
-        for name in ("compile", "load"):
-            steps.skip(name, macos.NEEDS_MACOS)
-        return
-    with steps.step("compile", "Compiling the package to .mlmodelc"):
-        macos.compile_package(package, compiled)
-    with steps.step("load", "Loading the compiled model with all compute units") as step:
-        macos.load_compiled(compiled)
-        step.status = VERIFIED
 
 
 def _manifest(

@@ -161,9 +161,41 @@ def _fp16_twin_outputs(
     return _load(entry.path / "outputs.npz")[1]
 
 
+def run_device_parity(
+    job: ParityJob, settings: VerifyConfig, cache: BuildCache, model: Callable[[], Any], predict: Callable
+) -> tuple[dict[str, Any], list[str]]:
+    """Core ML's own predictions (macOS) for the per-step inputs, against NeMo."""
+    data = nemo_reference(job, settings, cache, model)
+    ours = [{name: np.asarray(value) for name, value in predict(case).items()} for case in data.cases]
+    figures = compare_steps(ours, data.outputs, data.cases)
+    failures = _step_gates(figures, settings)
+    if job.nbits is None:
+        failures += _fp16_gates(figures["overall"], settings)
+    else:
+        failures += _agreement_gate(figures["overall"], settings.palettized_min_decision_agreement, "NeMo")
+    return figures, failures
+
+
 def gate(figures: dict[str, Any], settings: VerifyConfig, nbits: int | None) -> list[str]:
-    failures = []
     steps = figures["per_step_vs_nemo"]
+    failures = _step_gates(steps, settings)
+    if nbits is None:
+        failures += _fp16_gates(steps["overall"], settings)
+        minimum = settings.streaming_min_decision_agreement
+    else:
+        twin = figures["per_step_vs_fp16"]["overall"]
+        failures += _agreement_gate(twin, settings.palettized_min_decision_agreement, "the fp16 twin")
+        minimum = settings.palettized_min_streaming_agreement
+    stream = figures["streaming_vs_nemo"]
+    if stream["decision_agreement"] < minimum:
+        failures.append(
+            f"streaming decisions agree with NeMo on {stream['decision_agreement']:.4%} < {minimum:.2%}"
+        )
+    return failures
+
+
+def _step_gates(steps: dict[str, Any], settings: VerifyConfig) -> list[str]:
+    failures = []
     if not steps["lengths_equal"]:
         failures.append("chunk embedding lengths differ from NeMo's")
     if steps["emb_error_ratio"] > settings.max_emb_error_ratio:
@@ -171,36 +203,23 @@ def gate(figures: dict[str, Any], settings: VerifyConfig, nbits: int | None) -> 
             f"chunk embeddings differ from NeMo's by up to {steps['emb_error_ratio']:.1%} of their largest "
             f"magnitude > {settings.max_emb_error_ratio:.1%} (a frame masked or shifted?)"
         )
-    overall = steps["overall"]
-    if nbits is None:
-        if overall["max_abs_prob_error"] > settings.fp16_max_prob_error:
-            failures.append(
-                f"max |p - p_nemo| {overall['max_abs_prob_error']:.2e} > {settings.fp16_max_prob_error:g} "
-                f"(reference spread {overall['prob_spread']:.3f})"
-            )
-        if overall["decision_agreement"] < settings.fp16_min_decision_agreement:
-            failures.append(
-                f"decisions at 0.5 agree on {overall['decision_agreement']:.4%} of frames x speakers "
-                f"< {settings.fp16_min_decision_agreement:.2%}"
-            )
-    else:
-        twin = figures["per_step_vs_fp16"]["overall"]
-        if twin["decision_agreement"] < settings.palettized_min_decision_agreement:
-            failures.append(
-                f"decisions agree with the fp16 twin on {twin['decision_agreement']:.4%} "
-                f"< {settings.palettized_min_decision_agreement:.2%}"
-            )
-    stream = figures["streaming_vs_nemo"]
-    minimum = (
-        settings.streaming_min_decision_agreement
-        if nbits is None
-        else settings.palettized_min_streaming_agreement
-    )
-    if stream["decision_agreement"] < minimum:
-        failures.append(
-            f"streaming decisions agree with NeMo on {stream['decision_agreement']:.4%} < {minimum:.2%}"
-        )
     return failures
+
+
+def _fp16_gates(overall: dict[str, Any], settings: VerifyConfig) -> list[str]:
+    failures = []
+    if overall["max_abs_prob_error"] > settings.fp16_max_prob_error:
+        failures.append(
+            f"max |p - p_nemo| {overall['max_abs_prob_error']:.2e} > {settings.fp16_max_prob_error:g} "
+            f"(reference spread {overall['prob_spread']:.3f})"
+        )
+    return failures + _agreement_gate(overall, settings.fp16_min_decision_agreement, "NeMo")
+
+
+def _agreement_gate(overall: dict[str, Any], minimum: float, against: str) -> list[str]:
+    if overall["decision_agreement"] >= minimum:
+        return []
+    return [f"decisions at 0.5 agree with {against} on {overall['decision_agreement']:.4%} < {minimum:.2%}"]
 
 
 def _stream_arrays(stream: StreamResult) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.lint import Expectation, lint_package
 from sortformer_build.package import load_spec, package_size
 
@@ -14,46 +15,63 @@ from .conftest import RELEASE, run_cli
 
 pytestmark = pytest.mark.slow
 
+FILES = {variant: RELEASE[variant][0] for variant in ("default", "nvidia_high")}
+FOLDERS = {"fp16": None, "palettized": 6}
+
 
 @pytest.fixture(scope="module")
-def nvidia_high(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """The palettized build the issue names, then its fp16 twin (which reuses the conversion)."""
+def release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """The issue's job (nvidia_high, palettized6) alone first, then Default and the fp16 twins
+    in one sweep (which reuses the converted programs)."""
     work = tmp_path_factory.mktemp("full")
-    for compression in ("palettized6", "fp16"):
-        run = run_cli(
-            "variant=nvidia_high",
-            f"compression={compression}",
-            "checkpoint=synthetic",
-            f"cache_dir={shared_cache}",
-            cwd=work,
-        )
+    for overrides in (
+        ["variant=nvidia_high", "compression=palettized6"],
+        ["--multirun", "variant=default,nvidia_high", "compression=fp16,palettized6"],
+    ):
+        run = run_cli(*overrides, "checkpoint=synthetic", f"cache_dir={shared_cache}", cwd=work)
         assert run.returncode == 0, run.output[-3000:]
     return work / "outputs" / "synthetic"
 
 
-def test_palettized_is_at_most_42_percent_of_fp16(nvidia_high: Path) -> None:
-    palettized = package_size(nvidia_high / "palettized" / "SortformerNvidiaHigh_v2.1.mlpackage")
-    fp16 = package_size(nvidia_high / "fp16" / "SortformerNvidiaHigh_v2.1.mlpackage")
+@pytest.mark.parametrize("variant", sorted(FILES))
+def test_palettized_is_at_most_42_percent_of_fp16(release: Path, variant: str) -> None:
+    palettized = package_size(release / "palettized" / f"{FILES[variant]}.mlpackage")
+    fp16 = package_size(release / "fp16" / f"{FILES[variant]}.mlpackage")
     assert 200e6 < fp16 < 260e6
     assert palettized / fp16 <= 0.42
 
 
-@pytest.mark.parametrize(("folder", "nbits"), [("fp16", None), ("palettized", 6)])
-def test_full_size_package_passes_every_static_check(
-    nvidia_high: Path, folder: str, nbits: int | None
-) -> None:
-    _, *geometry_numbers = RELEASE["nvidia_high"]
-    package = nvidia_high / folder / "SortformerNvidiaHigh_v2.1.mlpackage"
-    from sortformer_build.geometry import StreamingGeometry
-
-    expected = Expectation(geometry=StreamingGeometry(*geometry_numbers), d_model=512, nbits=nbits)
-    assert lint_package(package, expected) == []
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+@pytest.mark.parametrize("variant", sorted(FILES))
+def test_full_size_package_passes_every_static_check(release: Path, variant: str, folder: str) -> None:
+    _, *geometry_numbers = RELEASE[variant]
+    geometry = StreamingGeometry(*geometry_numbers)
+    package = release / folder / f"{FILES[variant]}.mlpackage"
+    assert lint_package(package, Expectation(geometry=geometry, d_model=512, nbits=FOLDERS[folder])) == []
     shapes = {f.name: tuple(f.type.multiArrayType.shape) for f in load_spec(package).description.input}
-    assert shapes["chunk"] == (1, 3048, 128) and shapes["spkcache"] == (1, 188, 512)
+    assert shapes["chunk"] == (1, geometry.chunk_mel_frames, 128) and shapes["spkcache"] == (1, 188, 512)
 
 
-def test_manifest_counts_the_published_architecture(nvidia_high: Path) -> None:
-    record = json.loads((nvidia_high / "palettized" / "SortformerNvidiaHigh_v2.1.json").read_text())
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+@pytest.mark.parametrize("variant", sorted(FILES))
+def test_manifest_holds_lint_and_parity_figures(release: Path, variant: str, folder: str) -> None:
+    record = json.loads((release / folder / f"{FILES[variant]}.json").read_text())
+    statuses = {step["name"]: step["status"] for step in record["steps"]}
+    assert statuses["lint"] == "verified" and statuses["parity"] == "verified"
+    parity = record["verification"]["parity"]
+    per_step = parity["per_step_vs_nemo"]
+    assert per_step["lengths_equal"]
+    assert per_step["overall"]["prob_spread"] > 0.2, "synthetic outputs are not decisive"
+    if FOLDERS[folder] is None:
+        assert per_step["overall"]["max_abs_prob_error"] <= 0.01
+        assert per_step["overall"]["decision_agreement"] >= 0.999
+    else:
+        assert parity["per_step_vs_fp16"]["overall"]["decision_agreement"] >= 0.97
+    assert parity["streaming_vs_nemo"]["chunks"] >= 2
+
+
+def test_manifest_counts_the_published_architecture(release: Path) -> None:
+    record = json.loads((release / "palettized" / "SortformerNvidiaHigh_v2.1.json").read_text())
     assert record["parameters"]["total"] == 117_693_960
     assert record["checkpoint"]["source"] == "synthetic"
     assert record["geometry"]["chunk_mel_frames"] == 3048
