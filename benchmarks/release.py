@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from sortformer_build.cli import register_schemas
 from sortformer_build.config import BuildConfig
 
-SCRIPT = shutil.which("sortformer-build") or str(Path(sys.executable).with_name("sortformer-build"))
+SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 GB = 1e9
 
 

@@ -7,7 +7,7 @@ objects every stage takes, so a stage can be called from Python without Hydra.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
@@ -54,14 +54,7 @@ class VariantConfig:
 
     @property
     def geometry(self) -> StreamingGeometry:
-        return StreamingGeometry(
-            chunk_len=self.chunk_len,
-            chunk_left_context=self.chunk_left_context,
-            chunk_right_context=self.chunk_right_context,
-            fifo_len=self.fifo_len,
-            spkcache_len=self.spkcache_len,
-            spkcache_update_period=self.spkcache_update_period,
-        )
+        return StreamingGeometry(**{f.name: getattr(self, f.name) for f in fields(StreamingGeometry)})
 
 
 @dataclass

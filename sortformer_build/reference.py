@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -134,16 +134,7 @@ def streaming_modules(geometry: StreamingGeometry, d_model: int) -> Any:
     need no weights, so a package can be streamed without restoring the checkpoint."""
     from nemo.collections.asr.modules.sortformer_modules import SortformerModules
 
-    return SortformerModules(
-        num_spks=4,
-        fc_d_model=d_model,
-        spkcache_len=geometry.spkcache_len,
-        fifo_len=geometry.fifo_len,
-        chunk_len=geometry.chunk_len,
-        spkcache_update_period=geometry.spkcache_update_period,
-        chunk_left_context=geometry.chunk_left_context,
-        chunk_right_context=geometry.chunk_right_context,
-    ).eval()
+    return SortformerModules(num_spks=4, fc_d_model=d_model, **asdict(geometry)).eval()
 
 
 def stream(modules: Any, geometry: StreamingGeometry, mel: np.ndarray, step: StepFunction) -> StreamResult:

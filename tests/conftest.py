@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SCRIPT = shutil.which("sortformer-build")
+# The script installed beside this interpreter: CI runs .venv/bin/pytest without activating the venv.
+SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 
 # The released geometries (CONTEXT.md section 2), written out independently of conf/.
 RELEASE = {
@@ -39,7 +40,7 @@ class Run:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> Run:
     """Run the installed console script, as a user would."""
-    assert SCRIPT, "sortformer-build is not installed (pip install -e .)"
+    assert os.access(SCRIPT, os.X_OK), f"{SCRIPT} is not installed (pip install -e .)"
     completed = subprocess.run(
         [SCRIPT, *args],
         cwd=cwd,
