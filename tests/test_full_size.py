@@ -61,7 +61,9 @@ def test_manifest_holds_lint_and_parity_figures(release: Path, variant: str, fol
     parity = record["verification"]["parity"]
     per_step = parity["per_step_vs_nemo"]
     assert per_step["lengths_equal"]
-    assert per_step["overall"]["prob_spread"] > 0.2, "synthetic outputs are not decisive"
+    # The synthetic weights are fixed by their seed: the reference probabilities' std is 0.13 at
+    # both geometries, against fp16 errors near 2e-3. Constant outputs would make parity vacuous.
+    assert per_step["overall"]["prob_spread"] > 0.1, "synthetic outputs are nearly constant"
     if FOLDERS[folder] is None:
         assert per_step["overall"]["max_abs_prob_error"] <= 0.01
         assert per_step["overall"]["decision_agreement"] >= 0.999
