@@ -157,7 +157,9 @@ def _cache(row: dict[str, Any]) -> str:
     """`up to date`, the steps the build cache served, or `miss` when it served none."""
     if row["up_to_date"]:
         return "up to date"
-    hits = [step["name"] for step in row["steps"] if step["status"] == CACHED]
+    # Weights found on disk come from the checkpoint cache, not the build cache.
+    steps = [step for step in row["steps"] if step["name"] != "checkpoint"]
+    hits = [step["name"] for step in steps if step["status"] == CACHED]
     return f"hit: {', '.join(hits)}" if hits else "miss"
 
 

@@ -126,6 +126,7 @@ def test_manifest_says_what_was_built_from_what(tiny_release: Path, tiny_checkpo
     assert record["parameters"]["total"] == record["parameters"]["pre_encoder"] + record["parameters"]["head"]
     statuses = {step["name"]: (step["status"], step["detail"]) for step in record["steps"]}
     assert statuses["lint"][0] == "verified"
+    assert statuses["checkpoint"][0] == "cached"  # the sweep's first v2.1 job made it
     for step in ("compile", "load"):
         assert statuses[step] == ("skipped", statuses[step][1]) and "needs macOS" in statuses[step][1]
     assert statuses["palettize"][0] in ("built", "cached")
