@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from sortformer_build import palettizer
+from sortformer_build.compression import WEIGHT_THRESHOLD
 
-WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller weights stay uncompressed
 # One FastConformer layer's linear weights, chained: the "few big layers" of the end-to-end run.
 END_TO_END_LAYERS = (
     "encoder.layers.0.feed_forward1.linear1.weight",

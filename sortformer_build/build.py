@@ -14,7 +14,7 @@ from typing import Any
 
 from . import atomic, macos
 from .cache import ArrayStore, BuildCache, Entry, digest_of, tool_versions
-from .checkpoint import Checkpoint, find_checkpoint, load_model, resolve_checkpoint
+from .checkpoint import Checkpoint, load_model, resolve_checkpoint
 from .config import BuildConfig, PalettizerEngine, config_dict, validate_config
 from .errors import BuildError
 from .lint import Expectation, lint_package
@@ -64,11 +64,10 @@ def build(config: BuildConfig) -> BuildResult:
     atomic.sweep_stale_partials(config.artifact_dir)  # what killed jobs left behind
     steps = StepLog()
     with steps.step("checkpoint", "Locating the checkpoint") as step:
-        where = config.cache_root / "checkpoints"
-        # Resolve even when the weights are here: online, the hub may hold a newer revision.
-        on_disk = find_checkpoint(config.checkpoint, config.variant.version, where) is not None
-        checkpoint = resolve_checkpoint(config.checkpoint, config.variant.version, where)
-        if on_disk:
+        checkpoint = resolve_checkpoint(
+            config.checkpoint, config.variant.version, config.cache_root / "checkpoints"
+        )
+        if checkpoint.reused:
             step.status = CACHED
         step.detail = f"{checkpoint.origin}, sha256 {checkpoint.sha256[:12]}"
     versions = tool_versions()

@@ -28,6 +28,8 @@ class Checkpoint:
     source: str
     # Where it came from, for the manifest: a Hub id and revision, a file, or a seed.
     origin: str
+    # Already on this machine before the build asked for it (not downloaded or made now).
+    reused: bool = True
 
 
 def resolve_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> Checkpoint:
@@ -45,8 +47,12 @@ def find_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> 
 
 def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain: bool) -> Checkpoint | None:
     source = CheckpointSource(config.source)
+    reused = True
     if source is CheckpointSource.hub:
-        found = _from_hub(config, download=obtain)
+        found = _from_hub(config, download=False)
+        reused = found is not None
+        if obtain:  # even when cached: online, the Hub may hold a newer revision
+            found = _from_hub(config, download=True)
         if found is None:
             return None
         path, origin = found
@@ -55,14 +61,17 @@ def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain:
         origin = f"file {path.resolve()}"
     else:
         size = "tiny" if source is CheckpointSource.tiny else "full"
-        locate = synthetic_checkpoint if obtain else synthetic_checkpoint_path
-        path = locate(cache_dir, size, config.seed, version, config.speaker_logit_scale)
+        path = synthetic_checkpoint_path(cache_dir, size, config.seed, version, config.speaker_logit_scale)
+        reused = path.is_file()
+        if obtain and not reused:
+            synthetic_checkpoint(cache_dir, size, config.seed, version, config.speaker_logit_scale)
         origin = f"{source.value} random weights, seed {config.seed}, version {version}"
-        if not (obtain or path.is_file()):
+        if not (obtain or reused):
             return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
-    return Checkpoint(path=path, sha256=file_sha256(path, cache_dir), source=source.value, origin=origin)
+    sha256 = file_sha256(path, cache_dir)
+    return Checkpoint(path=path, sha256=sha256, source=source.value, origin=origin, reused=reused)
 
 
 def _from_hub(config: CheckpointConfig, download: bool) -> tuple[Path, str] | None:
@@ -147,6 +156,7 @@ def load_model(checkpoint: Checkpoint) -> Any:
         model = SortformerEncLabelModel.restore_from(str(checkpoint.path), map_location="cpu")
     except Exception as error:  # NeMo raises anything from tar, yaml, torch or hydra here
         raise CheckpointError(f"cannot restore {checkpoint.path} as a Sortformer model: {error}") from None
+    model.eval()
     if checkpoint.sha256:
-        _restored[checkpoint.sha256] = model.eval()
-    return model.eval()
+        _restored[checkpoint.sha256] = model
+    return model

@@ -39,9 +39,10 @@ def palettize_head(
     nbits = compression.nbits
     if nbits is None:
         raise ValueError(f"compression {compression.name} has no bit width to palettize to")
-    facts: dict[str, Any] = {"engine": PalettizerEngine(compression.engine).value}
-    program = _program(head)
-    if PalettizerEngine(compression.engine) is PalettizerEngine.coremltools:
+    engine = PalettizerEngine(compression.engine)
+    facts: dict[str, Any] = {"engine": engine.value}
+    program = load_program(head)
+    if engine is PalettizerEngine.coremltools:
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
         from .palettizer import lut_function
@@ -70,7 +71,7 @@ def palettize_head(
     return facts
 
 
-def _program(package: Path) -> Any:
+def load_program(package: Path) -> Any:
     """The package's ML program as a coremltools MIL program (the loader `palettize_weights`
     itself uses)."""
     import coremltools as ct
@@ -99,6 +100,7 @@ def tensor_luts(
     by_key = {tensor_key(weight, nbits): weight for weight in weights}
     known = {key: lut for key in by_key if (lut := store.get(key)) is not None}
     missing = [key for key in by_key if key not in known]
+    hits = len(known)
     log.info(
         "Palettizing %d weight tensors: %d look-up tables cached, %d to compute",
         len(by_key),
@@ -108,4 +110,4 @@ def tensor_luts(
     for key, lut in fp16_luts_of({key: by_key[key] for key in missing}, nbits).items():
         store.put(key, lut)
         known[key] = lut
-    return known, len(known) - len(missing), len(missing)
+    return known, hits, len(missing)

@@ -55,7 +55,7 @@ def _manifest_without_identifiers(path: Path) -> bytes:
 
 
 def package_size(package: Path) -> int:
-    return sum(path.stat().st_size for path in package.rglob("*") if path.is_file())
+    return sum(path.stat().st_size for path in _files(package))
 
 
 def make_spec_deterministic(package: Path) -> None:

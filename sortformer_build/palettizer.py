@@ -397,11 +397,6 @@ def _capped_shares(mass: np.ndarray, k: int) -> np.ndarray:
         free &= ~over
 
 
-def fp16_lut(values: np.ndarray, counts: np.ndarray, nbits: int) -> np.ndarray:
-    """The fp16 LUT (ascending, ``2**nbits`` entries) of a histogram; see ``fp16_luts``."""
-    return fp16_luts([(values, counts)], nbits)[0]
-
-
 def fp16_luts(histograms: Sequence[tuple[np.ndarray, np.ndarray]], nbits: int) -> list[np.ndarray]:
     """fp16 LUTs (ascending, ``2**nbits`` entries) of histograms, k-means solved in lockstep.
 

@@ -41,8 +41,8 @@ class ReleaseSummary(Callback):
             print(markdown(PLAN_COLUMNS, map(plan_row, planned)))
         rows = release_rows([status for status in statuses if not status.get("dry_run")])
         for output_dir, group in _by_output_dir(rows).items():
-            print(f"{write_summary(output_dir, group)}:")
-            print(markdown(RELEASE_COLUMNS, map(_cells, group)))
+            title, table = write_summary(output_dir, group)
+            print(f"{title}:\n{table}")
         failed = [status for status in statuses if not status.get("ok")]
         if failed:
             print(f"sortformer-build: {len(failed)} of {len(statuses)} jobs failed", file=sys.stderr)
@@ -217,8 +217,9 @@ def _by_output_dir(rows: list[dict[str, Any]]) -> dict[Path, list[dict[str, Any]
     return groups
 
 
-def write_summary(output_dir: Path, rows: list[dict[str, Any]]) -> str:
-    """Write matrix.md and matrix.json, each replaced in one rename; return a title naming them."""
+def write_summary(output_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """Write matrix.md and matrix.json, each replaced in one rename; return a title naming them
+    and the table."""
     failed = sum(not row["ok"] for row in rows)
     summary = output_dir / f"{SUMMARY_STEM}.md"
     title = f"Release matrix {summary}: {len(rows)} jobs, {failed} failed"
@@ -226,4 +227,4 @@ def write_summary(output_dir: Path, rows: list[dict[str, Any]]) -> str:
     atomic.write_text(summary, f"# {title}\n\n{table}\n")
     document = {"jobs": len(rows), "failed": failed, "artifacts": rows}
     atomic.write_text(summary.with_suffix(".json"), json.dumps(document, indent=1) + "\n")
-    return title
+    return title, table

@@ -9,7 +9,6 @@ from pathlib import Path
 import coremltools as ct
 import numpy as np
 from coremltools.converters.mil import Builder as mb
-from coremltools.converters.mil.frontend.milproto import load as milproto
 from coremltools.converters.mil.mil import Program, types
 from coremltools.proto import Model_pb2
 
@@ -67,13 +66,6 @@ def run(
     **kwargs: object,
 ) -> dict[str, np.ndarray]:
     return build(directory, body, inputs, **kwargs).predict(dict(inputs), precision)
-
-
-def coremltools_program(path: Path) -> Program:
-    """coremltools' own reading of a saved package (its blob reader is native code)."""
-    mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
-    spec = mlmodel.get_spec()
-    return milproto.load(spec, spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
 
 
 def read_spec(path: Path) -> Model_pb2.Model:

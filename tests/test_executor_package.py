@@ -12,6 +12,7 @@ from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import get_new_symbol, types
 from coremltools.proto import MIL_pb2
 
+from sortformer_build.compression import load_program
 from sortformer_build.executor import (
     DeclaredTypeError,
     ExecutorError,
@@ -21,7 +22,7 @@ from sortformer_build.executor import (
 )
 from sortformer_build.executor.dtypes import round_to_fp16
 
-from .executor_support import IOS17, build, convert, coremltools_program, read_spec, save, write_spec
+from .executor_support import IOS17, build, convert, read_spec, save, write_spec
 
 RNG = np.random.default_rng(2)
 WEIGHT = RNG.standard_normal((16, 24)).astype(np.float32)
@@ -42,7 +43,7 @@ def assert_constants_match_coremltools(path: Path) -> int:
     """Every const / constexpr value decodes to coremltools' own value, bit for bit; returns the count."""
     program = load_package(path).programs[0]
     compared = 0
-    for op in coremltools_program(path).functions["main"].operations:
+    for op in load_program(path).functions["main"].operations:
         name = op.outputs[0].name
         if name not in program.constant_names:
             continue

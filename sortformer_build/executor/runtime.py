@@ -224,7 +224,8 @@ class Program:
                 for name in self.constant_names:
                     self._constant_value(name, precision, memo)
             for name, value in earlier.items():
-                if _same_value(memo[name], value):
+                # const entries were copied in above: comparing an array with itself reads all weights
+                if memo[name] is not value and _same_value(memo[name], value):
                     memo[name] = value
             self._constants_by_precision[precision] = memo
         return self._constants_by_precision[precision]
