@@ -17,9 +17,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sortformer_build import contract
+from sortformer_build.coreml.package import load_spec
 from sortformer_build.executor import PRECISIONS, load_package
 from sortformer_build.geometry import StreamingGeometry
-from sortformer_build.package import load_spec
 
 
 def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sortformer_build import palettizer
-from sortformer_build.compression import WEIGHT_THRESHOLD
+from sortformer_build.coreml import palettizer
+from sortformer_build.coreml.palettize import WEIGHT_THRESHOLD
 
 # One FastConformer layer's linear weights, chained: the "few big layers" of the end-to-end run.
 END_TO_END_LAYERS = (

@@ -34,7 +34,7 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sortformer_build.cli import register_schemas
+from sortformer_build.cli.app import register_schemas
 from sortformer_build.config import BuildConfig
 
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
@@ -151,9 +151,9 @@ def reference_style(work: Path, configs: list[BuildConfig]) -> tuple[float, int,
 
 def reference_model(config: BuildConfig, report: Path) -> None:
     """The release's two artifacts of one model, built the way a one-off script would."""
-    from sortformer_build.checkpoint import load_model, resolve_checkpoint
-    from sortformer_build.convert import assemble_pipeline, convert_programs
-    from sortformer_build.export import trace
+    from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
+    from sortformer_build.coreml.convert import assemble_pipeline, convert_programs
+    from sortformer_build.coreml.export import trace
 
     geometry, name = config.variant.geometry, config.variant.file_name
     seconds: dict[str, float] = {}
@@ -254,7 +254,7 @@ def main() -> None:
         return
 
     print(f"Making the full-size synthetic checkpoints (not timed) in {work / 'cache'}", flush=True)
-    from sortformer_build.checkpoint import resolve_checkpoint
+    from sortformer_build.checkpoint.sources import resolve_checkpoint
 
     for config in configs:
         resolve_checkpoint(config.checkpoint, config.variant.version, config.cache_root / "checkpoints")

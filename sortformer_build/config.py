@@ -14,8 +14,8 @@ from pathlib import Path
 import platformdirs
 from omegaconf import MISSING
 
-from .errors import BuildError
-from .geometry import StreamingGeometry, validate_geometry
+from sortformer_build.errors import BuildError
+from sortformer_build.geometry import StreamingGeometry, validate_geometry
 
 CHECKPOINT_VERSIONS = ("v2", "v2.1")
 PALETTE_BITS = (1, 2, 3, 4, 6, 8)

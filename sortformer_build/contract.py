@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .geometry import NUM_SPEAKERS, StreamingGeometry
+from sortformer_build.geometry import NUM_SPEAKERS, StreamingGeometry
 
 N_MELS = 128
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .errors import BuildError
+from sortformer_build.errors import BuildError
 
 SUBSAMPLING_FACTOR = 8
 FRAME_SECONDS = 0.08

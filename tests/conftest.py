@@ -60,7 +60,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(shared_cache: Path) -> Path:
-    from sortformer_build.checkpoint import synthetic_checkpoint
+    from sortformer_build.checkpoint.sources import synthetic_checkpoint
 
     return synthetic_checkpoint(shared_cache / "checkpoints", "tiny", 0, "v2.1", 25.0)
 

@@ -9,8 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
-from sortformer_build.cache import BuildCache
-from sortformer_build.package import package_digest
+from sortformer_build.coreml.package import package_digest
+from sortformer_build.store.cache import BuildCache
 
 KEY = {"checkpoint": "0" * 64, "geometry": [6, 1, 7]}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from coremltools.proto import Model_pb2
 
-from sortformer_build.package import package_digest
+from sortformer_build.coreml.package import package_digest
 
 from .conftest import RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
 

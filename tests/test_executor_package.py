@@ -12,7 +12,7 @@ from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import get_new_symbol, types
 from coremltools.proto import MIL_pb2
 
-from sortformer_build.compression import load_program
+from sortformer_build.coreml.palettize import load_program
 from sortformer_build.executor import (
     DeclaredTypeError,
     ExecutorError,

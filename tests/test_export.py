@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sortformer_build.checkpoint import Checkpoint, load_model
-from sortformer_build.export import Head, PreEncoder, pack, trace
+from sortformer_build.checkpoint.sources import Checkpoint, load_model
+from sortformer_build.coreml.export import Head, PreEncoder, pack, trace
 from sortformer_build.geometry import StreamingGeometry
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)

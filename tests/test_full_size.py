@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sortformer_build.coreml.package import load_spec, package_size
 from sortformer_build.geometry import StreamingGeometry
-from sortformer_build.lint import Expectation, lint_package
-from sortformer_build.package import load_spec, package_size
+from sortformer_build.verify.lint import Expectation, lint_package
 
 from .conftest import RELEASE, run_cli
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sortformer_build import palettizer
+from sortformer_build.coreml import palettizer
 
 ct = pytest.importorskip("coremltools")
 

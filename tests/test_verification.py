@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sortformer_build import reference
-from sortformer_build.build import build
-from sortformer_build.cache import BuildCache, Entry
-from sortformer_build.checkpoint import Checkpoint, load_model
+from sortformer_build.checkpoint.sources import Checkpoint, load_model
+from sortformer_build.cli.verify import main as verify_main
 from sortformer_build.config import (
     BuildConfig,
     CheckpointConfig,
@@ -20,11 +18,13 @@ from sortformer_build.config import (
     VariantConfig,
     VerifyConfig,
 )
+from sortformer_build.coreml.package import SPEC_PATH, load_spec
 from sortformer_build.geometry import StreamingGeometry
-from sortformer_build.lint import Expectation, lint_package
-from sortformer_build.package import SPEC_PATH, load_spec
-from sortformer_build.verification import ParityJob, run_parity
-from sortformer_build.verify_cli import main as verify_main
+from sortformer_build.job.build import build
+from sortformer_build.store.cache import BuildCache, Entry
+from sortformer_build.verify import reference
+from sortformer_build.verify.check import ParityJob, run_parity
+from sortformer_build.verify.lint import Expectation, lint_package
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
@@ -162,7 +162,7 @@ class FloatLengthPreEncoder(torch.nn.Module):
         self.subsampling = model.encoder.pre_encode
 
     def forward(self, chunk, chunk_lengths, spkcache, spkcache_lengths, fifo, fifo_lengths):
-        from sortformer_build.export import pack
+        from sortformer_build.coreml.export import pack
 
         embs, lengths = self.subsampling(x=chunk, lengths=chunk_lengths)
         lengths = lengths.to(torch.int32)
@@ -175,8 +175,8 @@ def test_fp16_length_arithmetic_on_a_long_chunk_fails_parity(
 ) -> None:
     """NvidiaHigh's 3048-frame chunk: fp16 rounds NeMo's float length maths, one frame is
     masked too early; float16 execution catches it, float32 execution would not."""
-    from sortformer_build.convert import assemble_pipeline, convert_programs
-    from sortformer_build.export import TracedProgram, trace
+    from sortformer_build.coreml.convert import assemble_pipeline, convert_programs
+    from sortformer_build.coreml.export import TracedProgram, trace
 
     traced = trace(model, NVIDIA_HIGH)
     broken = FloatLengthPreEncoder(model).eval()

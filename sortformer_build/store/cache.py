@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
+from sortformer_build.store import atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def code_fingerprint() -> str:
     """Hash of this package's source: any code change invalidates what it built. Read once per
     process: the code a process runs is the code it imported."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

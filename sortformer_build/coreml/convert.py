@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract
-from .export import TracedModels, TracedProgram
-from .geometry import StreamingGeometry
-from .package import make_spec_deterministic
+from sortformer_build import contract
+from sortformer_build.coreml.export import TracedModels, TracedProgram
+from sortformer_build.coreml.package import make_spec_deterministic
+from sortformer_build.geometry import StreamingGeometry
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _OUTPUT_DESCRIPTIONS = {
 def _ct():  # coremltools takes seconds to import; cached builds never need it
     import coremltools
 
-    from . import converter_fixes  # noqa: F401  (installs the frontend fixes)
+    from sortformer_build.coreml import fixes  # noqa: F401  (installs the frontend fixes)
 
     return coremltools
 

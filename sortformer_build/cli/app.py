@@ -16,12 +16,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .build import BuildResult, build
-from .config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig
-from .errors import BuildError
-from .geometry import StreamingGeometry
-from .logs import quiet_third_party
-from .plan import JobPlan, plan_job
+from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig
+from sortformer_build.errors import BuildError
+from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.job.build import BuildResult, build
+from sortformer_build.job.plan import JobPlan, plan_job
 
 log = logging.getLogger("sortformer_build")
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .cache import remembered_digest
+from sortformer_build.store.cache import remembered_digest
 
 MANIFEST = "Manifest.json"
 SPEC_PATH = Path("Data/com.apple.CoreML/model.mlmodel")

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from . import contract
-from .geometry import StreamingGeometry
+from sortformer_build import contract
+from sortformer_build.geometry import StreamingGeometry
 
 
 def _time_mask(frames: int, lengths: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

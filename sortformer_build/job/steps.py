@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from .errors import BuildError
+from sortformer_build.errors import BuildError
 
 log = logging.getLogger("sortformer_build")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .cache import ArrayStore
-from .config import CompressionConfig, PalettizerEngine
+from sortformer_build.config import CompressionConfig, PalettizerEngine
+from sortformer_build.store.cache import ArrayStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def palettize_head(
     import coremltools as ct
     from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig
 
-    from .convert import drop_volatile_metadata
+    from sortformer_build.coreml.convert import drop_volatile_metadata
 
     nbits = compression.nbits
     if nbits is None:
@@ -45,7 +45,7 @@ def palettize_head(
     if engine is PalettizerEngine.coremltools:
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
-        from .palettizer import lut_function
+        from sortformer_build.coreml.palettizer import lut_function
 
         known, facts["lut_cache_hits"], facts["lut_cache_misses"] = tensor_luts(
             _weights(program), nbits, luts
@@ -95,7 +95,7 @@ def tensor_luts(
 ) -> tuple[dict[str, np.ndarray], int, int]:
     """LUTs of `weights` by content key: cached ones, then the rest solved in one batch
     (k-means in lockstep shares NumPy's per-call cost)."""
-    from .palettizer import fp16_luts_of, tensor_key
+    from sortformer_build.coreml.palettizer import fp16_luts_of, tensor_key
 
     by_key = {tensor_key(weight, nbits): weight for weight in weights}
     known = {key: lut for key in by_key if (lut := store.get(key)) is not None}

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import contract
-from .geometry import GeometryError, StreamingGeometry, validate_geometry
-from .package import load_spec
+from sortformer_build import contract
+from sortformer_build.coreml.package import load_spec
+from sortformer_build.geometry import GeometryError, StreamingGeometry, validate_geometry
 
 # Deployment target -> (highest specification version, ML program opset name).
 TARGETS = {"iOS16": (7, "CoreML6"), "iOS17": (8, "CoreML7"), "iOS18": (9, "CoreML8")}

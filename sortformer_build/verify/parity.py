@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from . import contract
-from .reference import StepFunction, StreamResult
+from sortformer_build import contract
+from sortformer_build.verify.reference import StepFunction, StreamResult
 
 DECISION_THRESHOLD = 0.5
 

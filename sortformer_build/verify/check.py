@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, reference
-from .cache import BuildCache, Entry
-from .config import VerifyConfig
-from .geometry import FRAME_SECONDS, StreamingGeometry
-from .parity import compare_steps, compare_streams, run_cases
-from .reference import StreamResult
+from sortformer_build.config import VerifyConfig
+from sortformer_build.geometry import FRAME_SECONDS, StreamingGeometry
+from sortformer_build.store import atomic
+from sortformer_build.store.cache import BuildCache, Entry
+from sortformer_build.verify import reference
+from sortformer_build.verify.parity import compare_steps, compare_streams, run_cases
+from sortformer_build.verify.reference import StreamResult
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def package_step(package: Path, precision: str) -> reference.StepFunction:
     matmul several times slower."""
     from threadpoolctl import ThreadpoolController
 
-    from .executor import load_package
+    from sortformer_build.executor import load_package
 
     model = load_package(package)
     blas = ThreadpoolController()  # scans the loaded libraries once, not on every step
@@ -143,7 +144,7 @@ def _fp16_twin_outputs(
     def compute(folder: Path) -> dict[str, Any]:
         outputs = ours
         if job.nbits is not None:
-            from .convert import assemble_pipeline
+            from sortformer_build.coreml.convert import assemble_pipeline
 
             twin = folder / "fp16.mlpackage"
             pre, head = job.programs.path / "pre_encoder.mlpackage", job.programs.path / "head.mlpackage"

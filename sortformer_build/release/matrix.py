@@ -21,10 +21,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from . import atomic
-from .cli import JOB_STATUS_FILE
-from .geometry import StreamingGeometry
-from .steps import CACHED, FAILED, SKIPPED, VERIFIED
+from sortformer_build.cli.app import JOB_STATUS_FILE
+from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.job.steps import CACHED, FAILED, SKIPPED, VERIFIED
+from sortformer_build.store import atomic
 
 SUMMARY_STEM = "matrix"
 MB = 1e6

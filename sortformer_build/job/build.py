@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic, macos
-from .cache import ArrayStore, BuildCache, Entry, digest_of, tool_versions
-from .checkpoint import Checkpoint, load_model, resolve_checkpoint
-from .config import BuildConfig, PalettizerEngine, config_dict, validate_config
-from .errors import BuildError
-from .lint import Expectation, lint_package
-from .package import package_digest, package_size
-from .steps import CACHED, VERIFIED, Step, StepFailed, StepLog
+from sortformer_build.checkpoint.sources import Checkpoint, load_model, resolve_checkpoint
+from sortformer_build.config import BuildConfig, PalettizerEngine, config_dict, validate_config
+from sortformer_build.coreml import macos
+from sortformer_build.coreml.package import package_digest, package_size
+from sortformer_build.errors import BuildError
+from sortformer_build.job.steps import CACHED, VERIFIED, Step, StepFailed, StepLog
+from sortformer_build.store import atomic
+from sortformer_build.store.cache import ArrayStore, BuildCache, Entry, digest_of, tool_versions
+from sortformer_build.verify.lint import Expectation, lint_package
 
 log = logging.getLogger("sortformer_build")
 
@@ -87,7 +88,7 @@ def build(config: BuildConfig) -> BuildResult:
     with atomic.scratch_folder(config.artifact_dir) as staging:
         staged_package = staging / package.name
         with steps.step("assemble", "Assembling the pipeline (pre-encoder -> head) with its metadata"):
-            from .convert import assemble_pipeline
+            from sortformer_build.coreml.convert import assemble_pipeline
 
             metadata = {"sortformer_build.compression": config.compression.name}
             pre_encoder = programs.path / "pre_encoder.mlpackage"
@@ -178,8 +179,8 @@ class _Job:
         config, geometry = self.config, self.config.variant.geometry
 
         def convert(folder: Path) -> dict[str, Any]:
-            from .convert import convert_programs
-            from .export import trace
+            from sortformer_build.coreml.convert import convert_programs
+            from sortformer_build.coreml.export import trace
 
             nemo = self.model.get()
             description = f"Tracing the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk"
@@ -198,7 +199,7 @@ class _Job:
         engine = PalettizerEngine(compression.engine).value
 
         def palettize(folder: Path) -> dict[str, Any]:
-            from .compression import palettize_head
+            from sortformer_build.coreml.palettize import palettize_head
 
             luts = ArrayStore(self.cache.root / "luts" if self.cache.enabled else None)
             description = f"Palettizing the head to {compression.nbits} bits ({engine} k-means)"
@@ -239,7 +240,7 @@ class _Job:
         if not config.verify.parity:
             self.steps.skip("parity", "verify.parity=false")
             return {"lint": "passed", "parity": "skipped (verify.parity=false)"}
-        from .verification import run_parity
+        from sortformer_build.verify.check import run_parity
 
         description = (
             f"Comparing the package with NeMo ({config.verify.precision} executor, per step and streaming)"
@@ -269,7 +270,7 @@ class _Job:
         if not self.config.verify.parity:
             self.steps.skip("predict", "verify.parity=false")
             return {"core_ml": "loaded"}
-        from .verification import run_device_parity
+        from sortformer_build.verify.check import run_device_parity
 
         with self.steps.step("predict", "Predicting with Core ML and comparing with NeMo") as step:
             job = self._parity_job(package, programs)
@@ -282,7 +283,7 @@ class _Job:
         return {"core_ml": figures}
 
     def _parity_job(self, package: Path, programs: Entry) -> Any:
-        from .verification import ParityJob
+        from sortformer_build.verify.check import ParityJob
 
         return ParityJob(
             package=package,

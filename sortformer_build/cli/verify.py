@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .lint import TARGETS, Expectation, lint_package
-from .logs import quiet_third_party
+from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.verify.lint import TARGETS, Expectation, lint_package
 
 
 def expectation_for(package: Path, target: str | None) -> tuple[Expectation, bool]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from .build import (
+from sortformer_build.checkpoint.sources import Checkpoint, find_checkpoint
+from sortformer_build.config import BuildConfig, CheckpointSource, validate_config
+from sortformer_build.job.build import (
     PALETTIZE_STAGE,
     PROGRAMS_STAGE,
     artifact_key,
@@ -20,10 +22,8 @@ from .build import (
     programs_key,
     published_record,
 )
-from .cache import BuildCache, digest_of, tool_versions
-from .checkpoint import Checkpoint, find_checkpoint
-from .config import BuildConfig, CheckpointSource, validate_config
-from .verification import REFERENCE_STAGE, reference_key
+from sortformer_build.store.cache import BuildCache, digest_of, tool_versions
+from sortformer_build.verify.check import REFERENCE_STAGE, reference_key
 
 log = logging.getLogger("sortformer_build")
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic
-from .cache import remembered_digest
-from .config import CheckpointConfig, CheckpointSource
-from .errors import BuildError
+from sortformer_build.config import CheckpointConfig, CheckpointSource
+from sortformer_build.errors import BuildError
+from sortformer_build.store import atomic
+from sortformer_build.store.cache import remembered_digest
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def synthetic_checkpoint(
     cache_dir: Path, size: str, seed: int, version: str, speaker_logit_scale: float
 ) -> Path:
     """The cached random-weight checkpoint, created on first use (once, even under concurrency)."""
-    from .synthetic import make_synthetic_checkpoint
+    from sortformer_build.checkpoint.synthetic import make_synthetic_checkpoint
 
     path = synthetic_checkpoint_path(cache_dir, size, seed, version, speaker_logit_scale)
     with atomic.lock(path):

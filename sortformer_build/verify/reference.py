@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import contract
-from .geometry import SUBSAMPLING_FACTOR, StreamingGeometry
+from sortformer_build import contract
+from sortformer_build.geometry import SUBSAMPLING_FACTOR, StreamingGeometry
 
 SAMPLE_RATE = 16000
 

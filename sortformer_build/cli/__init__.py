@@ -1,0 +1,1 @@
+"""The command-line edge: the Hydra app, its --help, and sortformer-build-verify."""

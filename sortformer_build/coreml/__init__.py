@@ -1,0 +1,2 @@
+"""Everything coremltools touches: tracing wrappers, conversion, palettization, the package reader,
+macOS-only steps."""

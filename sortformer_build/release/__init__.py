@@ -1,0 +1,1 @@
+"""A release: the matrix that summarises a sweep."""

@@ -1,0 +1,1 @@
+"""The store: content-addressed build cache, atomic publishing, digests and provenance."""

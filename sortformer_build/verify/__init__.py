@@ -1,0 +1,1 @@
+"""Verification: static checks, NeMo reference outputs, parity figures, gates and on-device checks."""
