@@ -1,7 +1,8 @@
 """Typed configuration of one build job.
 
-These dataclasses are the Hydra schemas (registered by `register_schemas`) and the plain
-objects every stage takes, so a stage can be called from Python without Hydra.
+These dataclasses are the Hydra schemas (registered by `cli.app.register_schemas`) and the plain
+objects every stage takes, so a stage can be called from Python without Hydra. Enumerated fields
+are enums, so OmegaConf rejects a typo when the config is composed.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from pathlib import Path
 import platformdirs
 from omegaconf import MISSING
 
+from sortformer_build.coreml.palettizer import SUPPORTED_NBITS
+from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
 from sortformer_build.errors import BuildError
 from sortformer_build.geometry import StreamingGeometry, validate_geometry
 
 CHECKPOINT_VERSIONS = ("v2", "v2.1")
-PALETTE_BITS = (1, 2, 3, 4, 6, 8)
-# Newer targets lower palettized weights to forms that fail on the Neural Engine; older
-# ones lack the ops the converter emits for this model.
-DEPLOYMENT_TARGETS = ("iOS16", "iOS17")
+CACHE_ENVIRONMENT_VARIABLE = "SORTFORMER_BUILD_CACHE"
 
 
 class ConfigError(BuildError, ValueError):
@@ -38,6 +38,12 @@ class CheckpointSource(str, Enum):
 class PalettizerEngine(str, Enum):
     fast = "fast"
     coremltools = "coremltools"
+
+
+class ExecutorPrecision(str, Enum):
+    # float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
+    float16 = "float16"
+    float32 = "float32"
 
 
 @dataclass
@@ -58,12 +64,33 @@ class VariantConfig:
 
 
 @dataclass
+class GateConfig:
+    """What a package must reach to be published; each compression option carries its own.
+    None leaves a figure ungated."""
+
+    # Per step, against NeMo.
+    max_prob_error: float | None = None
+    min_decision_agreement: float | None = None
+    # Per step, against the fp16 package built from the same conversion.
+    min_twin_decision_agreement: float | None = None
+    # Over a whole stream through NeMo's state update, against NeMo's own stream.
+    min_streaming_decision_agreement: float = 0.99
+
+
+@dataclass
 class CompressionConfig:
     name: str = MISSING
     folder: str = MISSING
     # None keeps fp16 weights; otherwise k-means palettization of the head to this many bits.
     nbits: int | None = None
     engine: PalettizerEngine = PalettizerEngine.fast
+    # Part of the published release (the runtime downloads it), or an experiment.
+    release: bool = False
+    gates: GateConfig = field(default_factory=GateConfig)
+
+    @property
+    def is_fp16(self) -> bool:
+        return self.nbits is None
 
 
 @dataclass
@@ -82,29 +109,18 @@ class CheckpointConfig:
 
 @dataclass
 class VerifyConfig:
-    """Numerical parity with NeMo and the gates a package must pass to be published."""
+    """How a package is compared with NeMo (the thresholds are the compression's gates)."""
 
     parity: bool = True
-    # Executor mode: float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
-    precision: str = "float16"
+    precision: ExecutorPrecision = ExecutorPrecision.float16
     seed: int = 0
     # Audio streamed chunk by chunk through NeMo's state update, at least `streaming_min_chunks`
-    # chunks long. Each chunk costs one executor run (about 1 s for Default on one core); the
-    # speaker cache is compressed once the stream outgrows spkcache + fifo (about 18 s for
-    # Default): raise this to check that too.
+    # chunks long. The speaker cache is compressed only once the stream outgrows spkcache +
+    # fifo: raise this to check that too.
     streaming_seconds: float = 4.0
     streaming_min_chunks: int = 2
-    # Chunk embeddings: max |error| relative to the reference's largest magnitude.
+    # Chunk embeddings (never compressed): max |error| relative to the reference's largest magnitude.
     max_emb_error_ratio: float = 0.02
-    fp16_max_prob_error: float = 0.01
-    fp16_min_decision_agreement: float = 0.999
-    # Streaming decisions at 0.5 against NeMo's own stream.
-    streaming_min_decision_agreement: float = 0.99
-    # Palettized heads: per-step decisions against their fp16 twin, and streaming decisions
-    # against NeMo, where 4-bit errors feed back through the speaker cache (93 % on the
-    # synthetic checkpoint; 6 and 8 bits agree on every decision).
-    palettized_min_decision_agreement: float = 0.97
-    palettized_min_streaming_agreement: float = 0.9
 
 
 @dataclass
@@ -115,7 +131,7 @@ class BuildConfig:
     output_dir: str = MISSING
     cache_dir: str | None = None
     cache: bool = True
-    deployment_target: str = "iOS17"
+    deployment_target: DeploymentTarget = DEFAULT_TARGET
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     # Say what the job would build and which cache entries it would reuse; build nothing.
     dry_run: bool = False
@@ -125,9 +141,22 @@ class BuildConfig:
         """Holds `checkpoints/` (weights the project makes) and `build/` (stage results)."""
         if self.cache_dir:
             return Path(self.cache_dir).expanduser()
-        if os.environ.get("SORTFORMER_BUILD_CACHE"):
-            return Path(os.environ["SORTFORMER_BUILD_CACHE"]).expanduser()
+        if os.environ.get(CACHE_ENVIRONMENT_VARIABLE):
+            return Path(os.environ[CACHE_ENVIRONMENT_VARIABLE]).expanduser()
         return Path(platformdirs.user_cache_dir("sortformer-build"))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.cache_root / "checkpoints"
+
+    @property
+    def build_cache_dir(self) -> Path:
+        return self.cache_root / "build"
+
+    @property
+    def digest_memo_dir(self) -> Path:
+        """Remembered package digests, by file stamps (see `coreml.package.package_digest`)."""
+        return self.cache_root / "package-digests"
 
     @property
     def artifact_dir(self) -> Path:
@@ -141,12 +170,12 @@ def validate_config(config: BuildConfig) -> list[str]:
             f"variant.version must be one of {', '.join(CHECKPOINT_VERSIONS)}, got {config.variant.version!r}"
         )
     nbits = config.compression.nbits
-    if nbits is not None and nbits not in PALETTE_BITS:
-        raise ConfigError(f"compression.nbits must be one of {PALETTE_BITS} or null, got {nbits}")
-    if config.deployment_target not in DEPLOYMENT_TARGETS:
+    if nbits is not None and nbits not in SUPPORTED_NBITS:
+        raise ConfigError(f"compression.nbits must be one of {SUPPORTED_NBITS} or null, got {nbits}")
+    if nbits is not None and config.compression.gates.min_twin_decision_agreement is None:
         raise ConfigError(
-            f"deployment_target must be one of {', '.join(DEPLOYMENT_TARGETS)}, "
-            f"got {config.deployment_target!r}"
+            f"compression {config.compression.name} palettizes but sets no "
+            "gates.min_twin_decision_agreement: a compressed head must be judged against its fp16 twin"
         )
     checkpoint = config.checkpoint
     sources = [source.value for source in CheckpointSource]

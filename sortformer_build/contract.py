@@ -21,7 +21,6 @@ INPUT_NAMES = (CHUNK, CHUNK_LENGTHS, SPKCACHE, SPKCACHE_LENGTHS, FIFO, FIFO_LENG
 SPEAKER_PREDS = "speaker_preds_out"
 CHUNK_EMBS = "chunk_pre_encoder_embs_out"
 CHUNK_EMB_LENGTHS = "chunk_pre_encoder_lengths_out"
-OUTPUT_NAMES = (SPEAKER_PREDS, CHUNK_EMBS, CHUNK_EMB_LENGTHS)
 
 # Internal tensors between the pre-encoder and the head (not part of the runtime contract).
 PACKED_EMBS = "pre_encoder_embs"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sortformer_build.verify.check import ParityJob, run_parity
 
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.cli.verify import main as verify_main
@@ -23,7 +24,6 @@ from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify import reference
-from sortformer_build.verify.check import ParityJob, run_parity
 from sortformer_build.verify.lint import Expectation, lint_package
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)

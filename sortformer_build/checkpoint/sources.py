@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tarfile
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 from sortformer_build.config import CheckpointConfig, CheckpointSource
 from sortformer_build.errors import BuildError
 from sortformer_build.store import atomic
-from sortformer_build.store.cache import remembered_digest
+from sortformer_build.store.digests import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain:
             return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
-    sha256 = file_sha256(path, cache_dir)
+    sha256 = file_sha256(path, cache_dir / "sha256")
     return Checkpoint(path=path, sha256=sha256, source=source.value, origin=origin, reused=reused)
 
 
@@ -121,21 +120,6 @@ def synthetic_checkpoint_path(
 ) -> Path:
     scale = f"{speaker_logit_scale:g}".replace(".", "p")
     return cache_dir / f"synthetic-{size}-{version}-seed{seed}-x{scale}.nemo"
-
-
-def file_sha256(path: Path, cache_dir: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so warm builds skip re-reading 470 MB."""
-    stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return remembered_digest(cache_dir / "sha256", path, stamp, lambda: _sha256(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # The last restored model, by checkpoint sha256: the jobs of a sweep that run in one process

@@ -12,6 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from sortformer_build.checkpoint.counts import parameter_counts
+
 log = logging.getLogger(__name__)
 
 # (FastConformer layers, d_model, heads, conv channels, Transformer layers, hidden, inner, heads)
@@ -132,9 +134,5 @@ def make_synthetic_checkpoint(
         final.weight.mul_(speaker_logit_scale)
         final.bias.mul_(speaker_logit_scale)
     model.eval()
-    log.info("Saving %s random-weight checkpoint (%s parameters)", size, f"{_count(model):,}")
+    log.info("Saving %s random-weight checkpoint (%s parameters)", size, f"{parameter_counts(model).total:,}")
     model.save_to(str(destination))
-
-
-def _count(model: Any) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())

@@ -1,12 +1,11 @@
-"""The `sortformer-build` command: Hydra composes the config, `build` does the work."""
+"""The `sortformer-build` command: Hydra composes the config, a job builds or plans it, and the
+job's status is left for the sweep summary."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import hydra
@@ -16,12 +15,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import BuildResult, build
 from sortformer_build.job.plan import JobPlan, plan_job
+from sortformer_build.job.status import JobStatus
 
 log = logging.getLogger("sortformer_build")
 
@@ -38,66 +38,14 @@ def register_schemas() -> None:
         store.store(group="schema", name=name, node=node)
 
 
-def groups_help() -> str:
-    """The option lists of `--help`, computed from the options themselves."""
-    conf = resources.files("sortformer_build.conf")
-    lines = [
-        "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms =="
-    ]
-    for option in _options(conf, "variant"):
-        variant = _variant_option(conf / "variant", option)
-        geometry = StreamingGeometry(
-            **{key: int(variant[key]) for key in StreamingGeometry.__dataclass_fields__}
-        )
-        lines.append(
-            f"  {option:<15} {variant['file_name']:<27} latency {geometry.latency_seconds:>5.2f} s"
-            f"  chunk {geometry.chunk_len:>3}  fifo {geometry.fifo_len:>3}  spkcache {geometry.spkcache_len}"
-        )
-    for group, title in (("compression", "Compressions"), ("checkpoint", "Checkpoints (weight sources)")):
-        lines.append(f"== {title} ==")
-        for option in _options(conf, group):
-            text = (conf / group / f"{option}.yaml").read_text()
-            folder = OmegaConf.create(text).get("folder")
-            where = f"-> {folder}/ " if folder else ""
-            lines.append(f"  {option:<15} {where:<17}{text.splitlines()[0].lstrip('# ')}")
-    return "\n".join(lines)
-
-
-def _options(conf, group: str) -> list[str]:
-    return sorted(
-        entry.name.removesuffix(".yaml") for entry in (conf / group).iterdir() if entry.name.endswith(".yaml")
-    )
-
-
-def _variant_option(folder, option: str) -> DictConfig:
-    """An option merged over the twin its defaults list names (the `_v2` options reuse geometry)."""
-    node = OmegaConf.create((folder / f"{option}.yaml").read_text())
-    twins = [
-        entry
-        for entry in node.pop("defaults", [])
-        if isinstance(entry, str) and not entry.startswith(("/", "_"))
-    ]
-    merged = [_variant_option(folder, twin) for twin in twins]
-    return OmegaConf.merge(*merged, node) if merged else node
-
-
-JOB_STATUS_FILE = "job_status.json"
-
-
 def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = False) -> bool:
     """Build (with `dry_run`, plan) one job; report failure in one line. Returns whether it succeeded.
 
     With `keep_going` (a sweep), a failure is recorded, not raised, so the other jobs still
-    run; the sweep's summary then exits non-zero. `job_dir` receives `job_status.json`.
+    run; the sweep's summary then exits non-zero. `job_dir` receives the job's status.
     """
     started = time.perf_counter()
-    status: dict[str, object] = {
-        "variant": OmegaConf.select(cfg, "variant.name", default=None),
-        "compression": OmegaConf.select(cfg, "compression.name", default=None),
-        "file_name": OmegaConf.select(cfg, "variant.file_name", default=None),
-        "output_dir": OmegaConf.select(cfg, "output_dir", default=None),
-        "dry_run": OmegaConf.select(cfg, "dry_run", default=False),
-    }
+    status = _status_of(cfg)
     try:
         config = OmegaConf.to_object(cfg)
         assert isinstance(config, BuildConfig)
@@ -112,28 +60,43 @@ def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = Fal
         log.exception("The job failed unexpectedly")
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     line = _record_outcome(outcome, status)
-    _write_status(job_dir, status, started)
+    _finish(job_dir, status, started)
     print(line)
     return True
 
 
-def _record_outcome(outcome: BuildResult | JobPlan, status: dict[str, object]) -> str:
-    """Put what the job did into `status`; return the line that tells the user."""
-    if isinstance(outcome, JobPlan):
-        status.update(ok=True, plan=outcome.as_dict())
-        return outcome.describe()
-    status.update(
-        ok=True, up_to_date=outcome.up_to_date, package=str(outcome.package), manifest=str(outcome.manifest)
+def _status_of(cfg: DictConfig) -> JobStatus:
+    """Who the job is, read leniently: a config that fails validation still names its job."""
+
+    def select(key: str) -> str | None:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        return None if value is None else str(value)
+
+    return JobStatus(
+        variant=select("variant.name"),
+        compression=select("compression.name"),
+        fp16=OmegaConf.select(cfg, "compression.nbits", default=None) is None,
+        file_name=select("variant.file_name"),
+        output_dir=select("output_dir"),
+        dry_run=bool(OmegaConf.select(cfg, "dry_run", default=False)),
     )
-    statuses = ", ".join(f"{step['name']} {step['status']}" for step in outcome.record["steps"])
+
+
+def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> str:
+    """Put what the job did into `status`; return the line that tells the user."""
+    status.ok = True
+    if isinstance(outcome, JobPlan):
+        status.plan = outcome
+        return outcome.describe()
+    status.up_to_date = outcome.up_to_date
+    status.package, status.manifest = str(outcome.package), str(outcome.manifest_path)
+    statuses = ", ".join(f"{step.name} {step.status}" for step in outcome.manifest.steps)
     return f"{'Up to date' if outcome.up_to_date else 'Built'}: {outcome.package} [{statuses}]"
 
 
-def _failed(
-    job_dir: Path | None, status: dict[str, object], started: float, error: str, keep_going: bool
-) -> bool:
-    status.update(ok=False, error=error)
-    _write_status(job_dir, status, started)
+def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str, keep_going: bool) -> bool:
+    status.ok, status.error = False, error
+    _finish(job_dir, status, started)
     print(f"sortformer-build: error: {error}", file=sys.stderr)
     if not keep_going:
         sys.exit(1)
@@ -149,11 +112,10 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
-def _write_status(job_dir: Path | None, status: dict[str, object], started: float) -> None:
-    status["seconds"] = round(time.perf_counter() - started, 3)
+def _finish(job_dir: Path | None, status: JobStatus, started: float) -> None:
+    status.seconds = round(time.perf_counter() - started, 3)
     if job_dir is not None:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / JOB_STATUS_FILE).write_text(json.dumps(status, indent=1) + "\n")
+        status.write(job_dir)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")

@@ -7,27 +7,23 @@ the manifest beside it (`<name>.json`) when there is one.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from sortformer_build.cli.logs import quiet_third_party
-from sortformer_build.verify.lint import TARGETS, Expectation, lint_package
+from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
+from sortformer_build.job.manifest import Manifest, ManifestError
+from sortformer_build.verify.lint import Expectation, lint_package
 
 
-def expectation_for(package: Path, target: str | None) -> tuple[Expectation, bool]:
+def expectation_for(package: Path, target: DeploymentTarget | None) -> tuple[Expectation, bool]:
     """What to hold `package` to, and whether a manifest said what its compression is."""
-    manifest = package.with_suffix(".json")
     try:
-        config = json.loads(manifest.read_text())["config"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return Expectation(deployment_target=target or "iOS17"), False
-    return (
-        Expectation(
-            nbits=config["compression"]["nbits"], deployment_target=target or config["deployment_target"]
-        ),
-        True,
-    )
+        manifest = Manifest.read(package.with_suffix(".json"))
+    except ManifestError:
+        return Expectation(deployment_target=target or DEFAULT_TARGET), False
+    built_for = DeploymentTarget(manifest.config["deployment_target"])
+    return Expectation(nbits=manifest.compression.nbits, deployment_target=target or built_for), True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("packages", nargs="+", type=Path, metavar="PATH", help=".mlpackage folders")
     parser.add_argument(
-        "--target", choices=sorted(TARGETS), help="deployment target (default: manifest, else iOS17)"
+        "--target",
+        choices=[target.value for target in DeploymentTarget],
+        help=f"deployment target (default: the manifest's, else {DEFAULT_TARGET.value})",
     )
     arguments = parser.parse_args(argv)
     quiet_third_party()
     failed = False
     for package in arguments.packages:
-        expected, has_manifest = expectation_for(package, arguments.target)
+        target = DeploymentTarget(arguments.target) if arguments.target else None
+        expected, has_manifest = expectation_for(package, target)
         findings = lint_package(package, expected, check_compression=has_manifest)
         for finding in findings:
             print(f"{package}: {finding}")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.coreml.export import TracedModels, TracedProgram
+from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.coreml.package import make_spec_deterministic
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.store import atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,44 +36,38 @@ _OUTPUT_DESCRIPTIONS = {
 }
 
 
-def _ct():  # coremltools takes seconds to import; cached builds never need it
-    import coremltools
-
-    from sortformer_build.coreml import fixes  # noqa: F401  (installs the frontend fixes)
-
-    return coremltools
-
-
-def convert_programs(traced: TracedModels, precision: str, target: str, folder: Path) -> tuple[Path, Path]:
-    """Convert the pre-encoder and the head; save them as `pre_encoder.mlpackage` and `head.mlpackage`."""
-    internal = np.float16 if precision == "fp16" else np.float32
+def convert_programs(traced: TracedModels, target: DeploymentTarget, folder: Path) -> ProgramFiles:
+    """Convert the pre-encoder and the head with fp16 weights and compute into `folder`."""
+    files = ProgramFiles.in_folder(folder)
     pre_outputs = {
         contract.CHUNK_EMBS: np.float32,
         contract.CHUNK_EMB_LENGTHS: np.int32,
-        contract.PACKED_EMBS: internal,
+        contract.PACKED_EMBS: np.float16,
         contract.PACKED_LENGTHS: np.int32,
     }
     log.info("Converting the pre-encoder (subsampling and packing) to an ML program")
-    pre = convert_program(traced.pre_encoder, pre_outputs, precision, target, {})
+    convert_program(traced.pre_encoder, pre_outputs, target, {}, files.pre_encoder)
     log.info("Converting the head (FastConformer, Transformer, speaker sigmoids) to an ML program")
-    head_inputs = {contract.PACKED_EMBS: internal}
-    head = convert_program(traced.head, {contract.SPEAKER_PREDS: np.float32}, precision, target, head_inputs)
-    pre_path, head_path = folder / "pre_encoder.mlpackage", folder / "head.mlpackage"
-    pre.save(str(pre_path))
-    head.save(str(head_path))
-    return pre_path, head_path
+    head_inputs = {contract.PACKED_EMBS: np.float16}
+    convert_program(traced.head, {contract.SPEAKER_PREDS: np.float32}, target, head_inputs, files.head)
+    return files
 
 
 def convert_program(
     traced: TracedProgram,
     output_dtypes: dict[str, type],
-    precision: str,
-    target: str,
+    target: DeploymentTarget,
     input_dtypes: dict[str, type],
-):
-    """One ML program with the contract's names and explicitly typed inputs and outputs
-    (undeclared float inputs would become fp16 under fp16 compute)."""
-    ct = _ct()
+    destination: Path,
+) -> None:
+    """Save one fp16 ML program with the contract's names and explicitly typed inputs and outputs
+    (undeclared float inputs would become fp16 under fp16 compute). coremltools first writes a
+    package of its own: beside `destination`, not in a temporary folder it would keep until the
+    process exits."""
+    import coremltools as ct
+
+    from sortformer_build.coreml.fixes import torch_frontend_fixes
+
     inputs = [
         ct.TensorType(
             name=name,
@@ -79,25 +77,31 @@ def convert_program(
         for name, example in zip(traced.input_names, traced.examples, strict=True)
     ]
     outputs = [ct.TensorType(name=name, dtype=output_dtypes[name]) for name in traced.output_names]
-    model = ct.convert(
-        traced.module,
-        inputs=inputs,
-        outputs=outputs,
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, target),
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-        skip_model_load=True,
-    )
+    converted = destination.with_name(f"converted-{destination.name}")
+    with torch_frontend_fixes():
+        model = ct.convert(
+            traced.module,
+            inputs=inputs,
+            outputs=outputs,
+            convert_to="mlprogram",
+            minimum_deployment_target=getattr(ct.target, target.value),
+            compute_precision=ct.precision.FLOAT16,
+            skip_model_load=True,
+            package_dir=str(converted),
+        )
     drop_volatile_metadata(model)
-    return model
+    model.save(str(destination))
+    atomic.remove(converted)
 
 
 def assemble_pipeline(
-    pre_encoder: Path, head: Path, geometry: StreamingGeometry, metadata: dict[str, str], destination: Path
+    programs: ProgramFiles, geometry: StreamingGeometry, metadata: dict[str, str], destination: Path
 ) -> None:
     """The runtime's streaming model: pre-encoder then head, with the geometry in its metadata."""
-    ct = _ct()
-    models = [ct.models.MLModel(str(path), skip_model_load=True) for path in (pre_encoder, head)]
+    import coremltools as ct
+
+    paths = (programs.pre_encoder, programs.head)
+    models = [ct.models.MLModel(str(path), skip_model_load=True) for path in paths]
     pipeline = ct.utils.make_pipeline(*models)
     drop_volatile_metadata(pipeline)
     pipeline.short_description = (
@@ -113,6 +117,6 @@ def assemble_pipeline(
     make_spec_deterministic(destination)
 
 
-def drop_volatile_metadata(model) -> None:
+def drop_volatile_metadata(model: Any) -> None:
     for key in _VOLATILE_METADATA:
         model.user_defined_metadata.pop(key, None)

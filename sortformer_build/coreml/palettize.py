@@ -1,6 +1,6 @@
 """Compression: k-means look-up-table palettization of the head's weights.
 
-Only the head (FastConformer + Transformer, about 98 % of the bytes) is palettized; the
+Only the head (FastConformer + Transformer, nearly all of the bytes) is palettized; the
 pre-encoder keeps fp16. The weights become per-tensor `constexpr_lut_to_dense` ops: the form
 the released models use and the Neural Engine loads (linear int8 crashed the GPU path).
 """
@@ -8,12 +8,15 @@ the released models use and the Neural Engine loads (linear int8 crashed the GPU
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sortformer_build.config import CompressionConfig, PalettizerEngine
+from sortformer_build.coreml.package import read_package
+from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
 
 log = logging.getLogger(__name__)
@@ -22,9 +25,17 @@ log = logging.getLogger(__name__)
 WEIGHT_THRESHOLD = 2048
 
 
+@dataclass(frozen=True)
+class PalettizeFacts:
+    engine: str
+    # Look-up tables served by the LUT store and computed now (fast engine only).
+    lut_cache_hits: int | None = None
+    lut_cache_misses: int | None = None
+
+
 def palettize_head(
     head: Path, compression: CompressionConfig, destination: Path, luts: ArrayStore
-) -> dict[str, Any]:
+) -> PalettizeFacts:
     """Save a copy of the head package with its weights palettized to `compression.nbits` bits.
 
     The fast engine takes each tensor's LUT from `luts` (keyed by the tensor's content) or
@@ -39,17 +50,16 @@ def palettize_head(
     nbits = compression.nbits
     if nbits is None:
         raise ValueError(f"compression {compression.name} has no bit width to palettize to")
-    engine = PalettizerEngine(compression.engine)
-    facts: dict[str, Any] = {"engine": engine.value}
+    engine = compression.engine
     program = load_program(head)
     if engine is PalettizerEngine.coremltools:
+        facts = PalettizeFacts(engine.value)
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
         from sortformer_build.coreml.palettizer import lut_function
 
-        known, facts["lut_cache_hits"], facts["lut_cache_misses"] = tensor_luts(
-            _weights(program), nbits, luts
-        )
+        known, hits, misses = tensor_luts(_weights(program), nbits, luts)
+        facts = PalettizeFacts(engine.value, hits, misses)
         op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
     # coremltools' `palettize_weights` would rerun the whole default pass pipeline (about 90
     # passes, most of the time) on an already optimized program; a pipeline holding only the
@@ -58,6 +68,9 @@ def palettize_head(
     pipeline.set_options(
         "compression::palettize_weights", {"config": OptimizationConfig(global_config=op_config)}
     )
+    # coremltools writes its own package first: beside the destination, not in a temporary
+    # folder it would keep until the process exits.
+    converted = destination.with_name(f"converted-{destination.name}")
     palettized = ct.convert(
         program,
         convert_to="mlprogram",
@@ -65,21 +78,24 @@ def palettize_head(
         pass_pipeline=pipeline,
         compute_precision=ct.precision.FLOAT32,  # the program is already fp16; add no casts
         skip_model_load=True,
+        package_dir=str(converted),
     )
     drop_volatile_metadata(palettized)
     palettized.save(str(destination))
+    atomic.remove(converted)
     return facts
 
 
 def load_program(package: Path) -> Any:
     """The package's ML program as a coremltools MIL program (the loader `palettize_weights`
     itself uses)."""
-    import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load
 
-    model = ct.models.MLModel(str(package), skip_model_load=True)
-    spec = model.get_spec()
-    return load(spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
+    saved = read_package(package)
+    spec = saved.spec
+    return load(
+        spec, specification_version=spec.specificationVersion, file_weights_dir=str(saved.weights_dir)
+    )
 
 
 def _weights(program: Any) -> list[np.ndarray]:

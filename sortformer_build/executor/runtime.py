@@ -13,7 +13,7 @@ from .dtypes import compute_dtype, round_to_fp16, storage_dtype
 from .errors import DeclaredTypeError, ExecutorError, OpExecutionError, UnsupportedOperationError
 from .ops import OpArgs, lookup
 from .ops.registry import OpFn, Value
-from .package import Literal, Operation, PackageSpec, ProgramSpec, Var, read_package
+from .spec import Literal, Operation, PackageSpec, ProgramSpec, Var, read_package
 from .weights import decode_value
 
 PRECISIONS = ("float32", "float16")

@@ -1,35 +1,33 @@
 """Dry runs: what one build job would do, worked out without building anything.
 
-The plan asks the build's own questions (`build.artifact_key`, `programs_key`, `palettize_key`,
-`published_record`, `BuildCache.lookup`), so "up to date" and "cache hit" mean here exactly what
-they mean to `build`. It makes no checkpoint, loads no model and imports neither torch,
-coremltools nor NeMo: a dry run of the whole release takes seconds.
+The plan walks the same stage list the build runs and asks each stage what it would do
+(`Stage.predict`), with the same cache keys, so "up to date" and "cache hit" mean here exactly
+what they mean to `build`. It makes no checkpoint, loads no model and imports neither torch,
+coremltools nor NeMo.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 from sortformer_build.checkpoint.sources import Checkpoint, find_checkpoint
 from sortformer_build.config import BuildConfig, CheckpointSource, validate_config
-from sortformer_build.job.build import (
-    PALETTIZE_STAGE,
-    PROGRAMS_STAGE,
-    artifact_key,
-    artifact_paths,
-    palettize_key,
-    programs_key,
-    published_record,
-)
-from sortformer_build.store.cache import BuildCache, digest_of, tool_versions
-from sortformer_build.verify.check import REFERENCE_STAGE, reference_key
+from sortformer_build.job.artifact import ArtifactPaths
+from sortformer_build.job.manifest import job_digest, published_manifest
+from sortformer_build.stages.base import KeyFacts, PlanContext, Prediction
+from sortformer_build.stages.registry import job_stages
+from sortformer_build.store.cache import BuildCache
+from sortformer_build.store.provenance import tool_versions
 
 log = logging.getLogger("sortformer_build")
 
-HIT, MISS, OFF = "hit", "miss", "off"
-# A checkpoint not made or downloaded yet has no sha256, hence no cache keys.
-UNKNOWN = "unknown"
+
+@dataclass
+class StagePlan:
+    name: str
+    prediction: Prediction
+    why: str = ""  # for skipped stages and unknown cache states
 
 
 @dataclass
@@ -40,21 +38,22 @@ class JobPlan:
     latency_seconds: float
     checkpoint: str
     up_to_date: bool
-    # Cache stage -> HIT, MISS, OFF (cache=false) or UNKNOWN; empty when up to date.
-    stages: dict[str, str]
-    warnings: list[str]
+    stages: list[StagePlan] = field(default_factory=list)  # empty when up to date
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line: what the job would do."""
         action = "up to date, nothing to build" if self.up_to_date else "would build"
-        stages = "".join(f"; {stage} {state}" for stage, state in self.stages.items())
-        return (
+        stages = "".join(f"; {stage.name} {stage.prediction.value}" for stage in self.stages)
+        line = (
             f"Dry run: {self.package} {action} [{self.geometry}; latency {self.latency_seconds:.2f} s; "
             f"checkpoint {self.checkpoint}{stages}]"
         )
+        notes = sorted({stage.why for stage in self.stages if stage.prediction is Prediction.unknown})
+        return line + "".join(f"\n  {note}" for note in notes)
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+
+UNKNOWN_WHY = "cache states are unknown until the checkpoint exists: its sha256 is part of every key"
 
 
 def plan_job(config: BuildConfig) -> JobPlan:
@@ -62,34 +61,36 @@ def plan_job(config: BuildConfig) -> JobPlan:
     warnings = validate_config(config)
     for warning in warnings:
         log.warning("%s", warning)
-    package, _ = artifact_paths(config)
     geometry = config.variant.geometry
-    checkpoint = find_checkpoint(config.checkpoint, config.variant.version, config.cache_root / "checkpoints")
+    checkpoint = find_checkpoint(config.checkpoint, config.variant.version, config.checkpoint_dir)
     plan = JobPlan(
-        package=str(package),
+        package=str(ArtifactPaths.of(config).package),
         compression=config.compression.name,
         geometry=geometry.describe(),
         latency_seconds=geometry.latency_seconds,
         checkpoint=_checkpoint_text(config, checkpoint),
         up_to_date=False,
-        stages=dict.fromkeys(_stages(config), UNKNOWN),
         warnings=warnings,
     )
-    if checkpoint is None:
-        return plan
     versions = tool_versions()
-    if not config.cache:
-        plan.stages = dict.fromkeys(plan.stages, OFF)
-    elif published_record(config, digest_of(artifact_key(config, checkpoint.sha256, versions))) is not None:
-        plan.up_to_date, plan.stages = True, {}
-    else:
-        plan.stages = _stage_hits(config, checkpoint, versions)
+    facts = None if checkpoint is None else KeyFacts(config, checkpoint.sha256, versions, {})
+    if facts is not None and config.cache:
+        plan.up_to_date = (
+            published_manifest(config, job_digest(config, facts.checkpoint_sha256, versions)) is not None
+        )
+        if plan.up_to_date:
+            return plan
+    context = PlanContext(config, BuildCache(config.build_cache_dir, enabled=config.cache), checkpoint, facts)
+    for stage in job_stages(config):
+        reason = stage.skip_reason(config)
+        if reason is not None:
+            plan.stages.append(StagePlan(stage.name, Prediction.skipped, reason))
+            continue
+        prediction = stage.predict(context)
+        plan.stages.append(
+            StagePlan(stage.name, prediction, UNKNOWN_WHY if prediction is Prediction.unknown else "")
+        )
     return plan
-
-
-def _stages(config: BuildConfig) -> list[str]:
-    stages = [PROGRAMS_STAGE] if config.compression.nbits is None else [PROGRAMS_STAGE, PALETTIZE_STAGE]
-    return [*stages, REFERENCE_STAGE] if config.verify.parity else stages
 
 
 def _checkpoint_text(config: BuildConfig, checkpoint: Checkpoint | None) -> str:
@@ -97,16 +98,3 @@ def _checkpoint_text(config: BuildConfig, checkpoint: Checkpoint | None) -> str:
         return f"sha256 {checkpoint.sha256[:12]}"
     verb = "downloaded" if config.checkpoint.source == CheckpointSource.hub else "made"
     return f"not on this machine yet (would be {verb})"
-
-
-def _stage_hits(config: BuildConfig, checkpoint: Checkpoint, versions: dict[str, str]) -> dict[str, str]:
-    cache = BuildCache(config.cache_root / "build")
-    programs = programs_key(config, checkpoint.sha256, versions)
-    hits = {PROGRAMS_STAGE: HIT if cache.lookup(PROGRAMS_STAGE, programs) else MISS}
-    if config.compression.nbits is not None:
-        head = palettize_key(config, cache.path(PROGRAMS_STAGE, programs).name, versions)
-        hits[PALETTIZE_STAGE] = HIT if cache.lookup(PALETTIZE_STAGE, head) else MISS
-    if config.verify.parity:
-        reference = reference_key(checkpoint.sha256, config.variant.geometry, config.verify, versions)
-        hits[REFERENCE_STAGE] = HIT if cache.lookup(REFERENCE_STAGE, reference) else MISS
-    return hits

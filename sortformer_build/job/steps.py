@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 from sortformer_build.errors import BuildError
 
@@ -27,11 +27,13 @@ class Step:
     detail: str = ""
 
 
+@dataclass
 class StepLog:
-    """Runs named steps, logs them in words and times them."""
+    """Runs named steps (one per stage), logs them in words and times them; `timed` records the
+    parts of a step (restore, trace, convert) in `timings` only."""
 
-    def __init__(self) -> None:
-        self.steps: list[Step] = []
+    steps: list[Step] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def step(self, name: str, description: str) -> Iterator[Step]:
@@ -42,24 +44,24 @@ class StepLog:
         try:
             yield record
         except BaseException as error:
-            record.status, record.detail = (
-                FAILED,
-                str(error).splitlines()[0] if str(error) else type(error).__name__,
-            )
+            record.status = FAILED
+            record.detail = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise
         finally:
             record.seconds = round(time.perf_counter() - start, 3)
             self.steps.append(record)
+            self.timings[name] = record.seconds
         log.info(
             "  %s in %.1f s%s", record.status, record.seconds, f" ({record.detail})" if record.detail else ""
         )
 
+    @contextmanager
+    def timed(self, name: str, description: str) -> Iterator[None]:
+        log.info("  %s...", description)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
     def skip(self, name: str, why: str) -> None:
         log.info("Skipping %s: %s", name, why)
         self.steps.append(Step(name=name, status=SKIPPED, seconds=0.0, detail=why))
-
-    def as_dicts(self) -> list[dict[str, object]]:
-        return [asdict(step) for step in self.steps]
-
-    def seconds(self) -> dict[str, float]:
-        return {step.name: step.seconds for step in self.steps}

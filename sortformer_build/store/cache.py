@@ -3,72 +3,24 @@
 An entry is a folder `<root>/<stage>/<key digest>/` holding the stage's files and `entry.json`
 (the key, the stage's facts). It is built beside its final place and renamed into it, under a
 lock, so parallel jobs on one machine or many machines on a shared filesystem never see a
-half-written entry and never build the same one twice at once.
+half-written entry and never build the same one twice at once. An entry whose `entry.json` is
+missing or unreadable is not an entry: it is rebuilt.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sortformer_build.store import atomic
-
-log = logging.getLogger(__name__)
+from sortformer_build.store.digests import digest_of
 
 ENTRY_FILE = "entry.json"
-
-
-def digest_of(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of everything that shapes an artifact, read without importing the packages."""
-    versions = {name: _version(name) for name in ("torch", "coremltools", "nemo_toolkit", "numpy")}
-    versions["sortformer-build"] = f"{_version('sortformer-build')}+{code_fingerprint()[:12]}"
-    return versions
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def remembered_digest(memo_dir: Path, path: Path, stamp: object, compute: Callable[[], str]) -> str:
-    """`compute()` for `path`, remembered while `stamp` (sizes and mtimes, JSON-plain) is unchanged:
-    warm builds then skip re-reading hundreds of MB of checkpoint or package."""
-    memo = memo_dir / hashlib.sha256(str(path.resolve()).encode()).hexdigest()
-    try:
-        remembered = json.loads(memo.read_text())
-        if remembered["stamp"] == stamp:
-            return str(remembered["sha256"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        pass
-    digest = compute()
-    atomic.write_text(memo, json.dumps({"stamp": stamp, "sha256": digest}))
-    return digest
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """Hash of this package's source: any code change invalidates what it built. Read once per
-    process: the code a process runs is the code it imported."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -82,14 +34,13 @@ class BuildCache:
     """`fetch(stage, key, build)` returns the entry for `key`, running `build(folder)` on a miss.
 
     `build` writes its files into `folder` and returns facts to remember with them. With the
-    cache disabled every fetch builds, into a scratch folder that lives as long as the cache
-    object.
+    cache disabled every fetch builds into `scratch`, a folder the job owns and removes.
     """
 
-    def __init__(self, root: Path, enabled: bool = True) -> None:
+    def __init__(self, root: Path, enabled: bool = True, scratch: Path | None = None) -> None:
         self.root = root
         self.enabled = enabled
-        self._scratch = None if enabled else tempfile.TemporaryDirectory(prefix="sortformer-build-")
+        self._scratch = scratch
 
     def path(self, stage: str, key: dict[str, Any]) -> Path:
         """Where the entry for `key` lives once built; its name is the key's digest."""
@@ -102,7 +53,9 @@ class BuildCache:
     def fetch(self, stage: str, key: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> Entry:
         final = self.path(stage, key)
         if not self.enabled:
-            folder = Path(self._scratch.name) / stage / final.name
+            if self._scratch is None:
+                raise ValueError("a disabled cache builds into a scratch folder, and none was given")
+            folder = self._scratch / stage / final.name
             folder.mkdir(parents=True)
             return Entry(folder, hit=False, facts=build(folder))
         entry = self._read(final)
@@ -125,9 +78,12 @@ class BuildCache:
     def _read(folder: Path) -> Entry | None:
         try:
             recorded = json.loads((folder / ENTRY_FILE).read_text())
-        except (FileNotFoundError, ValueError):
+            facts = recorded["facts"]
+        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
             return None
-        return Entry(folder, hit=True, facts=recorded.get("facts", {}))
+        if not isinstance(facts, dict):
+            return None
+        return Entry(folder, hit=True, facts=facts)
 
 
 class ArrayStore:
@@ -143,7 +99,7 @@ class ArrayStore:
             return None
         try:
             return np.load(self.root / f"{key}.npy")
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, OSError):
             return None
 
     def put(self, key: str, array: np.ndarray) -> None:

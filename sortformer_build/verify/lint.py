@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build import contract
-from sortformer_build.coreml.package import load_spec
+from sortformer_build.coreml.package import PackageError, SavedPackage, SavedProgram, read_package
+from sortformer_build.coreml.targets import DEFAULT_TARGET, TARGET_FACTS, DeploymentTarget
 from sortformer_build.geometry import GeometryError, StreamingGeometry, validate_geometry
 
-# Deployment target -> (highest specification version, ML program opset name).
-TARGETS = {"iOS16": (7, "CoreML6"), "iOS17": (8, "CoreML7"), "iOS18": (9, "CoreML8")}
 PALETTE_OP = "constexpr_lut_to_dense"
 # Linear weight quantization crashed the GPU path of the Sortformer head.
 LINEAR_QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "dequantize")
@@ -30,33 +29,25 @@ class Expectation:
     geometry: StreamingGeometry | None = None
     d_model: int | None = None
     nbits: int | None = None  # None: fp16, no palettized weights
-    deployment_target: str = "iOS17"
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    opset: str
-    operations: tuple[Any, ...]
+    deployment_target: DeploymentTarget = DEFAULT_TARGET
 
 
 def lint_package(package: Path, expected: Expectation, check_compression: bool = True) -> list[str]:
     """Findings, one line each; `check_compression=False` when nobody said what the
     compression should be (linear weight quantization is still flagged)."""
     try:
-        spec = load_spec(package)
-    except (OSError, ValueError) as error:
-        return [f"cannot read {package}: {error}"]
-    return list(_lint_spec(spec, expected, check_compression))
+        saved = read_package(package)
+    except PackageError as error:
+        return [str(error)]
+    return list(_lint(saved, expected, check_compression))
 
 
-def _lint_spec(spec: Any, expected: Expectation, check_compression: bool) -> Iterator[str]:
+def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -> Iterator[str]:
+    spec = saved.spec
     geometry = yield from _check_metadata(spec, expected.geometry)
     if geometry is not None:
         yield from _check_contract(spec, geometry, expected.d_model)
-    programs = list(programs_of(spec))
+    programs = list(saved.programs)
     if not programs:
         yield "the package holds no ML program"
     yield from _check_aliasing(spec, programs)
@@ -64,23 +55,6 @@ def _lint_spec(spec: Any, expected: Expectation, check_compression: bool) -> Ite
     yield from _check_linear_quantization(programs)
     if check_compression:
         yield from _check_compression(programs, expected.nbits)
-
-
-def programs_of(spec: Any) -> Iterator[Program]:
-    """Each ML program of a single-program model or a pipeline, with its main function."""
-    models = spec.pipeline.models if spec.WhichOneof("Type") == "pipeline" else [spec]
-    for index, model in enumerate(models):
-        if model.WhichOneof("Type") != "mlProgram":
-            continue
-        function = model.mlProgram.functions["main"]
-        block = function.block_specializations[function.opset]
-        yield Program(
-            name=f"program {index} ({', '.join(o.name for o in model.description.output)})",
-            inputs=tuple(value.name for value in function.inputs),
-            outputs=tuple(block.outputs),
-            opset=function.opset,
-            operations=tuple(block.operations),
-        )
 
 
 def _check_metadata(spec: Any, expected: StreamingGeometry | None) -> Iterator[str]:
@@ -135,48 +109,41 @@ def _check_feature(kind: str, feature: Any, tensor: contract.TensorContract) -> 
         yield f"contract: {kind} {tensor.name} has shape {list(shape)}, expected {list(tensor.shape)}"
 
 
-def _check_aliasing(spec: Any, programs: list[Program]) -> Iterator[str]:
+def _check_aliasing(spec: Any, programs: list[SavedProgram]) -> Iterator[str]:
     """BNNS (macOS/iOS 26) rejects a function whose output tensor is also one of its inputs."""
     pipeline_inputs = {feature.name for feature in spec.description.input}
     for feature in spec.description.output:
         if feature.name in pipeline_inputs:
             yield f"aliasing: pipeline output {feature.name} is also a pipeline input"
     for program in programs:
-        for name in sorted(set(program.outputs) & set(program.inputs)):
-            yield f"aliasing: {program.name} returns its input {name} unchanged (needs its own op)"
+        for name in sorted(set(program.output_names) & set(program.input_names)):
+            yield f"aliasing: {program.describe()} returns its input {name} unchanged (needs its own op)"
 
 
-def _check_target(spec: Any, programs: list[Program], target: str) -> Iterator[str]:
+def _check_target(spec: Any, programs: list[SavedProgram], target: DeploymentTarget) -> Iterator[str]:
+    import coremltools as ct
     from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
 
-    if target not in TARGETS:
-        yield f"target: unknown deployment target {target}"
-        return
-    max_spec, opset = TARGETS[target]
-    if spec.specificationVersion > max_spec:
-        yield f"target: specification version {spec.specificationVersion} needs newer OSes than {target}"
-    available = _target_enum(target)
+    name = target.value
+    facts = TARGET_FACTS[target]
+    if spec.specificationVersion > facts.max_specification_version:
+        yield f"target: specification version {spec.specificationVersion} needs newer OSes than {name}"
+    available = getattr(ct.target, name)
     for program in programs:
-        if program.opset != opset:
-            yield f"target: {program.name} uses opset {program.opset}, {target} runs {opset}"
+        if program.opset != facts.opset:
+            yield f"target: {program.describe()} uses opset {program.opset}, {name} runs {facts.opset}"
         for op_type in sorted({op.type for op in program.operations}):
             if available not in SSAOpRegistry.core_ops.get(op_type, {}):
-                yield f"target: {program.name} uses {op_type}, which {target} does not have"
+                yield f"target: {program.describe()} uses {op_type}, which {name} does not have"
 
 
-def _target_enum(target: str) -> Any:
-    import coremltools as ct
-
-    return getattr(ct.target, target)
-
-
-def _check_linear_quantization(programs: list[Program]) -> Iterator[str]:
+def _check_linear_quantization(programs: list[SavedProgram]) -> Iterator[str]:
     for program in programs:
         for op_type in sorted({op.type for op in program.operations} & set(LINEAR_QUANT_OPS)):
-            yield f"compression: {program.name} has linear weight quantization ({op_type})"
+            yield f"compression: {program.describe()} has linear weight quantization ({op_type})"
 
 
-def _check_compression(programs: list[Program], nbits: int | None) -> Iterator[str]:
+def _check_compression(programs: list[SavedProgram], nbits: int | None) -> Iterator[str]:
     if len(programs) != 2:
         return
     pre_encoder, head = programs

@@ -1,19 +1,19 @@
-"""Reading a saved `.mlpackage`: its model spec, the ML program(s) it holds and their weight files."""
+"""The executor's view of a saved package: functions, typed values and ops, over the shared reader."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from coremltools.proto import MIL_pb2, Model_pb2
+from coremltools.proto import MIL_pb2
+
+from sortformer_build.coreml.package import SavedProgram
+from sortformer_build.coreml.package import read_package as read_saved_package
 
 from .dtypes import TensorType, tensor_type
 from .errors import ExecutorError
 from .weights import BlobStore
-
-_DEFAULT_FUNCTION = "main"
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,6 @@ class PackageSpec:
     metadata: Mapping[str, str]
 
 
-def _root_model_file(package: Path) -> Path:
-    manifest = package / "Manifest.json"
-    if not manifest.is_file():
-        raise ExecutorError(f"{package} is not an .mlpackage: Manifest.json is missing")
-    entries = json.loads(manifest.read_text())
-    root = entries["itemInfoEntries"][entries["rootModelIdentifier"]]
-    return package / "Data" / root["path"]
-
-
 def _binding(binding: MIL_pb2.Argument.Binding) -> Binding:
     if binding.WhichOneof("binding") == "name":
         return binding.name
@@ -106,62 +97,33 @@ def _operation(op: MIL_pb2.Operation, location: str) -> Operation:
     return Operation(op.type, inputs, outputs, location, has_blocks=len(op.blocks) > 0)
 
 
-def _function(program: MIL_pb2.Program, name: str, index: int) -> Function:
-    if name not in program.functions:
-        raise ExecutorError(f"program {index} has no function '{name}' (it has {sorted(program.functions)})")
-    function = program.functions[name]
-    block = function.block_specializations[function.opset]
+def _function(saved: SavedProgram) -> Function:
+    name, index = saved.function_name, saved.index
+    function = saved.function
     operations = tuple(
         _operation(
             op,
             f"op #{i} ('{op.outputs[0].name if op.outputs else op.type}') of function "
             f"'{name}' in program {index}",
         )
-        for i, op in enumerate(block.operations)
+        for i, op in enumerate(saved.operations)
     )
     inputs = tuple(Var(v.name, tensor_type(v.type)) for v in function.inputs)
-    return Function(name, function.opset, inputs, tuple(block.outputs), operations)
-
-
-def _programs(model: Model_pb2.Model, model_dir: Path, found: list[ProgramSpec]) -> None:
-    kind = model.WhichOneof("Type")
-    if kind == "pipeline":
-        for sub_model in model.pipeline.models:
-            _programs(sub_model, model_dir, found)
-        return
-    if kind != "mlProgram":
-        raise ExecutorError(f"model type '{kind}' is not supported (only ML programs and pipelines)")
-    index = len(found)
-    name = model.description.defaultFunctionName or _DEFAULT_FUNCTION
-    found.append(ProgramSpec(index, _function(model.mlProgram, name, index), BlobStore(model_dir)))
-
-
-def _features(
-    description: Model_pb2.ModelDescription,
-) -> Model_pb2.ModelDescription | Model_pb2.FunctionDescription:
-    """Where the inputs and outputs are declared: per function in multifunction models."""
-    if not description.functions:
-        return description
-    name = description.defaultFunctionName or _DEFAULT_FUNCTION
-    for function in description.functions:
-        if function.name == name:
-            return function
-    raise ExecutorError(f"the model description has no function '{name}'")
+    return Function(name, saved.opset, inputs, saved.output_names, operations)
 
 
 def read_package(path: str | Path) -> PackageSpec:
-    """Parse a saved `.mlpackage` (one ML program or a pipeline of them) without decoding weights."""
-    package = Path(path)
-    model_file = _root_model_file(package)
-    model = Model_pb2.Model()
-    model.ParseFromString(model_file.read_bytes())
-    programs: list[ProgramSpec] = []
-    _programs(model, model_file.parent, programs)
-    features = _features(model.description)
+    """The executor's view of a saved package (one ML program or a pipeline of them); weights
+    are decoded on use."""
+    saved = read_saved_package(Path(path))
+    features = saved.features
     return PackageSpec(
-        path=package,
+        path=saved.path,
         input_names=tuple(f.name for f in features.input),
         output_names=tuple(f.name for f in features.output),
-        programs=tuple(programs),
-        metadata=dict(model.description.metadata.userDefined),
+        programs=tuple(
+            ProgramSpec(program.index, _function(program), BlobStore(program.model_dir))
+            for program in saved.programs
+        ),
+        metadata=saved.metadata,
     )

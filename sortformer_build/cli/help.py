@@ -1,0 +1,76 @@
+"""The option lists of `--help`, composed by Hydra itself from each option of each group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from sortformer_build.config import BuildConfig, CheckpointSource
+
+CONFIG_MODULE = "sortformer_build.conf"
+PRIMARY_CONFIG = "build"
+
+_SOURCES = {
+    CheckpointSource.hub: "released weights from the Hugging Face Hub, through huggingface_hub's cache",
+    CheckpointSource.local: "a .nemo file on disk: checkpoint.path=/path/model.nemo",
+    CheckpointSource.synthetic: "random weights, published architecture (offline, made once, cached)",
+    CheckpointSource.tiny: "random weights, same family at toy size (tests)",
+}
+
+
+def groups_help() -> str:
+    with _hydra() as loader:
+        variants = [_composed("variant", option) for option in loader.get_group_options("variant")]
+        compressions = [
+            _composed("compression", option) for option in loader.get_group_options("compression")
+        ]
+        checkpoints = loader.get_group_options("checkpoint")
+    lines = [
+        "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms =="
+    ]
+    lines += [_variant_line(config) for config in variants]
+    lines.append("== Compressions (release folder) ==")
+    lines += [_compression_line(config) for config in compressions]
+    lines.append("== Checkpoints (weight sources) ==")
+    lines += [f"  {option:<15} {_SOURCES[CheckpointSource(option)]}" for option in checkpoints]
+    return "\n".join(lines)
+
+
+def _variant_line(config: BuildConfig) -> str:
+    variant, geometry = config.variant, config.variant.geometry
+    period = f"period {geometry.spkcache_update_period}"
+    if geometry.effective_update_period != geometry.spkcache_update_period:
+        period += f" (runs as {geometry.effective_update_period})"
+    return (
+        f"  {variant.name:<15} {variant.file_name:<27} latency {geometry.latency_seconds:>5.2f} s"
+        f"  chunk {geometry.chunk_len:>3}  fifo {geometry.fifo_len:>3}"
+        f"  spkcache {geometry.spkcache_len}  {period}"
+    )
+
+
+def _compression_line(config: BuildConfig) -> str:
+    compression = config.compression
+    what = "fp16 weights" if compression.is_fp16 else f"{compression.nbits}-bit palettized head"
+    release = "release" if compression.release else "not for release"
+    return f"  {compression.name:<15} -> {compression.folder + '/':<13} {what}, {release}"
+
+
+def _composed(group: str, option: str) -> BuildConfig:
+    cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"{group}={option}", "checkpoint=synthetic"])
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, BuildConfig)
+    return config
+
+
+@contextmanager
+def _hydra() -> Iterator:
+    """Hydra's config loader: the running app's when `--help` renders, else a fresh one."""
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance().config_loader()
+        return
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()

@@ -1,0 +1,32 @@
+"""Deployment targets a build may choose, and what each means inside a saved package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class DeploymentTarget(str, Enum):
+    # Newer targets lower palettized weights to forms that fail on the Neural Engine; older
+    # ones lack the ops the converter emits for this model.
+    iOS16 = "iOS16"
+    iOS17 = "iOS17"
+
+
+# The Swift runtime serves iOS 17 / macOS 14 and later.
+DEFAULT_TARGET = DeploymentTarget.iOS17
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """What a package for a target may hold: its highest specification version and opset."""
+
+    max_specification_version: int
+    opset: str
+    os_versions: str
+
+
+TARGET_FACTS = {
+    DeploymentTarget.iOS16: TargetFacts(7, "CoreML6", "iOS 16 / macOS 13"),
+    DeploymentTarget.iOS17: TargetFacts(8, "CoreML7", "iOS 17 / macOS 14"),
+}

@@ -1,0 +1,162 @@
+"""The manifest beside every published package: what was built, from what, how, and what
+verification found. Written by the publish stage, read by the build's up-to-date check, the
+dry run, the release matrix and publishing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sortformer_build.checkpoint.counts import ParameterCounts
+from sortformer_build.config import BuildConfig, config_dict
+from sortformer_build.coreml.package import package_digest
+from sortformer_build.errors import BuildError
+from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.job.artifact import ArtifactPaths
+from sortformer_build.job.steps import Step
+from sortformer_build.store.digests import digest_of
+from sortformer_build.verify.parity import ParityFigures
+
+MANIFEST_FORMAT = 2
+
+
+class ManifestError(BuildError):
+    """A manifest that cannot be read."""
+
+
+@dataclass
+class ArtifactRecord:
+    file: str
+    content_sha256: str  # `coreml.package.package_digest`: blind to coremltools' random identifiers
+    bytes: int
+    release_path: str
+
+
+@dataclass
+class CompressionRecord:
+    name: str
+    folder: str
+    nbits: int | None
+    release: bool
+
+    @property
+    def is_fp16(self) -> bool:
+        return self.nbits is None
+
+
+@dataclass
+class GeometryRecord:
+    chunk_len: int
+    chunk_left_context: int
+    chunk_right_context: int
+    fifo_len: int
+    spkcache_len: int
+    spkcache_update_period: int
+    chunk_mel_frames: int
+    prediction_frames: int
+    latency_seconds: float
+    effective_update_period: int
+
+    @classmethod
+    def of(cls, geometry: StreamingGeometry) -> GeometryRecord:
+        return cls(
+            **asdict(geometry),
+            chunk_mel_frames=geometry.chunk_mel_frames,
+            prediction_frames=geometry.prediction_frames,
+            latency_seconds=geometry.latency_seconds,
+            effective_update_period=geometry.effective_update_period,
+        )
+
+    @property
+    def geometry(self) -> StreamingGeometry:
+        return StreamingGeometry(
+            **{name: getattr(self, name) for name in StreamingGeometry.__dataclass_fields__}
+        )
+
+
+@dataclass
+class CheckpointRecord:
+    source: str
+    origin: str
+    file: str
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    artifact: ArtifactRecord
+    compression: CompressionRecord
+    geometry: GeometryRecord
+    checkpoint: CheckpointRecord
+    parameters: ParameterCounts
+    versions: dict[str, str]
+    steps: list[Step]
+    seconds: dict[str, float]  # per stage, and the parts of stages (restore, trace, convert)
+    job_digest: str
+    config: dict[str, Any]  # the resolved config, as composed
+    verification: dict[str, Any] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+    def parity(self) -> ParityFigures | None:
+        figures = self.verification.get("parity")
+        return ParityFigures.from_dict(figures) if figures else None
+
+    def write(self, path: Path) -> None:
+        from sortformer_build.store import atomic
+
+        atomic.write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != MANIFEST_FORMAT:
+                raise ManifestError(
+                    f"{path} has manifest format {data.get('format')}, expected {MANIFEST_FORMAT}"
+                )
+            return cls(
+                artifact=ArtifactRecord(**data["artifact"]),
+                compression=CompressionRecord(**data["compression"]),
+                geometry=GeometryRecord(**data["geometry"]),
+                checkpoint=CheckpointRecord(**data["checkpoint"]),
+                parameters=ParameterCounts(**data["parameters"]),
+                versions=data["versions"],
+                steps=[Step(**step) for step in data["steps"]],
+                seconds=data["seconds"],
+                job_digest=data["job_digest"],
+                config=data["config"],
+                verification=data.get("verification", {}),
+                format=data["format"],
+            )
+        except FileNotFoundError:
+            raise ManifestError(f"manifest {path} does not exist") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ManifestError(f"manifest {path} is unreadable ({type(error).__name__}: {error})") from None
+
+
+def job_key(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
+    """Everything a published artifact depends on (not where files go); its digest is the
+    manifest's `job_digest`."""
+    plain = config_dict(config)
+    shaping = {key: plain[key] for key in ("variant", "compression", "deployment_target", "verify")}
+    return {"config": shaping, "checkpoint": checkpoint_sha256, "versions": versions}
+
+
+def job_digest(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> str:
+    return digest_of(job_key(config, checkpoint_sha256, versions))
+
+
+def published_manifest(config: BuildConfig, digest: str) -> Manifest | None:
+    """The published manifest if it describes `digest` and the package beside it is intact."""
+    paths = ArtifactPaths.of(config)
+    try:
+        manifest = Manifest.read(paths.manifest)
+    except ManifestError:
+        return None
+    if manifest.job_digest != digest or not paths.package.is_dir():
+        return None
+    if package_digest(paths.package, config.digest_memo_dir) != manifest.artifact.content_sha256:
+        return None
+    return manifest

@@ -1,0 +1,141 @@
+"""Running packages against NeMo: the reference data (computed once per checkpoint and
+geometry), a package as a step function, and the figures of one package against them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sortformer_build.config import ExecutorPrecision, VerifyConfig
+from sortformer_build.geometry import FRAME_SECONDS, StreamingGeometry
+from sortformer_build.verify import reference
+from sortformer_build.verify.parity import ParityFigures, compare_steps, compare_streams, run_cases
+from sortformer_build.verify.reference import StepFunction, StreamResult
+
+Outputs = list[dict[str, np.ndarray]]
+
+REFERENCE_FILE = "reference.npz"
+OUTPUTS_FILE = "outputs.npz"
+
+
+@dataclass
+class ReferenceData:
+    """NeMo's answers: per-step cases and outputs, and a whole stream of a synthetic conversation."""
+
+    cases: Outputs
+    outputs: Outputs
+    mel: np.ndarray
+    stream: StreamResult
+
+
+def streaming_seconds(geometry: StreamingGeometry, settings: VerifyConfig) -> float:
+    """The configured length, stretched to hold `streaming_min_chunks` chunks."""
+    return max(settings.streaming_seconds, settings.streaming_min_chunks * geometry.chunk_len * FRAME_SECONDS)
+
+
+def compute_reference(
+    model: Any, geometry: StreamingGeometry, d_model: int, settings: VerifyConfig
+) -> ReferenceData:
+    """What NeMo computes for the per-step cases and for a stream."""
+    cases = reference.chunk_cases(model, geometry, settings.seed)
+    step = reference.nemo_step(model)
+    outputs = run_cases(step, cases)
+    audio = reference.synthetic_conversation(streaming_seconds(geometry, settings), settings.seed)
+    mel = reference.mel_features(model, audio)
+    modules = reference.streaming_modules(geometry, d_model)
+    return ReferenceData(cases, outputs, mel, reference.stream(modules, geometry, mel, step))
+
+
+def save_reference(data: ReferenceData, folder: Path) -> None:
+    _save(folder / REFERENCE_FILE, data.cases, data.outputs, {"mel": data.mel, **_stream_arrays(data.stream)})
+
+
+def load_reference(folder: Path, chunks: int) -> ReferenceData:
+    cases, outputs, extra = _load(folder / REFERENCE_FILE)
+    stream = StreamResult(extra["preds"], extra["spkcache"], extra["fifo"], chunks)
+    return ReferenceData(cases, outputs, extra["mel"], stream)
+
+
+def save_outputs(outputs: Outputs, cases: Outputs, folder: Path) -> None:
+    _save(folder / OUTPUTS_FILE, cases, outputs, {})
+
+
+def load_outputs(folder: Path) -> Outputs:
+    return _load(folder / OUTPUTS_FILE)[1]
+
+
+def package_step(package: Path, precision: ExecutorPrecision) -> StepFunction:
+    """The package as a step function, run by the executor on one BLAS thread: parallelism
+    comes from running jobs side by side, and two threads per job on two busy cores made each
+    matmul several times slower."""
+    from threadpoolctl import ThreadpoolController
+
+    from sortformer_build.executor import load_package
+
+    model = load_package(package)
+    blas = ThreadpoolController()  # scans the loaded libraries once, not on every step
+
+    def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with blas.limit(limits=1, user_api="blas"):
+            return model.predict(inputs, precision=precision.value)
+
+    return step
+
+
+def package_figures(
+    step: StepFunction,
+    data: ReferenceData,
+    geometry: StreamingGeometry,
+    d_model: int,
+    precision: ExecutorPrecision,
+    outputs: Outputs | None = None,
+    twin: Outputs | None = None,
+) -> ParityFigures:
+    """The package's figures: per step (`outputs` when already computed) and over the stream,
+    against NeMo, and against its fp16 `twin` for a compressed package."""
+    ours = outputs if outputs is not None else run_cases(step, data.cases)
+    modules = reference.streaming_modules(geometry, d_model)
+    return ParityFigures(
+        precision=precision.value,
+        per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases),
+        streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, data.mel, step), data.stream),
+        per_step_vs_fp16=None if twin is None else compare_steps(ours, twin, data.cases),
+    )
+
+
+def device_figures(
+    predict: Callable[[dict[str, np.ndarray]], dict[str, Any]], data: ReferenceData
+) -> ParityFigures:
+    """Core ML's own predictions (macOS) for the per-step inputs, against NeMo."""
+    ours = [{name: np.asarray(value) for name, value in predict(case).items()} for case in data.cases]
+    return ParityFigures(precision="core_ml", per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases))
+
+
+def _stream_arrays(stream: StreamResult) -> dict[str, np.ndarray]:
+    return {key: value for key, value in asdict(stream).items() if isinstance(value, np.ndarray)}
+
+
+def _save(path: Path, cases: Outputs, outputs: Outputs, extra: dict[str, np.ndarray]) -> None:
+    arrays = {f"case{i}/{name}": value for i, case in enumerate(cases) for name, value in case.items()}
+    arrays |= {
+        f"output{i}/{name}": value for i, output in enumerate(outputs) for name, value in output.items()
+    }
+    arrays |= {f"extra/{name}": value for name, value in extra.items()}
+    np.savez(path, **arrays)
+
+
+def _load(path: Path) -> tuple[Outputs, Outputs, dict[str, np.ndarray]]:
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in arrays.items():
+        group, key = name.split("/", 1)
+        grouped.setdefault(group, {})[key] = value
+    count = sum(1 for group in grouped if group.startswith("case"))
+    cases = [grouped[f"case{i}"] for i in range(count)]
+    outputs = [grouped.get(f"output{i}", {}) for i in range(count)]
+    return cases, outputs, grouped.get("extra", {})
