@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sortformer_build import contract
-from sortformer_build.coreml.package import load_spec
+from sortformer_build.coreml.package import read_package
 from sortformer_build.executor import PRECISIONS, load_package
 from sortformer_build.geometry import StreamingGeometry
 
@@ -45,7 +45,7 @@ def time_package(package: Path, repeat: int) -> list[tuple[str, float, float]]:
     """(precision, first step seconds, best of `repeat` later steps) per numeric mode."""
     model = load_package(package)
     geometry = StreamingGeometry.from_metadata(model.metadata)
-    described = {f.name: f.type.multiArrayType.shape for f in load_spec(package).description.input}
+    described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
     d_model = int(described[contract.SPKCACHE][-1])
     inputs = full_inputs(geometry, d_model)
     rows = []

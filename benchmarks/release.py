@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 
 from sortformer_build.cli.app import register_schemas
 from sortformer_build.config import BuildConfig
+from sortformer_build.job.manifest import Manifest
 
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 GB = 1e9
@@ -154,6 +155,7 @@ def reference_model(config: BuildConfig, report: Path) -> None:
     from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
     from sortformer_build.coreml.convert import assemble_pipeline, convert_programs
     from sortformer_build.coreml.export import trace
+    from sortformer_build.coreml.layout import ProgramFiles
 
     geometry, name = config.variant.geometry, config.variant.file_name
     seconds: dict[str, float] = {}
@@ -164,26 +166,20 @@ def reference_model(config: BuildConfig, report: Path) -> None:
         seconds[stage] = time.perf_counter() - started
         return result
 
-    checkpoint = resolve_checkpoint(
-        config.checkpoint, config.variant.version, config.cache_root / "checkpoints"
-    )
+    checkpoint = resolve_checkpoint(config.checkpoint, config.variant.version, config.checkpoint_dir)
     out = Path(config.output_dir)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         model = timed("restore", lambda: load_model(checkpoint))
         traced = timed("trace", lambda: trace(model, geometry))
-        pre, head = timed(
-            "convert", lambda: convert_programs(traced, "fp16", config.deployment_target, folder)
-        )
+        programs = timed("convert", lambda: convert_programs(traced, config.deployment_target, folder))
         metadata: dict[str, str] = {}
-        timed(
-            "save fp16", lambda: assemble_pipeline(pre, head, geometry, metadata, _new(out / "fp16" / name))
-        )
-        small_head = folder / "head-palettized.mlpackage"
-        timed("palettize", lambda: coremltools_palettize(head, small_head))
+        timed("save fp16", lambda: assemble_pipeline(programs, geometry, metadata, _new(out / "fp16" / name)))
+        small = ProgramFiles(programs.pre_encoder, folder / "head-palettized.mlpackage")
+        timed("palettize", lambda: coremltools_palettize(programs.head, small.head))
         timed(
             "save palettized",
-            lambda: assemble_pipeline(pre, small_head, geometry, metadata, _new(out / "palettized" / name)),
+            lambda: assemble_pipeline(small, geometry, metadata, _new(out / "palettized" / name)),
         )
     report.write_text(json.dumps(seconds))
 
@@ -207,15 +203,16 @@ def _new(stem: Path) -> Path:
 
 
 def cold_stages(release: Path) -> tuple[dict[str, float], set[str]]:
-    """Seconds per step summed over the published manifests, and the palettization engines."""
+    """Seconds per stage (and stage part) summed over the published manifests, and the
+    palettization engines."""
     stages: dict[str, float] = defaultdict(float)
     engines = set()
-    for manifest in release.glob("*/*.json"):
-        record = json.loads(manifest.read_text())
-        for step in record["steps"]:
-            stages[step["name"]] += step["seconds"]
-        if record["config"]["compression"]["nbits"] is not None:
-            engines.add(record["config"]["compression"]["engine"])
+    for path in release.glob("*/*.json"):
+        manifest = Manifest.read(path)
+        for stage, seconds in manifest.seconds.items():
+            stages[stage] += seconds
+        if not manifest.compression.is_fp16:
+            engines.add(manifest.config["compression"]["engine"])
     return dict(stages), engines
 
 

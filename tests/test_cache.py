@@ -61,3 +61,21 @@ def test_remembered_package_digest_follows_the_files(tmp_path: Path) -> None:
     shutil.rmtree(package)
     replacement.rename(package)
     assert package_digest(package, memo) == package_digest(package) not in (first, second)
+
+
+def test_a_corrupt_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    builds: list[Path] = []
+
+    def build(folder: Path) -> dict[str, int]:
+        builds.append(folder)
+        (folder / "payload.bin").write_bytes(b"x" * 10)
+        return {"size": 10}
+
+    first = cache.fetch("stage", KEY, build)
+    entry_file = first.path / "entry.json"
+    entry_file.write_text(entry_file.read_text()[:5])  # truncated, as by a full disk
+    assert cache.lookup("stage", KEY) is None
+    second = cache.fetch("stage", KEY, build)
+    assert not second.hit and len(builds) == 2
+    assert cache.lookup("stage", KEY) is not None and second.facts == {"size": 10}

@@ -57,7 +57,6 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
         (blocked / name).mkdir(parents=True)
         (blocked / name / "__init__.py").write_text(f"raise ImportError('a dry run imported {name}')\n")
     cache = tmp_path / "cache"
-    started = time.perf_counter()
     run = run_cli(
         "--multirun",
         "variant=glob(*)",
@@ -68,7 +67,6 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"PYTHONPATH": str(blocked)},
     )
-    seconds = time.perf_counter() - started
     assert run.returncode == 0, run.output[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("Dry run: ")]
     assert len(lines) == 14
@@ -76,6 +74,7 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
         "would build" in line and "checkpoint not on this machine yet (would be made)" in line
         for line in lines
     )
+    assert run.stdout.count("cache states are unknown until the checkpoint exists") == 14
     plans = [status["plan"] for status in sweep_statuses(tmp_path)]
     assert {plan["package"] for plan in plans} == {
         f"outputs/synthetic/{folder}/{file_name}.mlpackage"
@@ -85,14 +84,13 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
     assert {plan["latency_seconds"] for plan in plans} == {1.04, 2.56, 30.4}
     assert not (tmp_path / "outputs" / "synthetic").exists()
     assert not list(cache.rglob("*.nemo")) and not (cache / "build").exists()
-    assert seconds < 30, f"the dry run took {seconds:.1f} s"
 
 
 def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     tmp_path: Path, fresh_build_cache: Path
 ) -> None:
     args = [SCRIPT, *FAST, f"cache_dir={fresh_build_cache}"]
-    programs = fresh_build_cache / "build" / "programs"
+    programs = fresh_build_cache / "build" / "convert"
     with (tmp_path / "killed.log").open("w") as log:
         job = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -111,6 +109,8 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
     record = json.loads((tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").read_text())
     assert {step["name"]: step["status"] for step in record["steps"]}["convert"] == "built"
+    # The killed job's scratch folder was swept by the next run, which removed its own.
+    assert list((fresh_build_cache / "scratch").iterdir()) == []
 
 
 def _wait_for(condition, job: subprocess.Popen, timeout: float = 120) -> None:

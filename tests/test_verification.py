@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sortformer_build.verify.check import ParityJob, run_parity
 
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.cli.verify import main as verify_main
@@ -16,24 +15,35 @@ from sortformer_build.config import (
     BuildConfig,
     CheckpointConfig,
     CompressionConfig,
+    ExecutorPrecision,
+    GateConfig,
     VariantConfig,
     VerifyConfig,
 )
-from sortformer_build.coreml.package import SPEC_PATH, load_spec
+from sortformer_build.coreml.layout import ProgramFiles
+from sortformer_build.coreml.package import read_package, write_spec
 from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
-from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify import reference
+from sortformer_build.verify.compare import compute_reference, package_figures, package_step
+from sortformer_build.verify.gates import gate
 from sortformer_build.verify.lint import Expectation, lint_package
+from sortformer_build.verify.parity import ParityFigures
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
 
 
-def tiny_config(output: Path, cache: Path, geometry: StreamingGeometry = DEFAULT) -> BuildConfig:
+FP16_GATES = GateConfig(max_prob_error=0.01, min_decision_agreement=0.999)
+FP16 = CompressionConfig(name="fp16", folder="fp16", gates=FP16_GATES)
+
+
+def tiny_config(
+    output: Path, cache: Path, geometry: StreamingGeometry = DEFAULT, compression: CompressionConfig = FP16
+) -> BuildConfig:
     return BuildConfig(
         variant=VariantConfig(name="test", version="v2.1", file_name="Sortformer_test", **geometry.__dict__),
-        compression=CompressionConfig(name="fp16", folder="fp16"),
+        compression=compression,
         checkpoint=CheckpointConfig(source="tiny"),
         output_dir=str(output),
         cache_dir=str(cache),
@@ -60,33 +70,30 @@ def _copy(package: Path, tmp_path: Path) -> Path:
 
 
 def _edit_spec(package: Path, edit) -> None:
-    spec = load_spec(package)
-    edit(spec)
-    (package / SPEC_PATH).write_bytes(spec.SerializeToString())
+    saved = read_package(package)
+    edit(saved.spec)
+    write_spec(saved, saved.spec)
 
 
-def _parity(package: Path, config: BuildConfig, shared_cache: Path, model, programs: Entry, nbits=None):
-    job = ParityJob(
-        package=package,
-        geometry=config.variant.geometry,
-        d_model=64,
-        nbits=nbits,
-        checkpoint_sha256="tiny-test",
-        programs=programs,
-        versions={},
-    )
-    return run_parity(job, VerifyConfig(), BuildCache(shared_cache / "parity-tests"), lambda: model)
+def _parity(package: Path, geometry: StreamingGeometry, model) -> tuple[ParityFigures, list[str]]:
+    """An fp16 package's figures against NeMo, judged by the fp16 gates."""
+    settings = VerifyConfig()
+    data = compute_reference(model, geometry, 64, settings)
+    step = package_step(package, ExecutorPrecision.float16)
+    figures = package_figures(step, data, geometry, 64, ExecutorPrecision.float16)
+    return figures, gate(figures, FP16_GATES, settings.max_emb_error_ratio)
 
 
 def test_good_package_is_verified_with_figures(built) -> None:
     result, _ = built
-    statuses = {step["name"]: step["status"] for step in result.record["steps"]}
+    statuses = {step.name: step.status for step in result.manifest.steps}
     assert statuses["lint"] == statuses["parity"] == "verified"
-    figures = result.record["verification"]["parity"]
-    steps = figures["per_step_vs_nemo"]
-    assert steps["lengths_equal"] and steps["overall"]["max_abs_prob_error"] < 1e-2
-    assert steps["overall"]["prob_spread"] > 0.2, "synthetic outputs are not decisive enough to test anything"
-    assert figures["streaming_vs_nemo"]["chunks"] >= 2
+    figures = result.manifest.parity()
+    assert figures is not None and figures.streaming_vs_nemo is not None
+    steps = figures.per_step_vs_nemo
+    assert steps.lengths_equal and steps.overall.max_abs_prob_error < 1e-2
+    assert steps.overall.prob_spread > 0.2, "synthetic outputs are not decisive enough to test anything"
+    assert figures.streaming_vs_nemo.chunks >= 2
 
 
 def test_output_wired_to_an_input_is_caught(built, tmp_path: Path) -> None:
@@ -125,8 +132,8 @@ def test_swapped_weights_fail_parity(built, tmp_path: Path, shared_cache: Path, 
 
     _edit_spec(package, swap)
     assert lint_package(package, Expectation(geometry=DEFAULT, d_model=64)) == []
-    figures, failures = _parity(package, config, shared_cache, model, Entry(tmp_path, hit=True))
-    assert failures, figures["per_step_vs_nemo"]["overall"]
+    figures, failures = _parity(package, config.variant.geometry, model)
+    assert failures, figures.per_step_vs_nemo.overall
 
 
 def test_wrong_metadata_is_caught(built, tmp_path: Path, capsys) -> None:
@@ -170,13 +177,12 @@ class FloatLengthPreEncoder(torch.nn.Module):
         return embs, lengths, packed, total
 
 
-def test_fp16_length_arithmetic_on_a_long_chunk_fails_parity(
-    tmp_path: Path, shared_cache: Path, model
-) -> None:
+def test_fp16_length_arithmetic_on_a_long_chunk_fails_parity(tmp_path: Path, model) -> None:
     """NvidiaHigh's 3048-frame chunk: fp16 rounds NeMo's float length maths, one frame is
     masked too early; float16 execution catches it, float32 execution would not."""
     from sortformer_build.coreml.convert import assemble_pipeline, convert_programs
     from sortformer_build.coreml.export import TracedProgram, trace
+    from sortformer_build.coreml.targets import DeploymentTarget
 
     traced = trace(model, NVIDIA_HIGH)
     broken = FloatLengthPreEncoder(model).eval()
@@ -185,14 +191,11 @@ def test_fp16_length_arithmetic_on_a_long_chunk_fails_parity(
     traced.pre_encoder = TracedProgram(
         module, traced.pre_encoder.input_names, traced.pre_encoder.output_names, traced.pre_encoder.examples
     )
-    convert_programs(traced, "fp16", "iOS17", tmp_path)
+    files = convert_programs(traced, DeploymentTarget.iOS17, tmp_path)
     package = tmp_path / "broken.mlpackage"
-    assemble_pipeline(
-        tmp_path / "pre_encoder.mlpackage", tmp_path / "head.mlpackage", NVIDIA_HIGH, {}, package
-    )
-    config = tiny_config(tmp_path, shared_cache, NVIDIA_HIGH)
-    figures, failures = _parity(package, config, shared_cache, model, Entry(tmp_path, hit=True))
-    assert any("chunk embeddings differ" in failure for failure in failures), figures["per_step_vs_nemo"]
+    assemble_pipeline(files, NVIDIA_HIGH, {}, package)
+    figures, failures = _parity(package, NVIDIA_HIGH, model)
+    assert any("chunk embeddings differ" in failure for failure in failures), figures.per_step_vs_nemo
 
 
 def test_reference_loop_is_nemos_own_streaming(model) -> None:
@@ -211,3 +214,107 @@ def test_reference_loop_is_nemos_own_streaming(model) -> None:
     assert ours.chunks == int(np.ceil(mel.shape[2] / (DEFAULT.chunk_len * 8)))
     assert ours.spkcache.shape[0] == DEFAULT.spkcache_len, "the stream never filled the speaker cache"
     np.testing.assert_allclose(ours.preds, nemo, atol=1e-5)
+
+
+PALETTIZED6 = CompressionConfig(
+    name="palettized6",
+    folder="palettized",
+    nbits=6,
+    gates=GateConfig(min_decision_agreement=0.97, min_twin_decision_agreement=0.97),
+)
+
+
+@pytest.fixture(scope="module")
+def programs(model, tmp_path_factory: pytest.TempPathFactory) -> ProgramFiles:
+    """The tiny model's Default programs, converted for these tests."""
+    from sortformer_build.coreml.convert import convert_programs
+    from sortformer_build.coreml.export import trace
+    from sortformer_build.coreml.targets import DeploymentTarget
+
+    return convert_programs(
+        trace(model, DEFAULT), DeploymentTarget.iOS17, tmp_path_factory.mktemp("programs")
+    )
+
+
+def _palettized(program: Path, destination: Path) -> Path:
+    from sortformer_build.coreml.palettize import palettize_head
+    from sortformer_build.store.cache import ArrayStore
+
+    palettize_head(program, PALETTIZED6, destination, ArrayStore(None))
+    return destination
+
+
+def _pipeline(pre_encoder: Path, head: Path, destination: Path) -> Path:
+    from sortformer_build.coreml.convert import assemble_pipeline
+
+    assemble_pipeline(ProgramFiles(pre_encoder, head), DEFAULT, {}, destination)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def palettized_package(programs: ProgramFiles, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("palettized")
+    head = _palettized(programs.head, folder / "head.mlpackage")
+    return _pipeline(programs.pre_encoder, head, folder / "Sortformer_test.mlpackage")
+
+
+def _findings(package: Path, nbits: int | None) -> list[str]:
+    return lint_package(package, Expectation(geometry=DEFAULT, d_model=64, nbits=nbits))
+
+
+def test_a_palettized_package_passes_lint_as_what_it_is(palettized_package: Path) -> None:
+    assert _findings(palettized_package, 6) == []
+
+
+def test_lookup_tables_of_the_wrong_size_are_caught(palettized_package: Path) -> None:
+    assert "compression: look-up tables of [64] entries in a 4-bit build" in _findings(palettized_package, 4)
+
+
+def test_an_fp16_build_carrying_lookup_tables_is_caught(palettized_package: Path) -> None:
+    assert any(
+        finding.startswith("compression: an fp16 build has")
+        for finding in _findings(palettized_package, None)
+    )
+
+
+def test_a_palettized_pre_encoder_is_caught(programs: ProgramFiles, tmp_path: Path) -> None:
+    pre_encoder = _palettized(programs.pre_encoder, tmp_path / "pre_encoder.mlpackage")
+    head = _palettized(programs.head, tmp_path / "head.mlpackage")
+    package = _pipeline(pre_encoder, head, tmp_path / "Sortformer_test.mlpackage")
+    assert "compression: the pre-encoder is palettized; it must keep full-precision weights" in _findings(
+        package, 6
+    )
+
+
+def test_linear_int8_weights_are_caught(programs: ProgramFiles, tmp_path: Path) -> None:
+    import coremltools as ct
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+    )
+
+    head = ct.models.MLModel(str(programs.head), skip_model_load=True)
+    config = OptimizationConfig(
+        global_config=OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=512)
+    )
+    linear_quantize_weights(head, config).save(str(tmp_path / "head.mlpackage"))
+    package = _pipeline(
+        programs.pre_encoder, tmp_path / "head.mlpackage", tmp_path / "Sortformer_test.mlpackage"
+    )
+    assert any("has linear weight quantization" in finding for finding in _findings(package, None))
+
+
+def test_a_palettized_build_failing_its_gate_against_the_fp16_twin_is_not_published(
+    tmp_path: Path, shared_cache: Path
+) -> None:
+    from sortformer_build.job.steps import StepFailed
+
+    # Even 1-bit tables flip no decision of the tiny model, so the threshold is out of reach: the
+    # test is that the twin's figures are measured, gated, and stop the build.
+    crushed = CompressionConfig(
+        name="palettized1", folder="palettized1", nbits=1, gates=GateConfig(min_twin_decision_agreement=1.01)
+    )
+    with pytest.raises(StepFailed, match=r"decisions at 0\.5 agreeing with the fp16 twin per step"):
+        build(tiny_config(tmp_path, shared_cache, compression=crushed))
+    assert list((tmp_path / "palettized1").iterdir()) == []

@@ -31,9 +31,10 @@ def remembered_digest(memo_dir: Path, path: Path, stamp: object, compute: Callab
 
 
 def file_stamp(path: Path) -> list[int]:
-    """What changes when a file is rewritten: its size and modification time."""
+    """What changes when a file is rewritten: its size, modification time and inode change time
+    (which, unlike the modification time, no one can set back)."""
     stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
 def file_sha256(path: Path, memo_dir: Path) -> str:

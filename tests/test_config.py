@@ -1,0 +1,96 @@
+"""The config tree, composed in process with Hydra's compose API: every option is valid, every
+enumerated field is checked at composition, bad values fail with one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from sortformer_build.cli.app import describe, register_schemas
+from sortformer_build.config import BuildConfig, validate_config
+
+from .conftest import RELEASE
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra() -> Iterator[None]:
+    register_schemas()
+    with initialize_config_module(config_module="sortformer_build.conf", version_base="1.3"):
+        yield
+
+
+def composed(*overrides: str) -> BuildConfig:
+    """What the console script does before any work: compose, convert to objects, validate."""
+    config = OmegaConf.to_object(compose(config_name="build", overrides=["checkpoint=tiny", *overrides]))
+    assert isinstance(config, BuildConfig)
+    validate_config(config)
+    return config
+
+
+def options(group: str) -> list[str]:
+    return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
+def test_the_groups_hold_exactly_the_release_options() -> None:
+    assert set(options("variant")) == set(RELEASE)
+    assert set(options("compression")) == {"fp16", "palettized4", "palettized6", "palettized8"}
+
+
+@pytest.mark.parametrize("variant", sorted(RELEASE))
+def test_every_variant_composes_to_its_released_geometry(variant: str) -> None:
+    config = composed(f"variant={variant}")
+    file_name, *geometry = RELEASE[variant]
+    assert config.variant.file_name == file_name
+    assert list(config.variant.geometry.metadata().values()) == [str(value) for value in geometry]
+
+
+def test_compressions_carry_their_gates() -> None:
+    fp16, six = composed("compression=fp16").compression, composed("compression=palettized6").compression
+    assert fp16.release and six.release and not composed("compression=palettized4").compression.release
+    assert fp16.gates.max_prob_error is not None and fp16.gates.min_twin_decision_agreement is None
+    for option in ("palettized4", "palettized6", "palettized8"):
+        assert composed(f"compression={option}").compression.gates.min_twin_decision_agreement is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["compresion=fp16"], "Could not override 'compresion'"),
+        (["variant.chunk_len=abc"], "could not be converted to Integer"),
+        (["variant.chunk_lenn=3"], "Key 'chunk_lenn' not in 'VariantConfig'"),
+        (["variant.spkcache_len=10"], "spkcache_len must be at least 16"),
+        (["variant.fifo_len=0"], "fifo_len must be at least 1"),
+        (["variant.version=v3"], "variant.version must be one of v2, v2.1"),
+        (["compression=palettized6", "compression.nbits=5"], "compression.nbits must be one of"),
+        (
+            ["compression=palettized6", "compression.gates.min_twin_decision_agreement=null"],
+            "no gates.min_twin",
+        ),
+        (["deployment_target=iOS18"], "Invalid value 'iOS18', expected one of [iOS16, iOS17]"),
+        (["verify.precision=fp16"], "Invalid value 'fp16', expected one of [float16, float32]"),
+        (["compression.engine=kmeans"], "Invalid value 'kmeans', expected one of [fast, coremltools]"),
+        (["checkpoint=local"], "checkpoint=local needs checkpoint.path=/path/to/model.nemo"),
+    ],
+)
+def test_bad_values_fail_with_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(Exception) as caught:
+        composed(*overrides)
+    if _is_hydra(caught.value):  # Hydra reports these itself, with the cause it wraps
+        assert message in f"{caught.value} {caught.value.__cause__}"
+    else:
+        line = describe(caught.value)
+        assert message in line and "\n" not in line
+
+
+def test_enum_typos_fail_at_composition_not_later() -> None:
+    with pytest.raises(Exception) as caught:
+        compose(config_name="build", overrides=["checkpoint=tiny", "verify.precision=fp16"])
+    assert "Invalid value 'fp16', expected one of [float16, float32]" in str(caught.value.__cause__)
+
+
+def _is_hydra(error: BaseException) -> bool:
+    return type(error).__module__.startswith("hydra")
