@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 from sortformer_build.cli.app import register_schemas
 from sortformer_build.config import BuildConfig
-from sortformer_build.job.manifest import Manifest
+from sortformer_build.stages.manifest import Manifest
 
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 GB = 1e9

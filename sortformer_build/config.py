@@ -15,6 +15,7 @@ from pathlib import Path
 import platformdirs
 from omegaconf import MISSING
 
+from sortformer_build.coreml.palettize import PalettizerEngine
 from sortformer_build.coreml.palettizer import SUPPORTED_NBITS
 from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
 from sortformer_build.errors import BuildError
@@ -33,11 +34,6 @@ class CheckpointSource(str, Enum):
     local = "local"
     synthetic = "synthetic"
     tiny = "tiny"
-
-
-class PalettizerEngine(str, Enum):
-    fast = "fast"
-    coremltools = "coremltools"
 
 
 class ExecutorPrecision(str, Enum):

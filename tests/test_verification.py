@@ -237,10 +237,10 @@ def programs(model, tmp_path_factory: pytest.TempPathFactory) -> ProgramFiles:
 
 
 def _palettized(program: Path, destination: Path) -> Path:
-    from sortformer_build.coreml.palettize import palettize_head
+    from sortformer_build.coreml.palettize import PalettizerEngine, palettize_head
     from sortformer_build.store.cache import ArrayStore
 
-    palettize_head(program, PALETTIZED6, destination, ArrayStore(None))
+    palettize_head(program, 6, PalettizerEngine.fast, destination, ArrayStore(None))
     return destination
 
 
@@ -308,7 +308,7 @@ def test_linear_int8_weights_are_caught(programs: ProgramFiles, tmp_path: Path) 
 def test_a_palettized_build_failing_its_gate_against_the_fp16_twin_is_not_published(
     tmp_path: Path, shared_cache: Path
 ) -> None:
-    from sortformer_build.job.steps import StepFailed
+    from sortformer_build.stages.steps import StepFailed
 
     # Even 1-bit tables flip no decision of the tiny model, so the threshold is out of reach: the
     # test is that the twin's figures are measured, gated, and stop the build.

@@ -135,7 +135,7 @@ def load_model(checkpoint: Checkpoint) -> Any:
         raise CheckpointError(f"{checkpoint.path} is not a .nemo archive (corrupt or truncated?)")
     from nemo.collections.asr.models import SortformerEncLabelModel
 
-    _restored.clear()  # one full-size model is 470 MB: keep one
+    _restored.clear()  # a full-size model is hundreds of MB: keep one
     try:
         model = SortformerEncLabelModel.restore_from(str(checkpoint.path), map_location="cpu")
     except Exception as error:  # NeMo raises anything from tar, yaml, torch or hydra here

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
-from sortformer_build.job.manifest import Manifest, ManifestError
+from sortformer_build.stages.manifest import Manifest, ManifestError
 from sortformer_build.verify.lint import Expectation, lint_package
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sortformer_build.config import CompressionConfig, PalettizerEngine
 from sortformer_build.coreml.package import read_package
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
@@ -33,10 +33,15 @@ class PalettizeFacts:
     lut_cache_misses: int | None = None
 
 
+class PalettizerEngine(str, Enum):
+    fast = "fast"  # sortformer-build's histogram k-means (`palettizer`)
+    coremltools = "coremltools"  # coremltools' own k-means
+
+
 def palettize_head(
-    head: Path, compression: CompressionConfig, destination: Path, luts: ArrayStore
+    head: Path, nbits: int, engine: PalettizerEngine, destination: Path, luts: ArrayStore
 ) -> PalettizeFacts:
-    """Save a copy of the head package with its weights palettized to `compression.nbits` bits.
+    """Save a copy of the head package with its weights palettized to `nbits` bits.
 
     The fast engine takes each tensor's LUT from `luts` (keyed by the tensor's content) or
     computes the missing ones together, then hands them to coremltools' supported
@@ -47,10 +52,6 @@ def palettize_head(
 
     from sortformer_build.coreml.convert import drop_volatile_metadata
 
-    nbits = compression.nbits
-    if nbits is None:
-        raise ValueError(f"compression {compression.name} has no bit width to palettize to")
-    engine = compression.engine
     program = load_program(head)
     if engine is PalettizerEngine.coremltools:
         facts = PalettizeFacts(engine.value)
@@ -61,9 +62,9 @@ def palettize_head(
         known, hits, misses = tensor_luts(_weights(program), nbits, luts)
         facts = PalettizeFacts(engine.value, hits, misses)
         op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
-    # coremltools' `palettize_weights` would rerun the whole default pass pipeline (about 90
-    # passes, most of the time) on an already optimized program; a pipeline holding only the
-    # palettization pass writes the same op.
+    # coremltools' `palettize_weights` would rerun the whole default pass pipeline (most of its
+    # time) on an already optimized program; a pipeline holding only the palettization pass
+    # writes the same op.
     pipeline = ct.PassPipeline(pass_names=["compression::palettize_weights"], pipeline_name="palettize")
     pipeline.set_options(
         "compression::palettize_weights", {"config": OptimizationConfig(global_config=op_config)}

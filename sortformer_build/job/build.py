@@ -8,12 +8,12 @@ from pathlib import Path
 
 from sortformer_build.config import BuildConfig, validate_config
 from sortformer_build.errors import BuildError
-from sortformer_build.job.artifact import ArtifactPaths
-from sortformer_build.job.manifest import Manifest, job_digest, published_manifest
 from sortformer_build.job.scratch import job_scratch
-from sortformer_build.job.steps import StepLog
+from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import JobContext, Stage
+from sortformer_build.stages.manifest import Manifest, job_digest, published_manifest
 from sortformer_build.stages.registry import job_stages
+from sortformer_build.stages.steps import StepLog
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.provenance import tool_versions

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sortformer_build.checkpoint.sources import Checkpoint, find_checkpoint
 from sortformer_build.config import BuildConfig, CheckpointSource, validate_config
-from sortformer_build.job.artifact import ArtifactPaths
-from sortformer_build.job.manifest import job_digest, published_manifest
+from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import KeyFacts, PlanContext, Prediction
+from sortformer_build.stages.manifest import job_digest, published_manifest
 from sortformer_build.stages.registry import job_stages
 from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.provenance import tool_versions

@@ -20,9 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sortformer_build.job.manifest import GeometryRecord, Manifest, ManifestError
 from sortformer_build.job.status import JobStatus, read_statuses
-from sortformer_build.job.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
+from sortformer_build.stages.manifest import GeometryRecord, Manifest, ManifestError
+from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
 from sortformer_build.store import atomic
 
 SUMMARY_STEM = "matrix"

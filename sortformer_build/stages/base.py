@@ -18,7 +18,7 @@ from sortformer_build.checkpoint.counts import ParameterCounts
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.layout import ProgramFiles
-from sortformer_build.job.steps import BUILT, CACHED, StepLog
+from sortformer_build.stages.steps import BUILT, CACHED, StepLog
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify.compare import Outputs, ReferenceData
 from sortformer_build.verify.parity import ParityFigures

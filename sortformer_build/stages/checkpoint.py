@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sortformer_build.checkpoint.sources import resolve_checkpoint
 from sortformer_build.config import BuildConfig
-from sortformer_build.job.steps import CACHED
 from sortformer_build.stages.base import JobContext, LazyModel, PlanContext, Prediction, Stage
+from sortformer_build.stages.steps import CACHED
 
 
 class CheckpointStage(Stage):

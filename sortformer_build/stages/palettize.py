@@ -39,7 +39,11 @@ class PalettizeStage(CachedStage):
         # Tables are kept by tensor content: every geometry of a checkpoint shares most of them.
         luts = ArrayStore(job.cache.root / "luts" if job.cache.enabled else None)
         source = need(job.programs, "converted programs").files.head
-        facts = palettize_head(source, job.config.compression, ProgramFiles.in_folder(folder).head, luts)
+        compression = job.config.compression
+        destination = ProgramFiles.in_folder(folder).head
+        facts = palettize_head(
+            source, need(compression.nbits, "bit width"), compression.engine, destination, luts
+        )
         return asdict(facts)
 
     def detail(self, facts: dict[str, Any]) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from sortformer_build.config import BuildConfig, config_dict
 from sortformer_build.coreml.package import package_digest, package_size
-from sortformer_build.job.artifact import ArtifactPaths
-from sortformer_build.job.manifest import (
+from sortformer_build.stages.artifact import ArtifactPaths
+from sortformer_build.stages.base import JobContext, Stage, need
+from sortformer_build.stages.manifest import (
     ArtifactRecord,
     CheckpointRecord,
     CompressionRecord,
@@ -15,7 +16,6 @@ from sortformer_build.job.manifest import (
     Manifest,
     job_digest,
 )
-from sortformer_build.stages.base import JobContext, Stage, need
 from sortformer_build.store import atomic
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml import macos
 from sortformer_build.coreml.layout import ProgramFiles
-from sortformer_build.job.steps import VERIFIED, StepFailed
 from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
 from sortformer_build.stages.programs import ProgramsStage
+from sortformer_build.stages.steps import VERIFIED, StepFailed
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import Entry
 

@@ -14,8 +14,8 @@ from sortformer_build.config import BuildConfig, config_dict
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.errors import BuildError
 from sortformer_build.geometry import StreamingGeometry
-from sortformer_build.job.artifact import ArtifactPaths
-from sortformer_build.job.steps import Step
+from sortformer_build.stages.artifact import ArtifactPaths
+from sortformer_build.stages.steps import Step
 from sortformer_build.store.digests import digest_of
 from sortformer_build.verify.parity import ParityFigures
 
