@@ -8,8 +8,8 @@ are enums, so OmegaConf rejects a typo when the config is composed.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum, StrEnum
 from pathlib import Path
 
 import platformdirs
@@ -29,14 +29,14 @@ class ConfigError(BuildError, ValueError):
     """A configuration that cannot describe a build."""
 
 
-class CheckpointSource(str, Enum):
+class CheckpointSource(StrEnum):
     hub = "hub"
     local = "local"
     synthetic = "synthetic"
     tiny = "tiny"
 
 
-class ExecutorPrecision(str, Enum):
+class ExecutorPrecision(StrEnum):
     # float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
     float16 = "float16"
     float32 = "float32"
@@ -53,10 +53,30 @@ class VariantConfig:
     fifo_len: int = MISSING
     spkcache_len: int = MISSING
     spkcache_update_period: int = MISSING
+    # False once any geometry field differs from the option's published preset: such a model
+    # gets its own file name and its manifest says it is not a released geometry.
+    released: bool = True
 
     @property
     def geometry(self) -> StreamingGeometry:
         return StreamingGeometry(**{f.name: getattr(self, f.name) for f in fields(StreamingGeometry)})
+
+
+def as_custom(variant: VariantConfig, preset: VariantConfig) -> VariantConfig:
+    """`variant` as a user overrode it from `preset`: a changed geometry is not the released
+    model, so unless the user named the file it gets a self-describing name, never the released
+    one (which would overwrite the release)."""
+    geometry = variant.geometry
+    if geometry == preset.geometry:
+        return variant
+    file_name = variant.file_name
+    if file_name == preset.file_name:
+        file_name = (
+            f"{preset.file_name}_c{geometry.chunk_len}-{geometry.chunk_left_context}-"
+            f"{geometry.chunk_right_context}_f{geometry.fifo_len}_s{geometry.spkcache_len}"
+            f"_p{geometry.spkcache_update_period}"
+        )
+    return replace(variant, file_name=file_name, released=False)
 
 
 @dataclass
@@ -127,19 +147,19 @@ class BuildConfig:
     output_dir: str = MISSING
     cache_dir: str | None = None
     cache: bool = True
+    # The build cache's size budget: after each job, the least recently used entries that no
+    # running job holds are evicted down to it.
+    cache_max_gb: float = 20.0
     deployment_target: DeploymentTarget = DEFAULT_TARGET
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     # Say what the job would build and which cache entries it would reuse; build nothing.
     dry_run: bool = False
+    # Keep the libraries' own progress bars and warnings (coremltools draws one per pass).
+    verbose: bool = False
 
     @property
     def cache_root(self) -> Path:
-        """Holds `checkpoints/` (weights the project makes) and `build/` (stage results)."""
-        if self.cache_dir:
-            return Path(self.cache_dir).expanduser()
-        if os.environ.get(CACHE_ENVIRONMENT_VARIABLE):
-            return Path(os.environ[CACHE_ENVIRONMENT_VARIABLE]).expanduser()
-        return Path(platformdirs.user_cache_dir("sortformer-build"))
+        return cache_root(self.cache_dir)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -159,6 +179,16 @@ class BuildConfig:
         return Path(self.output_dir) / self.compression.folder
 
 
+def cache_root(cache_dir: str | None = None) -> Path:
+    """Holds `checkpoints/` (weights the project makes), `build/` (stage results) and `scratch/`:
+    `cache_dir`, else $SORTFORMER_BUILD_CACHE, else the user's cache folder."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENVIRONMENT_VARIABLE):
+        return Path(os.environ[CACHE_ENVIRONMENT_VARIABLE]).expanduser()
+    return Path(platformdirs.user_cache_dir("sortformer-build"))
+
+
 def validate_config(config: BuildConfig) -> list[str]:
     """Raise ConfigError (or GeometryError) for a config no build can satisfy; return warnings."""
     if config.variant.version not in CHECKPOINT_VERSIONS:
@@ -173,6 +203,8 @@ def validate_config(config: BuildConfig) -> list[str]:
             f"compression {config.compression.name} palettizes but sets no "
             "gates.min_twin_decision_agreement: a compressed head must be judged against its fp16 twin"
         )
+    if config.cache_max_gb <= 0:
+        raise ConfigError(f"cache_max_gb must be positive, got {config.cache_max_gb}")
     checkpoint = config.checkpoint
     sources = [source.value for source in CheckpointSource]
     if checkpoint.source not in sources:
@@ -181,7 +213,10 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
     if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
-    return validate_geometry(config.variant.geometry)
+    warnings = validate_geometry(config.variant.geometry)
+    # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
+    # in the manifest; a warning is for geometries a user changed.
+    return warnings if not config.variant.released else []
 
 
 def config_dict(config: BuildConfig) -> dict[str, object]:

@@ -166,16 +166,6 @@ def markdown_rows(text: str) -> list[dict[str, str]]:
     ]
 
 
-def test_fp16_and_palettized_twins_share_one_conversion(tiny_release: Path) -> None:
-    """Each model is converted exactly once: by one twin, the other reuses the entry."""
-    for file_name, *_ in RELEASE.values():
-        converts = []
-        for folder in FOLDERS.values():
-            record = json.loads((tiny_release / folder / f"{file_name}.json").read_text())
-            converts += [step["status"] for step in record["steps"] if step["name"] == "convert"]
-        assert sorted(converts) == ["built", "cached"], (file_name, converts)
-
-
 def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cache: Path) -> None:
     work = tiny_release.parent.parent
     run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", cwd=work)
@@ -201,7 +191,8 @@ def test_dry_run_says_the_release_is_up_to_date(tiny_release: Path, shared_cache
 def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
     tiny_release: Path, fresh_build_cache: Path, tmp_path: Path
 ) -> None:
-    """Two worker processes, an empty build cache: both twins of a model race for its programs."""
+    """Two worker processes, an empty build cache: both twins of a model race for its programs,
+    which are converted once and shared."""
     run = run_cli(
         "--multirun",
         "variant=default,nvidia_high",
@@ -221,6 +212,12 @@ def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
             assert package_digest(parallel / name) == package_digest(tiny_release / name), name
     programs = fresh_build_cache / "build" / "convert"
     assert len([entry for entry in programs.iterdir() if (entry / "entry.json").is_file()]) == 2
+    for variant in ("default", "nvidia_high"):
+        converts = []
+        for folder in FOLDERS.values():
+            record = json.loads((parallel / folder / f"{RELEASE[variant][0]}.json").read_text())
+            converts += [step["status"] for step in record["steps"] if step["name"] == "convert"]
+        assert sorted(converts) == ["built", "cached"], (variant, converts)
     assert json.loads((parallel / "matrix.json").read_text())["jobs"] == 4
 
 
@@ -245,3 +242,41 @@ def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, t
         tiny_release / "palettized" / "Sortformer_v2.1.mlpackage"
     )
     assert sorted((shared_cache / "build").rglob("entry.json")) == entries
+
+
+def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, shared_cache: Path) -> None:
+    work = tiny_release.parent.parent
+    released = tiny_release / "fp16" / "Sortformer_v2.1.mlpackage"
+    before = package_digest(released)
+    run = run_cli(
+        "variant.chunk_len=12",
+        "checkpoint=tiny",
+        "verify.parity=false",
+        f"cache_dir={shared_cache}",
+        cwd=work,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    custom = tiny_release / "fp16" / "Sortformer_v2.1_c12-1-7_f40_s188_p31.json"
+    record = json.loads(custom.read_text())
+    assert record["config"]["variant"]["released"] is False and record["geometry"]["chunk_len"] == 12
+    assert package_digest(released) == before
+    assert json.loads(released.with_suffix(".json").read_text())["config"]["variant"]["released"] is True
+
+
+def test_the_published_nvidia_high_preset_builds_without_a_warning(
+    tiny_release: Path, shared_cache: Path
+) -> None:
+    run = run_cli(
+        "variant=nvidia_high", "checkpoint=tiny", f"cache_dir={shared_cache}", cwd=tiny_release.parent.parent
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert "WARNING" not in run.output and "lies outside" not in run.output
+    changed = run_cli(
+        "variant=nvidia_high",
+        "variant.spkcache_update_period=100",
+        "checkpoint=tiny",
+        "dry_run=true",
+        f"cache_dir={shared_cache}",
+        cwd=tiny_release.parent.parent,
+    )
+    assert "spkcache_update_period 100 lies outside [340, 380]" in changed.output

@@ -78,4 +78,4 @@ def test_manifest_counts_the_published_architecture(release: Path) -> None:
     record = json.loads((release / "palettized" / "SortformerNvidiaHigh_v2.1.json").read_text())
     assert record["parameters"]["total"] == 117_693_960
     assert record["checkpoint"]["source"] == "synthetic"
-    assert record["geometry"]["chunk_mel_frames"] == 3048
+    assert record["shapes"]["chunk_mel_frames"] == 3048

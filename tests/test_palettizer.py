@@ -1,4 +1,4 @@
-"""Tests for sortformer_build.palettizer: histogram, k-means optimality, coremltools parity, hook."""
+"""Tests for sortformer_build.coreml.palettizer: histogram, k-means optimality, coremltools parity, hook."""
 
 from __future__ import annotations
 

@@ -134,3 +134,23 @@ def test_dry_run_reports_a_job_that_would_fail(tmp_path: Path, shared_cache: Pat
     assert "Dry run of 2 jobs: 1 to build, 0 up to date, 1 failed" in run.stdout
     assert "| chunk_len must be at least 1, got 0 |" in run.stdout
     assert not (tmp_path / "outputs" / "tiny").exists()
+
+
+def _job_order(work: Path, *typed: str) -> list[tuple[str, str]]:
+    run = run_cli("--multirun", *typed, "checkpoint=tiny", "dry_run=true", cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
+    jobs = sorted(sweep.glob("*/job_status.json"), key=lambda path: int(path.parent.name.split("-")[0]))
+    return [(status["variant"], status["compression"]) for status in map(_read, jobs)]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
+    """fp16 jobs first (they convert; their palettized twins reuse the conversion)."""
+    typed = _job_order(tmp_path / "a", "variant=default,efficient", "compression=palettized6,fp16")
+    swapped = _job_order(tmp_path / "b", "compression=fp16,palettized6", "variant=default,efficient")
+    assert typed == swapped
+    assert [compression for _, compression in typed] == ["fp16", "fp16", "palettized6", "palettized6"]

@@ -9,21 +9,25 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
-from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig
+from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig, as_custom
 from sortformer_build.errors import BuildError
 from sortformer_build.job.build import BuildResult, build
 from sortformer_build.job.plan import JobPlan, plan_job
 from sortformer_build.job.status import JobStatus
 
 log = logging.getLogger("sortformer_build")
+
+SWEEPER = "hydra_plugins.sortformer_build_sweeper.first_values_sweeper.FirstValuesSweeper"
 
 
 def register_schemas() -> None:
@@ -36,19 +40,32 @@ def register_schemas() -> None:
         ("checkpoint", CheckpointConfig),
     ):
         store.store(group="schema", name=name, node=node)
+    # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan
+    # then reloads (see `main`).
+    sweeper = {"_target_": SWEEPER, "max_batch_size": None, "params": None, "first": {}}
+    store.store(group="hydra/sweeper", name="first_values", node=sweeper)
 
 
-def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = False) -> bool:
+def run_job(
+    cfg: DictConfig,
+    job_dir: Path | None = None,
+    keep_going: bool = False,
+    preset: VariantConfig | None = None,
+) -> bool:
     """Build (with `dry_run`, plan) one job; report failure in one line. Returns whether it succeeded.
 
     With `keep_going` (a sweep), a failure is recorded, not raised, so the other jobs still
-    run; the sweep's summary then exits non-zero. `job_dir` receives the job's status.
+    run; the sweep's summary then exits non-zero. `job_dir` receives the job's status. `preset`
+    is the variant option as published, to tell a changed geometry from a released one.
     """
     started = time.perf_counter()
     status = _status_of(cfg)
     try:
         config = OmegaConf.to_object(cfg)
         assert isinstance(config, BuildConfig)
+        if preset is not None:
+            config.variant = as_custom(config.variant, preset)
+            status.file_name = config.variant.file_name
         outcome = plan_job(config) if config.dry_run else build(config)
     except (OmegaConfBaseException, BuildError, OSError) as error:
         return _failed(job_dir, status, started, describe(error), keep_going)
@@ -120,13 +137,33 @@ def _finish(job_dir: Path | None, status: JobStatus, started: float) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")
 def _hydra_main(cfg: DictConfig) -> None:
-    quiet_third_party()
+    quiet_third_party(verbose=bool(OmegaConf.select(cfg, "verbose", default=False)))
     hydra_config = HydraConfig.get()
-    run_job(cfg, Path(hydra_config.runtime.output_dir), keep_going=hydra_config.mode == RunMode.MULTIRUN)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    preset = _preset(hydra_config.runtime.choices.get("variant"))
+    run_job(cfg, Path(hydra_config.runtime.output_dir), keep_going=multirun, preset=preset)
+
+
+def _preset(option: str | None) -> VariantConfig | None:
+    """The variant option as its YAML defines it, before the command line's `variant.*` overrides."""
+    if option is None:
+        return None
+    try:
+        composed = compose(config_name="build", overrides=[f"variant={option}", "checkpoint=tiny"])
+    except Exception:  # an option Hydra could not compose fails the job itself, with its own message
+        return None
+    preset = OmegaConf.to_object(composed.variant)
+    return preset if isinstance(preset, VariantConfig) else None
 
 
 def main() -> None:
     register_schemas()
+    # Hydra finds plugins by scanning its namespace, which misses editable installs: register
+    # the sweeper after that scan, which reloads the module of the sweeper it extends.
+    plugins = Plugins.instance()
+    from hydra_plugins.sortformer_build_sweeper.first_values_sweeper import FirstValuesSweeper
+
+    plugins.register(FirstValuesSweeper)
     if not OmegaConf.has_resolver("sortformer_build_groups"):
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
     _hydra_main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class PalettizeFacts:
     lut_cache_misses: int | None = None
 
 
-class PalettizerEngine(str, Enum):
+class PalettizerEngine(StrEnum):
     fast = "fast"  # sortformer-build's histogram k-means (`palettizer`)
     coremltools = "coremltools"  # coremltools' own k-means
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class DeploymentTarget(str, Enum):
+class DeploymentTarget(StrEnum):
     # Newer targets lower palettized weights to forms that fail on the Neural Engine; older
     # ones lack the ops the converter emits for this model.
     iOS16 = "iOS16"

@@ -15,8 +15,10 @@ from sortformer_build.stages.manifest import Manifest, job_digest, published_man
 from sortformer_build.stages.registry import job_stages
 from sortformer_build.stages.steps import StepLog
 from sortformer_build.store import atomic
+from sortformer_build.store.budget import enforce_budget
 from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.provenance import tool_versions
+from sortformer_build.store.usage import Uses
 
 log = logging.getLogger("sortformer_build")
 
@@ -37,11 +39,22 @@ def build(config: BuildConfig) -> BuildResult:
     """Build, verify and publish one artifact; raise BuildError (nothing published) if unfit."""
     for warning in validate_config(config):
         log.warning("%s", warning)
+    log.info("Build cache: %s", config.cache_root)
     paths = ArtifactPaths.of(config)
     ensure_writable(paths.folder)
     atomic.sweep_stale_partials(paths.folder)  # what killed jobs left behind
+    uses = Uses()
+    try:
+        return _build(config, paths, uses)
+    finally:
+        uses.release()
+        if config.cache:
+            enforce_budget(config.build_cache_dir, config.cache_max_gb)
+
+
+def _build(config: BuildConfig, paths: ArtifactPaths, uses: Uses) -> BuildResult:
     with job_scratch(config.cache_root) as scratch, atomic.scratch_folder(paths.folder) as staging:
-        cache = BuildCache(config.build_cache_dir, enabled=config.cache, scratch=scratch)
+        cache = BuildCache(config.build_cache_dir, enabled=config.cache, scratch=scratch, uses=uses)
         job = JobContext(
             config=config, cache=cache, steps=StepLog(), versions=tool_versions(), staging=staging
         )

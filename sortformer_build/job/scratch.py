@@ -29,16 +29,18 @@ def job_scratch(cache_root: Path) -> Iterator[Path]:
     sweep_abandoned(parent)
     folder = parent / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     lock = FileLock(str(folder) + _LOCK_SUFFIX)
-    with lock:
-        folder.mkdir()
-        previous = tempfile.tempdir
-        tempfile.tempdir = str(folder)
-        try:
-            yield folder
-        finally:
-            tempfile.tempdir = previous
-            atomic.remove(folder)
-    atomic.remove(Path(lock.lock_file))
+    try:
+        with lock:
+            folder.mkdir()
+            previous = tempfile.tempdir
+            tempfile.tempdir = str(folder)
+            try:
+                yield folder
+            finally:
+                tempfile.tempdir = previous
+                atomic.remove(folder)
+    finally:
+        atomic.remove(Path(lock.lock_file))
 
 
 def sweep_abandoned(parent: Path) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.status import JobStatus, read_statuses
-from sortformer_build.stages.manifest import GeometryRecord, Manifest, ManifestError
+from sortformer_build.stages.manifest import Manifest, ManifestError
 from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
 from sortformer_build.store import atomic
 
@@ -69,7 +70,7 @@ class ReleaseRow:
     manifest: str | None = None
     nbits: int | None = None
     bytes: int | None = None
-    geometry: GeometryRecord | None = None
+    geometry: StreamingGeometry | None = None
     latency_seconds: float | None = None
     steps: list[Step] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -110,7 +111,7 @@ def _row(status: JobStatus) -> ReleaseRow:
     row.nbits = manifest.compression.nbits
     row.bytes = manifest.artifact.bytes
     row.geometry = manifest.geometry
-    row.latency_seconds = manifest.geometry.latency_seconds
+    row.latency_seconds = manifest.shapes.latency_seconds
     row.steps = manifest.steps
     row.stage_seconds = manifest.seconds
     row.verification = manifest.verification
@@ -139,7 +140,7 @@ def _cells(row: ReleaseRow) -> list[str]:
     return [
         row.package or "",
         row.compression or "",
-        row.geometry.geometry.describe(),
+        row.geometry.describe(),
         f"{row.geometry.latency_seconds:.2f} s",
         f"{row.bytes / MB:.1f} MB",
         f"{ratio:.2f}" if ratio else "",

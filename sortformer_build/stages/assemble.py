@@ -24,7 +24,7 @@ class AssembleStage(Stage):
             need(job.programs, "converted programs").files.pre_encoder, need(job.head, "head")
         )
         staged = job.staging / f"{config.variant.file_name}.mlpackage"
-        with job.steps.step(self.name, self.description(config)):
+        with self.step(job):
             metadata = {COMPRESSION_METADATA: config.compression.name}
             assemble_pipeline(programs, config.variant.geometry, metadata, staged)
         job.package = staged

@@ -9,8 +9,9 @@ stages in order; the dry run asks each one what it would do; both read these dec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,13 +19,13 @@ from sortformer_build.checkpoint.counts import ParameterCounts
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.layout import ProgramFiles
-from sortformer_build.stages.steps import BUILT, CACHED, StepLog
+from sortformer_build.stages.steps import BUILT, CACHED, Step, StepLog
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify.compare import Outputs, ReferenceData
 from sortformer_build.verify.parity import ParityFigures
 
 
-class Prediction(str, Enum):
+class Prediction(StrEnum):
     """What a dry run says a stage would do."""
 
     hit = "hit"  # served by the build cache
@@ -144,6 +145,10 @@ class Stage(ABC):
     def execute(self, job: JobContext) -> None:
         """Run the stage (its step is recorded in `job.steps`)."""
 
+    def step(self, job: JobContext) -> AbstractContextManager[Step]:
+        """Time the stage's work as its step, logged in words."""
+        return job.steps.step(self.name, self.description(job.config))
+
     def predict(self, plan: PlanContext) -> Prediction:
         return Prediction.run
 
@@ -188,7 +193,7 @@ class CachedStage(Stage):
 
     def execute(self, job: JobContext) -> None:
         key = self.resolve(job.key_facts(), job.cache)
-        with job.steps.step(self.name, self.description(job.config)) as step:
+        with self.step(job) as step:
             entry = job.cache.fetch(self.name, key, lambda folder: self.build(job, folder))
             step.status, step.detail = (
                 (CACHED, f"cached: {entry.path}") if entry.hit else (BUILT, self.detail(entry.facts))

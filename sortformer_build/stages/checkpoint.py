@@ -16,7 +16,7 @@ class CheckpointStage(Stage):
 
     def execute(self, job: JobContext) -> None:
         config = job.config
-        with job.steps.step(self.name, self.description(config)) as step:
+        with self.step(job) as step:
             checkpoint = resolve_checkpoint(config.checkpoint, config.variant.version, config.checkpoint_dir)
             if checkpoint.reused:
                 step.status = CACHED

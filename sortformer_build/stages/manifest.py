@@ -47,32 +47,21 @@ class CompressionRecord:
 
 
 @dataclass
-class GeometryRecord:
-    chunk_len: int
-    chunk_left_context: int
-    chunk_right_context: int
-    fifo_len: int
-    spkcache_len: int
-    spkcache_update_period: int
+class DerivedShapes:
+    """What the geometry implies, recorded so a reader needs no arithmetic."""
+
     chunk_mel_frames: int
     prediction_frames: int
     latency_seconds: float
     effective_update_period: int
 
     @classmethod
-    def of(cls, geometry: StreamingGeometry) -> GeometryRecord:
+    def of(cls, geometry: StreamingGeometry) -> DerivedShapes:
         return cls(
-            **asdict(geometry),
-            chunk_mel_frames=geometry.chunk_mel_frames,
-            prediction_frames=geometry.prediction_frames,
-            latency_seconds=geometry.latency_seconds,
-            effective_update_period=geometry.effective_update_period,
-        )
-
-    @property
-    def geometry(self) -> StreamingGeometry:
-        return StreamingGeometry(
-            **{name: getattr(self, name) for name in StreamingGeometry.__dataclass_fields__}
+            geometry.chunk_mel_frames,
+            geometry.prediction_frames,
+            geometry.latency_seconds,
+            geometry.effective_update_period,
         )
 
 
@@ -88,7 +77,8 @@ class CheckpointRecord:
 class Manifest:
     artifact: ArtifactRecord
     compression: CompressionRecord
-    geometry: GeometryRecord
+    geometry: StreamingGeometry
+    shapes: DerivedShapes
     checkpoint: CheckpointRecord
     parameters: ParameterCounts
     versions: dict[str, str]
@@ -119,7 +109,8 @@ class Manifest:
             return cls(
                 artifact=ArtifactRecord(**data["artifact"]),
                 compression=CompressionRecord(**data["compression"]),
-                geometry=GeometryRecord(**data["geometry"]),
+                geometry=StreamingGeometry(**data["geometry"]),
+                shapes=DerivedShapes(**data["shapes"]),
                 checkpoint=CheckpointRecord(**data["checkpoint"]),
                 parameters=ParameterCounts(**data["parameters"]),
                 versions=data["versions"],

@@ -12,11 +12,12 @@ from sortformer_build.stages.manifest import (
     ArtifactRecord,
     CheckpointRecord,
     CompressionRecord,
-    GeometryRecord,
+    DerivedShapes,
     Manifest,
     job_digest,
 )
 from sortformer_build.store import atomic
+from sortformer_build.store.provenance import python_version
 
 
 class PublishStage(Stage):
@@ -29,7 +30,7 @@ class PublishStage(Stage):
         paths = ArtifactPaths.of(job.config)
         staged = need(job.package, "staged package")
         with atomic.lock(paths.folder / paths.name):
-            with job.steps.step(self.name, self.description(job.config)) as step:
+            with self.step(job) as step:
                 manifest = manifest_of(job, package_digest(staged))
                 for source, final in (
                     (staged, paths.package),
@@ -61,7 +62,8 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
         compression=CompressionRecord(
             compression.name, compression.folder, compression.nbits, compression.release
         ),
-        geometry=GeometryRecord.of(config.variant.geometry),
+        geometry=config.variant.geometry,
+        shapes=DerivedShapes.of(config.variant.geometry),
         checkpoint=CheckpointRecord(
             source=checkpoint.source,
             origin=checkpoint.origin,
@@ -69,7 +71,7 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
             sha256=checkpoint.sha256,
         ),
         parameters=need(job.programs, "converted programs").parameters,
-        versions=dict(job.versions),
+        versions={"python": python_version(), **job.versions},
         steps=[],
         seconds={},
         job_digest=job_digest(config, checkpoint.sha256, job.versions),

@@ -35,7 +35,7 @@ class LintStage(Stage):
             nbits=config.compression.nbits,
             deployment_target=config.deployment_target,
         )
-        with job.steps.step(self.name, self.description(config)) as step:
+        with self.step(job) as step:
             findings = lint_package(need(job.package, "staged package"), expected)
             if findings:
                 raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
@@ -149,7 +149,7 @@ class ParityStage(Stage):
         config = job.config
         fp16 = config.compression.is_fp16
         outputs = need(job.fp16_outputs, "fp16 outputs")
-        with job.steps.step(self.name, self.description(config)) as step:
+        with self.step(job) as step:
             figures = package_figures(
                 package_step(need(job.package, "staged package"), config.verify.precision),
                 need(job.reference, "NeMo reference"),
@@ -186,7 +186,7 @@ class OnDeviceStage(Stage):
         config = job.config
         package = need(job.package, "staged package")
         compiled = package.with_suffix(".mlmodelc")
-        with job.steps.step(self.name, self.description(config)) as step:
+        with self.step(job) as step:
             macos.compile_package(package, compiled)
             loaded = macos.load_compiled(compiled)
             step.detail = "compiled and loaded"

@@ -64,6 +64,13 @@ def replace(source: Path, final: Path) -> None:
         os.replace(source, final)
 
 
+def retire(path: Path) -> None:
+    """Take `path` away in one rename, then delete it: no reader sees it half removed."""
+    retired = partial_path(path)
+    os.replace(path, retired)
+    remove(retired)
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

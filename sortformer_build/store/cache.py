@@ -19,8 +19,7 @@ import numpy as np
 
 from sortformer_build.store import atomic
 from sortformer_build.store.digests import digest_of
-
-ENTRY_FILE = "entry.json"
+from sortformer_build.store.usage import ENTRY_FILE, Uses
 
 
 @dataclass
@@ -37,10 +36,14 @@ class BuildCache:
     cache disabled every fetch builds into `scratch`, a folder the job owns and removes.
     """
 
-    def __init__(self, root: Path, enabled: bool = True, scratch: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, enabled: bool = True, scratch: Path | None = None, uses: Uses | None = None
+    ) -> None:
         self.root = root
         self.enabled = enabled
         self._scratch = scratch
+        # Entries this cache hands out stay locked against eviction until the job releases them.
+        self._uses = uses or Uses()
 
     def path(self, stage: str, key: dict[str, Any]) -> Path:
         """Where the entry for `key` lives once built; its name is the key's digest."""
@@ -59,11 +62,11 @@ class BuildCache:
             folder.mkdir(parents=True)
             return Entry(folder, hit=False, facts=build(folder))
         entry = self._read(final)
-        if entry is not None:
+        if entry is not None and self._uses.hold(final):
             return entry
         with atomic.lock(final):
             entry = self._read(final)
-            if entry is not None:
+            if entry is not None and self._uses.hold(final):
                 return entry
             atomic.sweep_stale_partials(final.parent)
             with atomic.staged(final) as folder:
@@ -72,6 +75,7 @@ class BuildCache:
                 (folder / ENTRY_FILE).write_text(
                     json.dumps({"key": key, "facts": facts}, indent=1, default=str)
                 )
+            self._uses.hold(final)
         return Entry(final, hit=False, facts=facts)
 
     @staticmethod
