@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub import ModelCard, ModelCardData, metadata_load
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -22,6 +22,8 @@ from sortformer_build import macos
 from sortformer_build.package import package_digest
 from sortformer_build.publish.cli import register_schema
 from sortformer_build.publish.config import Format, PublishConfig
+from sortformer_build.publish.stage import StagedRelease, describe_files
+from sortformer_build.publish.upload import RemoteFile, operations
 
 from .conftest import RELEASE, Run, run_cli
 
@@ -265,3 +267,44 @@ def test_random_weights_are_not_uploaded(copy: Path) -> None:
     assert run.returncode == 1
     assert "built from tiny random weights, not NVIDIA's: refusing to upload" in run.stderr
     assert not (copy / ".publish").exists()
+
+
+def test_a_failure_while_staging_keeps_the_previous_staged_tree(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    before = {path: _sha256(file) for path, file in _files(copy / ".publish").items()}
+    # The card is written after the packages are copied: an unknown license fails half-way.
+    path = copy / "palettized" / "Sortformer_v2.1.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["variant"]["version"] = "v9"
+    path.write_text(json.dumps(manifest))
+    run = publish(copy, "dry_run=true", *PACKAGES)
+    assert run.returncode == 1
+    assert "no license is known for checkpoint version 'v9'" in run.stderr
+    assert {path: _sha256(file) for path, file in _files(copy / ".publish").items()} == before
+    assert not list(copy.rglob(".partial-*"))
+
+
+def test_only_changed_files_are_uploaded_and_stale_model_files_deleted(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    root = copy / ".publish"
+    files = describe_files(root)
+    folders = sorted({file.path_in_repo.split(".mlpackage/")[0] + ".mlpackage" for file in files})
+    staged = StagedRelease(
+        root, files, [folder for folder in folders if "mlpackage" in folder], ModelCardData()
+    )
+    by_path = {file.path_in_repo: file for file in files}
+    card = (root / "README.md").read_bytes()
+    weights = next(path for path in by_path if path.endswith("1-weight.bin"))
+    model = next(path for path in by_path if path.endswith("model.mlmodel"))
+    remote = {
+        # A plain git file: compared by git blob id.
+        "README.md": RemoteFile("README.md", None, hashlib.sha1(b"blob %d\0" % len(card) + card).hexdigest()),
+        weights: RemoteFile(weights, by_path[weights].sha256, "lfs"),
+        model: RemoteFile(model, "0" * 64, "lfs"),
+        f"{folders[0]}/Data/old.bin": RemoteFile(f"{folders[0]}/Data/old.bin", "1" * 64, "lfs"),
+        "v3/notes.txt": RemoteFile("v3/notes.txt", None, "abc"),
+    }
+    planned = {(operation.action, operation.path_in_repo) for operation in operations(staged, remote)}
+    assert ("add", model) in planned and ("delete", f"{folders[0]}/Data/old.bin") in planned
+    assert not {path for _, path in planned} & {"README.md", weights, "v3/notes.txt"}
+    assert len(planned) == len(files) - 2 + 1
