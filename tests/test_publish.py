@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from huggingface_hub import ModelCard, ModelCardData, metadata_load
+from huggingface_hub import ModelCard, metadata_load
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -288,11 +288,11 @@ def test_only_changed_files_are_uploaded_and_stale_model_files_deleted(copy: Pat
     assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
     root = copy / ".publish"
     files = describe_files(root)
-    folders = sorted({file.path_in_repo.split(".mlpackage/")[0] + ".mlpackage" for file in files})
-    staged = StagedRelease(
-        root, files, [folder for folder in folders if "mlpackage" in folder], ModelCardData()
-    )
     by_path = {file.path_in_repo: file for file in files}
+    folders = sorted(
+        {path.split(".mlpackage/")[0] + ".mlpackage" for path in by_path if ".mlpackage/" in path}
+    )
+    staged = StagedRelease(root, files, folders)
     card = (root / "README.md").read_bytes()
     weights = next(path for path in by_path if path.endswith("1-weight.bin"))
     model = next(path for path in by_path if path.endswith("model.mlmodel"))

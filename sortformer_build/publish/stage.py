@@ -13,8 +13,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub import ModelCardData
-
 from .. import atomic, macos
 from .card import CardFacts, write_card
 from .config import Format, PublishConfig
@@ -43,7 +41,6 @@ class StagedRelease:
     # Each model's folders in the repo (`v3/fp16/Sortformer_v2.1.mlmodelc`): remote files under
     # them that are not staged belong to an older build and go.
     model_folders: list[str]
-    card: ModelCardData
 
     def local_path(self, file: StagedFile) -> Path:
         return self.root / file.path_in_repo
@@ -94,13 +91,13 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
                 relative = f"{folder}/{model.manifest.release_stem}.{value.value}"
                 _stage_model(model.package, partial / relative, value)
                 model_folders.append(relative)
-        card = write_card(partial / CARD_FILE, release, facts, settings.card)
+        write_card(partial / CARD_FILE, release, facts, settings.card)
         files = describe_files(partial)
         index = f"{folder}/{RELEASE_FILE}"
         document = _release_document(release, settings, folder, provenance, files)
         atomic.write_text(partial / index, json.dumps(document, indent=1) + "\n")
         files.append(_describe(partial, partial / index))
-    return StagedRelease(settings.staging_root, files, model_folders, card)
+    return StagedRelease(settings.staging_root, files, model_folders)
 
 
 def _core_ml_check(formats: list[Format]) -> str:
