@@ -11,6 +11,7 @@ raising (Hydra would then skip this callback), so the summary lists them and exi
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -217,11 +218,43 @@ def markdown(columns: Iterable[str], rows: Iterable[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines)
 
 
+def sweep_command() -> str:
+    """The command line as typed, for the record (the model card quotes it)."""
+    return shlex.join(["sortformer-build", *sys.argv[1:]])
+
+
 def _by_output_dir(rows: list[ReleaseRow]) -> dict[Path, list[ReleaseRow]]:
     groups: dict[Path, list[ReleaseRow]] = {}
     for row in rows:
         groups.setdefault(Path(row.output_dir or "."), []).append(row)
     return groups
+
+
+@dataclass
+class ReleaseMatrix:
+    """matrix.json: the rows of the last sweep that wrote to an output folder."""
+
+    jobs: int
+    failed: int
+    artifacts: list[ReleaseRow]
+    command: str | None = None  # the sweep as typed
+
+
+def read_matrix(output_dir: Path) -> ReleaseMatrix:
+    data = json.loads((output_dir / f"{SUMMARY_STEM}.json").read_text())
+    rows = []
+    for row in data["artifacts"]:
+        geometry, steps = row.pop("geometry"), row.pop("steps")
+        rows.append(
+            ReleaseRow(
+                **row,
+                geometry=None if geometry is None else StreamingGeometry(**geometry),
+                steps=[Step(**step) for step in steps],
+            )
+        )
+    return ReleaseMatrix(
+        jobs=data["jobs"], failed=data["failed"], artifacts=rows, command=data.get("command")
+    )
 
 
 def write_summary(output_dir: Path, rows: list[ReleaseRow]) -> tuple[str, str]:
@@ -232,6 +265,6 @@ def write_summary(output_dir: Path, rows: list[ReleaseRow]) -> tuple[str, str]:
     title = f"Release matrix {summary}: {len(rows)} jobs, {failed} failed"
     table = markdown(RELEASE_COLUMNS, map(_cells, rows))
     atomic.write_text(summary, f"# {title}\n\n{table}\n")
-    document = {"jobs": len(rows), "failed": failed, "artifacts": [asdict(row) for row in rows]}
-    atomic.write_text(summary.with_suffix(".json"), json.dumps(document, indent=1) + "\n")
+    document = ReleaseMatrix(jobs=len(rows), failed=failed, artifacts=rows, command=sweep_command())
+    atomic.write_text(summary.with_suffix(".json"), json.dumps(asdict(document), indent=1) + "\n")
     return title, table

@@ -66,6 +66,32 @@ class DerivedShapes:
 
 
 @dataclass
+class VariantRecord:
+    name: str
+    version: str  # of the checkpoint
+    file_name: str
+    released: bool  # False: a geometry changed from the published preset
+
+
+@dataclass
+class DerRecord:
+    """A diarization error rate of the artifact on a dataset (rates as fractions)."""
+
+    dataset: str
+    collar: float
+    scored_overlap: bool
+    der: float
+    miss: float | None = None
+    false_alarm: float | None = None
+    confusion: float | None = None
+
+
+@dataclass
+class EvaluationRecord:
+    der: list[DerRecord] = field(default_factory=list)
+
+
+@dataclass
 class CheckpointRecord:
     source: str
     origin: str
@@ -76,7 +102,9 @@ class CheckpointRecord:
 @dataclass
 class Manifest:
     artifact: ArtifactRecord
+    variant: VariantRecord
     compression: CompressionRecord
+    deployment_target: str
     geometry: StreamingGeometry
     shapes: DerivedShapes
     checkpoint: CheckpointRecord
@@ -87,6 +115,7 @@ class Manifest:
     job_digest: str
     config: dict[str, Any]  # the resolved config, as composed
     verification: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationRecord = field(default_factory=EvaluationRecord)
     format: int = MANIFEST_FORMAT
 
     def parity(self) -> ParityFigures | None:
@@ -108,7 +137,9 @@ class Manifest:
                 )
             return cls(
                 artifact=ArtifactRecord(**data["artifact"]),
+                variant=VariantRecord(**data["variant"]),
                 compression=CompressionRecord(**data["compression"]),
+                deployment_target=data["deployment_target"],
                 geometry=StreamingGeometry(**data["geometry"]),
                 shapes=DerivedShapes(**data["shapes"]),
                 checkpoint=CheckpointRecord(**data["checkpoint"]),
@@ -119,6 +150,9 @@ class Manifest:
                 job_digest=data["job_digest"],
                 config=data["config"],
                 verification=data.get("verification", {}),
+                evaluation=EvaluationRecord(
+                    der=[DerRecord(**row) for row in data.get("evaluation", {}).get("der", [])]
+                ),
                 format=data["format"],
             )
         except FileNotFoundError:

@@ -14,6 +14,7 @@ from sortformer_build.stages.manifest import (
     CompressionRecord,
     DerivedShapes,
     Manifest,
+    VariantRecord,
     job_digest,
 )
 from sortformer_build.store import atomic
@@ -51,7 +52,7 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
     checkpoint = need(job.checkpoint, "checkpoint")
     paths = ArtifactPaths.of(config)
     staged = need(job.package, "staged package")
-    compression = config.compression
+    compression, variant = config.compression, config.variant
     return Manifest(
         artifact=ArtifactRecord(
             file=paths.package.name,
@@ -59,6 +60,8 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
             bytes=package_size(staged),
             release_path=paths.release_path,
         ),
+        variant=VariantRecord(variant.name, variant.version, variant.file_name, variant.released),
+        deployment_target=config.deployment_target.value,
         compression=CompressionRecord(
             compression.name, compression.folder, compression.nbits, compression.release
         ),

@@ -1,0 +1,310 @@
+"""`sortformer-build-publish` on a real tiny-checkpoint release built by the console script: the
+staged tree against the runtime's layout, the model card read back with huggingface_hub,
+release.json's checksums, every refusal, and an offline upload attempt."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard, metadata_load
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sortformer_build.cli.publish import register_schema
+from sortformer_build.coreml import macos
+from sortformer_build.coreml.package import package_digest
+from sortformer_build.release.publish.config import Format, PublishConfig
+from sortformer_build.release.publish.stage import StagedRelease, describe_files
+from sortformer_build.release.publish.upload import RemoteFile, operations
+
+from .conftest import RELEASE, Run, run_cli
+
+PUBLISH = str(Path(sys.executable).with_name("sortformer-build-publish"))
+# The runtime's layout: <set>/<precision folder>/<file name>.mlmodelc.
+VARIANTS, FOLDERS = ("default", "efficient"), ("fp16", "palettized")
+PACKAGES = ("formats=[mlpackage]",)
+
+
+def publish(folder: Path, *args: str, env: dict[str, str] | None = None) -> Run:
+    """Run the installed publish command on `folder`, offline unless told otherwise."""
+    completed = subprocess.run(
+        [PUBLISH, f"output_dir={folder}", *args],
+        cwd=folder.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A finished, verified release: two geometries, fp16 and 6-bit, parity checks on."""
+    work = tmp_path_factory.mktemp("release")
+    run = run_cli(
+        "--multirun",
+        f"variant={','.join(VARIANTS)}",
+        "compression=fp16,palettized6",
+        "checkpoint=tiny",
+        f"cache_dir={shared_cache}",
+        cwd=work,
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+@pytest.fixture
+def copy(release: Path, tmp_path: Path) -> Path:
+    """The release copied, so a test may spoil it."""
+    target = tmp_path / "tiny"
+    shutil.copytree(release, target, ignore=shutil.ignore_patterns(".publish"))
+    return target
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {path.relative_to(root).as_posix(): path for path in root.rglob("*") if path.is_file()}
+
+
+def _manifest(folder: Path, precision: str, variant: str) -> dict:
+    return json.loads((folder / precision / f"{RELEASE[variant][0]}.json").read_text())
+
+
+def test_config_defaults_compose() -> None:
+    register_schema()
+    with initialize_config_module("sortformer_build.conf", version_base="1.3"):
+        settings = OmegaConf.to_object(compose("publish"))
+    assert isinstance(settings, PublishConfig)
+    assert (settings.repo_id, settings.path_in_repo) == (
+        "FluidInference/diar-streaming-sortformer-coreml",
+        "v3",
+    )
+    assert settings.formats == [Format.mlmodelc] and not settings.dry_run and not settings.create_pr
+
+
+def test_dry_run_stages_the_runtime_layout_and_lists_the_operations(copy: Path) -> None:
+    run = publish(copy, "dry_run=true", *PACKAGES)
+    assert run.returncode == 0, run.output
+    staged = copy / ".publish"
+    models = {f"v3/{folder}/{RELEASE[variant][0]}.mlpackage" for folder in FOLDERS for variant in VARIANTS}
+    files = _files(staged)
+    assert {path.split(".mlpackage/")[0] + ".mlpackage" for path in files if ".mlpackage/" in path} == models
+    assert set(files) - {p for p in files if ".mlpackage/" in p} == {"README.md", "v3/release.json"}
+    for model in models:
+        folder, name = model.split("/")[1], Path(model).stem
+        manifest = json.loads((copy / folder / f"{name}.json").read_text())
+        assert package_digest(staged / model) == manifest["artifact"]["content_sha256"]
+    listed = [line.split() for line in run.stdout.splitlines() if line.startswith("  add ")]
+    assert sorted((words[1], int(words[2]), words[5]) for words in listed) == sorted(
+        (path, file.stat().st_size, _sha256(file)) for path, file in files.items()
+    )
+    assert not list(copy.rglob(".partial-*"))
+
+
+def test_release_json_checks_every_staged_file(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    staged = copy / ".publish"
+    document = json.loads((staged / "v3" / "release.json").read_text())
+    files = _files(staged)
+    del files["v3/release.json"]
+    assert {entry["path"]: (entry["bytes"], entry["sha256"]) for entry in document["files"]} == {
+        path: (file.stat().st_size, _sha256(file)) for path, file in files.items()
+    }
+    assert len(document["models"]) == 4
+    for model in document["models"]:
+        folder, name = model["release_path"].removesuffix(".mlmodelc").split("/")
+        manifest = copy / folder / f"{name}.json"
+        assert model["manifest_sha256"] == _sha256(manifest)
+        assert (
+            model["package_content_sha256"] == json.loads(manifest.read_text())["artifact"]["content_sha256"]
+        )
+        assert model["staged"] == [f"v3/{folder}/{name}.mlpackage"]
+
+
+def test_model_card_metadata_reads_back(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    card_path = copy / ".publish" / "README.md"
+    metadata = metadata_load(card_path)
+    assert metadata is not None
+    assert metadata["license"] == "other"
+    assert metadata["license_name"] == "nvidia-open-model-license"
+    assert metadata["license_link"].startswith("https://www.nvidia.com/")
+    assert metadata["base_model"] == ["nvidia/diar_streaming_sortformer_4spk-v2.1"]
+    assert metadata["library_name"] == "coreml"
+    assert "speaker-diarization" in metadata["tags"]
+    card = ModelCard.load(card_path)
+    for variant in VARIANTS:
+        name, chunk, _, right, *_ = RELEASE[variant]
+        assert f"{(chunk + right) * 0.08:.2f} s" in card.text
+        for folder in FOLDERS:
+            assert f"`{folder}/{name}`" in card.text
+            parity = _manifest(copy, folder, variant)["verification"]["parity"]
+            assert f"{parity['per_step_vs_nemo']['overall']['max_abs_prob_error']:.1e}" in card.text
+    assert "iOS 17 / macOS 14" in card.text
+    assert "not evaluated" in card.text and "random weights" in card.text
+    assert "coremltools 9.0" in card.text
+
+
+def test_der_figures_reach_the_card_when_the_release_was_evaluated(copy: Path) -> None:
+    manifest_path = copy / "palettized" / "Sortformer_v2.1.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["evaluation"] = {
+        "der": [{"dataset": "ami-sdm", "collar": 0.25, "scored_overlap": True, "der": 0.2451, "miss": 0.1}]
+    }
+    manifest_path.write_text(json.dumps(manifest))
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    card = ModelCard.load(copy / ".publish" / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.dataset_name, result.metric_type, result.metric_value) == ("ami-sdm", "der", 24.51)
+    (row,) = [line for line in card.text.splitlines() if "ami-sdm" in line]
+    assert "`palettized/Sortformer_v2.1`" in row and "collar 0.25 s, overlap scored" in row
+    assert "24.51%" in row and "10.00%" in row and "not evaluated" not in card.text
+
+
+def _remove_package(folder: Path) -> None:
+    shutil.rmtree(folder / "fp16" / "SortformerEfficient_v2.1.mlpackage")
+
+
+def _tamper(folder: Path) -> None:
+    weights = folder / "palettized" / "Sortformer_v2.1.mlpackage" / "Data" / "com.apple.CoreML" / "weights"
+    target = max(weights.iterdir(), key=lambda path: path.stat().st_size)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+def _other_checkpoint(folder: Path) -> None:
+    path = folder / "palettized" / "SortformerEfficient_v2.1.json"
+    manifest = json.loads(path.read_text())
+    manifest["checkpoint"]["sha256"] = hashlib.sha256(b"another checkpoint").hexdigest()
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "problem"),
+    [
+        (_remove_package, "fp16/SortformerEfficient_v2.1.mlpackage: the package "),
+        (_tamper, "palettized/Sortformer_v2.1.mlpackage: content sha256 "),
+        (_other_checkpoint, "the v2.1 models come from 2 different checkpoints"),
+    ],
+    ids=["missing-artifact", "tampered-package", "mixed-checkpoints"],
+)
+def test_unfit_release_is_refused_one_line_per_problem(
+    copy: Path, spoil: Callable[[Path], None], problem: str
+) -> None:
+    spoil(copy)
+    run = publish(copy, "dry_run=true", *PACKAGES)
+    assert run.returncode == 1, run.output
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == f"sortformer-build-publish: refusing to publish {copy}: 1 problem(s)"
+    assert len(lines) == 2 and lines[1].strip().startswith(problem), run.stderr
+    assert not (copy / ".publish").exists()
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A sweep with a failed job and a job built without parity checks."""
+    work = tmp_path_factory.mktemp("unfinished")
+    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
+    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 1, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+def test_failed_job_is_refused(unfinished: Path) -> None:
+    run = publish(unfinished, "dry_run=true", *PACKAGES)
+    assert run.returncode == 1
+    assert "  Sortformer_v2.1 (fp16): the job failed: chunk_len must be at least 1, got 0\n" in run.stderr
+
+
+def test_unverified_package_is_refused(unfinished: Path) -> None:
+    run = publish(unfinished, "dry_run=true", *PACKAGES)
+    assert run.returncode == 1
+    expected = "  fp16/Sortformer_v2.1.mlpackage: not verified: parity skipped (verify.parity=false)\n"
+    assert expected in run.stderr
+    assert run.stderr.count("\n") == 3 and not (unfinished / ".publish").exists()
+
+
+@pytest.mark.skipif(macos.available(), reason="macOS compiles .mlmodelc")
+def test_compiled_models_are_refused_where_core_ml_cannot_compile(copy: Path) -> None:
+    run = publish(copy, "dry_run=true")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "sortformer-build-publish: error: cannot stage .mlmodelc on Linux: compiling needs macOS; "
+        "publish from a Mac, or pass formats=[mlpackage] to stage the packages only"
+    ]
+    assert not (copy / ".publish").exists()
+
+
+def test_offline_upload_fails_in_one_line_and_keeps_the_staged_tree(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    before = {path: _sha256(file) for path, file in _files(copy / ".publish").items()}
+    run = publish(copy, *PACKAGES, "allow_synthetic=true")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "sortformer-build-publish: error: HF_HUB_OFFLINE is set: cannot upload to "
+        "FluidInference/diar-streaming-sortformer-coreml; unset it to publish "
+        "(dry_run=true stages and lists the operations without the network)"
+    ]
+    assert {path: _sha256(file) for path, file in _files(copy / ".publish").items()} == before
+    assert not list(copy.rglob(".partial-*"))
+
+
+def test_random_weights_are_not_uploaded(copy: Path) -> None:
+    run = publish(copy, *PACKAGES, env={"HF_HUB_OFFLINE": "0"})
+    assert run.returncode == 1
+    assert "built from tiny random weights, not NVIDIA's: refusing to upload" in run.stderr
+    assert not (copy / ".publish").exists()
+
+
+def test_a_failure_while_staging_keeps_the_previous_staged_tree(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    before = {path: _sha256(file) for path, file in _files(copy / ".publish").items()}
+    # The card is written after the packages are copied: an unknown license fails half-way.
+    path = copy / "palettized" / "Sortformer_v2.1.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["variant"]["version"] = "v9"
+    path.write_text(json.dumps(manifest))
+    run = publish(copy, "dry_run=true", *PACKAGES)
+    assert run.returncode == 1
+    assert "no license is known for checkpoint version 'v9'" in run.stderr
+    assert {path: _sha256(file) for path, file in _files(copy / ".publish").items()} == before
+    assert not list(copy.rglob(".partial-*"))
+
+
+def test_only_changed_files_are_uploaded_and_stale_model_files_deleted(copy: Path) -> None:
+    assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
+    root = copy / ".publish"
+    files = describe_files(root)
+    by_path = {file.path_in_repo: file for file in files}
+    folders = sorted(
+        {path.split(".mlpackage/")[0] + ".mlpackage" for path in by_path if ".mlpackage/" in path}
+    )
+    staged = StagedRelease(root, files, folders)
+    card = (root / "README.md").read_bytes()
+    weights = next(path for path in by_path if path.endswith("1-weight.bin"))
+    model = next(path for path in by_path if path.endswith("model.mlmodel"))
+    remote = {
+        # A plain git file: compared by git blob id.
+        "README.md": RemoteFile("README.md", None, hashlib.sha1(b"blob %d\0" % len(card) + card).hexdigest()),
+        weights: RemoteFile(weights, by_path[weights].sha256, "lfs"),
+        model: RemoteFile(model, "0" * 64, "lfs"),
+        f"{folders[0]}/Data/old.bin": RemoteFile(f"{folders[0]}/Data/old.bin", "1" * 64, "lfs"),
+        "v3/notes.txt": RemoteFile("v3/notes.txt", None, "abc"),
+    }
+    planned = {(operation.action, operation.path_in_repo) for operation in operations(staged, remote)}
+    assert ("add", model) in planned and ("delete", f"{folders[0]}/Data/old.bin") in planned
+    assert not {path for _, path in planned} & {"README.md", weights, "v3/notes.txt"}
+    assert len(planned) == len(files) - 2 + 1
