@@ -226,7 +226,10 @@ def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
 def test_failed_job_is_refused(unfinished: Path) -> None:
     run = publish(unfinished, "dry_run=true", *PACKAGES)
     assert run.returncode == 1
-    assert "  Sortformer_v2.1 (fp16): the job failed: chunk_len must be at least 1, got 0\n" in run.stderr
+    assert (
+        "  Sortformer_v2.1_c0-1-7_f40_s188_p31 (fp16): the job failed: chunk_len must be at least 1, got 0\n"
+        in run.stderr
+    )
 
 
 def test_unverified_package_is_refused(unfinished: Path) -> None:
@@ -275,7 +278,7 @@ def test_a_failure_while_staging_keeps_the_previous_staged_tree(copy: Path) -> N
     # The card is written after the packages are copied: an unknown license fails half-way.
     path = copy / "palettized" / "Sortformer_v2.1.json"
     manifest = json.loads(path.read_text())
-    manifest["config"]["variant"]["version"] = "v9"
+    manifest["variant"]["version"] = "v9"
     path.write_text(json.dumps(manifest))
     run = publish(copy, "dry_run=true", *PACKAGES)
     assert run.returncode == 1
