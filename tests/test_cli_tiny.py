@@ -210,13 +210,13 @@ def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
         for folder in FOLDERS.values():
             name = f"{folder}/{RELEASE[variant][0]}.mlpackage"
             assert package_digest(parallel / name) == package_digest(tiny_release / name), name
-    programs = fresh_build_cache / "build" / "convert"
+    programs = fresh_build_cache / "build" / "programs"
     assert len([entry for entry in programs.iterdir() if (entry / "entry.json").is_file()]) == 2
     for variant in ("default", "nvidia_high"):
         converts = []
         for folder in FOLDERS.values():
             record = json.loads((parallel / folder / f"{RELEASE[variant][0]}.json").read_text())
-            converts += [step["status"] for step in record["steps"] if step["name"] == "convert"]
+            converts += [step["status"] for step in record["steps"] if step["name"] == "programs"]
         assert sorted(converts) == ["built", "cached"], (variant, converts)
     assert json.loads((parallel / "matrix.json").read_text())["jobs"] == 4
 
@@ -236,7 +236,7 @@ def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, t
     assert run.returncode == 0, run.output[-3000:]
     record = json.loads((tmp_path / "out" / "palettized" / "Sortformer_v2.1.json").read_text())
     statuses = {step["name"]: step["status"] for step in record["steps"]}
-    assert [statuses[name] for name in ("convert", "palettize")] == ["built"] * 2
+    assert [statuses[name] for name in ("programs", "palettize")] == ["built"] * 2
     assert {"restore", "trace", "convert", "palettize"} <= set(record["seconds"])
     assert record["artifact"]["content_sha256"] == package_digest(
         tiny_release / "palettized" / "Sortformer_v2.1.mlpackage"

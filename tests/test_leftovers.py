@@ -123,7 +123,7 @@ def test_a_warm_build_after_eviction_rebuilds_what_went(tmp_path: Path, fresh_bu
     assert "Cache over its" in first.output and entries(fresh_build_cache / "build") == []
     twin = run_cli(*common, "compression=palettized6", cwd=tmp_path)
     assert twin.returncode == 0, twin.output[-3000:]
-    assert "convert built" in twin.stdout  # evicted, so converted again
+    assert "programs built" in twin.stdout  # evicted, so converted again
     assert (tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.mlpackage").is_dir()  # never touched
 
 

@@ -63,12 +63,12 @@ def test_dry_run_predicts_the_stages_a_build_runs_cold_then_warm(
 
     cold, result = _planned_then_built(fp16)
     expected = Prediction.miss if cache else Prediction.off
-    assert dict(cold)["convert"] is expected and dict(cold)["checkpoint"] is Prediction.present
+    assert dict(cold)["programs"] is expected and dict(cold)["checkpoint"] is Prediction.present
     _assert_predicted(cold, result)
 
     warm, result = _planned_then_built(palettized)  # reuses the fp16 job's conversion and outputs
     expected_reuse = Prediction.hit if cache else Prediction.off
-    assert [dict(warm)[name] for name in ("convert", "nemo-reference", "fp16-outputs")] == [
+    assert [dict(warm)[name] for name in ("programs", "nemo-reference", "fp16-outputs")] == [
         expected_reuse
     ] * 3
     assert dict(warm)["palettize"] is (Prediction.miss if cache else Prediction.off)

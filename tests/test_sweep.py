@@ -90,7 +90,7 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     tmp_path: Path, fresh_build_cache: Path
 ) -> None:
     args = [SCRIPT, *FAST, f"cache_dir={fresh_build_cache}"]
-    programs = fresh_build_cache / "build" / "convert"
+    programs = fresh_build_cache / "build" / "programs"
     with (tmp_path / "killed.log").open("w") as log:
         job = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -108,7 +108,7 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
     record = json.loads((tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").read_text())
-    assert {step["name"]: step["status"] for step in record["steps"]}["convert"] == "built"
+    assert {step["name"]: step["status"] for step in record["steps"]}["programs"] == "built"
     # The killed job's scratch folder was swept by the next run, which removed its own.
     assert list((fresh_build_cache / "scratch").iterdir()) == []
 

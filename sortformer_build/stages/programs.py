@@ -20,7 +20,7 @@ from sortformer_build.store.cache import Entry
 
 
 class ProgramsStage(CachedStage):
-    name = "convert"
+    name = "programs"
     outputs = ("pre_encoder.mlpackage", "head.mlpackage")
 
     def description(self, config: BuildConfig) -> str:
