@@ -123,3 +123,10 @@ def test_full_disk_leaves_no_half_written_artifact(
     errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], run.output[-2000:]
     assert artifacts(full_disk) == []
+
+
+def test_help_through_the_console_script(tmp_path: Path) -> None:
+    run = run_cli("--help", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-2000:]
+    assert "== Variants" in run.stdout and "== Compressions (release folder) ==" in run.stdout
+    assert "SortformerNvidiaHigh_v2.1" in run.stdout and "Traceback" not in run.output

@@ -94,3 +94,13 @@ def test_enum_typos_fail_at_composition_not_later() -> None:
 
 def _is_hydra(error: BaseException) -> bool:
     return type(error).__module__.startswith("hydra")
+
+
+def test_help_lists_every_option_with_hydras_own_composition() -> None:
+    from sortformer_build.cli.help import groups_help
+
+    text = groups_help()
+    for variant, (file_name, *_) in RELEASE.items():
+        assert any(line.split()[:2] == [variant, file_name] for line in text.splitlines()), variant
+    assert "period 300 (runs as 340)" in text  # NVIDIA's preset, said once as information
+    assert "palettized6     -> palettized/" in text and "not for release" in text
