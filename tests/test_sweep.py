@@ -137,6 +137,7 @@ def test_dry_run_reports_a_job_that_would_fail(tmp_path: Path, shared_cache: Pat
 
 
 def _job_order(work: Path, *typed: str) -> list[tuple[str, str]]:
+    work.mkdir()
     run = run_cli("--multirun", *typed, "checkpoint=tiny", "dry_run=true", cwd=work)
     assert run.returncode == 0, run.output[-3000:]
     sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
