@@ -262,7 +262,9 @@ def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> N
 
     start = time.perf_counter()
     palettes = palettizer.palettize_tensors(layers, nbits, workers=workers)
-    luts = {palettizer.tensor_key(w, nbits): palettes[name].lut for name, w in layers.items()}
+    luts = palettizer.KnownLuts(
+        {palettizer.tensor_key(w, nbits): palettes[name].lut for name, w in layers.items()}
+    )
     ahead = time.perf_counter() - start
     hook = HookTimer(palettizer.lut_function(nbits, luts))
     start = time.perf_counter()
