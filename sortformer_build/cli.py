@@ -22,6 +22,7 @@ from .errors import BuildError
 from .geometry import StreamingGeometry
 from .logs import quiet_third_party
 from .plan import JobPlan, plan_job
+from .workers import parallel_jobs
 
 log = logging.getLogger("sortformer_build")
 
@@ -167,4 +168,6 @@ def main() -> None:
     register_schemas()
     if not OmegaConf.has_resolver("sortformer_build_groups"):
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
+    if not OmegaConf.has_resolver("sortformer_build_parallel_jobs"):
+        OmegaConf.register_new_resolver("sortformer_build_parallel_jobs", parallel_jobs)
     _hydra_main()
