@@ -114,7 +114,7 @@ def run_job(cfg: DictConfig, job_dir: Path | None = None, keep_going: bool = Fal
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     line = _record_outcome(outcome, status)
     _write_status(job_dir, status, started)
-    print(line)
+    print(line, flush=True)  # a worker process may end before its buffer would be written
     return True
 
 
