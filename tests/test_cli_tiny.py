@@ -21,7 +21,8 @@ RELEASE_SWEEP = ("--multirun", "variant=glob(*)", "compression=fp16,palettized6"
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     work = tmp_path_factory.mktemp("tiny-release")
-    run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", cwd=work)
+    # Serial, so that the parallel sweep below has a reference built by one process.
+    run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", "hydra/launcher=basic", cwd=work)
     assert run.returncode == 0, run.output[-3000:]
     return work / "outputs" / "tiny"
 

@@ -101,6 +101,19 @@ def test_kmeans_matches_reference_dp(seed: int) -> None:
             assert _centroid_sse(values, counts, centroids) == pytest.approx(reference, rel=1e-10)
 
 
+def test_kmeans_in_lockstep_matches_reference_dp_per_histogram() -> None:
+    """Histograms of different sizes solved in one call (as fp16_luts_of batches them): each one's
+    windows differ in size from layer to layer and from its neighbours'."""
+    rng = np.random.default_rng(20)
+    histograms = [_histogram_case(rng, n) for n in (40, 150, 90, 151, 66)]
+    for k in (4, 16, 32):
+        for exact in (True, False):
+            solved = palettizer.kmeans_1d_many(histograms, k, exact=exact)
+            for (values, counts), centroids in zip(histograms, solved, strict=True):
+                reference = _reference_dp(values, counts, k)
+                assert _centroid_sse(values, counts, centroids) == pytest.approx(reference, rel=1e-10)
+
+
 def _lloyd(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
     centroids = np.quantile(np.repeat(values, counts.astype(int)), (np.arange(k) + 0.5) / k)
     for _ in range(1000):
@@ -216,9 +229,22 @@ def test_palettize_tensors_matches_single_tensor() -> None:
 def test_lut_function_uses_precomputed_luts() -> None:
     weight = _normal(np.random.default_rng(7), (50, 50))
     given = np.linspace(-0.1, 0.1, 16).astype(np.float16)
-    lut, indices = palettizer.lut_function(4, {palettizer.tensor_key(weight, 4): given})(weight)
+    lut, indices = palettizer.lut_function(
+        4, palettizer.KnownLuts({palettizer.tensor_key(weight, 4): given})
+    )(weight)
     np.testing.assert_array_equal(lut, given)
     np.testing.assert_array_equal(indices.reshape(weight.shape), palettizer.assign_indices(weight, given))
+
+
+def test_known_luts_find_the_very_array_by_memory_and_others_by_content() -> None:
+    weight = _normal(np.random.default_rng(8), (50, 50))
+    ahead = np.linspace(-0.1, 0.1, 16).astype(np.float16)
+    known = palettizer.KnownLuts({"computed ahead": ahead}, {"computed ahead": weight})
+    # coremltools' per-tensor path hands the hook np.split(weight, 1)[0]: a view of the same memory
+    assert known.find(np.split(weight, 1, axis=0)[0], 4) is ahead
+    assert known.find(weight.copy(), 4) is None  # a copy is looked up by content: no such key here
+    by_content = palettizer.KnownLuts({palettizer.tensor_key(weight, 4): ahead})
+    assert by_content.find(weight.copy(), 4) is ahead
 
 
 def test_lut_function_returns_lut_in_weight_dtype() -> None:

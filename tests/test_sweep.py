@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from sortformer_build.cli.workers import parallel_jobs, usable_cores
+
 from .conftest import RELEASE, SCRIPT, Run, run_cli, sweep_statuses
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
@@ -155,3 +157,28 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
     swapped = _job_order(tmp_path / "b", "compression=fp16,palettized6", "variant=default,efficient")
     assert typed == swapped
     assert [compression for _, compression in typed] == ["fp16", "fp16", "palettized6", "palettized6"]
+
+
+def _launcher(work: Path, *overrides: str) -> tuple[str, str]:
+    """The launcher a sweep would use and its n_jobs line, from the resolved Hydra config."""
+    run = run_cli("--cfg", "all", "--resolve", *overrides, cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    lines = run.stdout.splitlines()
+    start = lines.index("  launcher:")
+    block = [line.strip() for line in lines[start + 1 : start + 4]]
+    target = next(line for line in block if line.startswith("_target_:"))
+    jobs = next((line for line in block if line.startswith("n_jobs:")), "")
+    return target, jobs
+
+
+def test_sweeps_run_in_parallel_by_default_and_serially_when_asked(tmp_path: Path) -> None:
+    target, jobs = _launcher(tmp_path)
+    assert target.endswith("JoblibLauncher")
+    assert jobs == f"n_jobs: {parallel_jobs(3.5)}"
+    assert _launcher(tmp_path, "hydra.launcher.n_jobs=5")[1] == "n_jobs: 5"
+    assert _launcher(tmp_path, "hydra/launcher=basic")[0].endswith("BasicLauncher")
+
+
+def test_parallel_jobs_follow_cores_and_memory() -> None:
+    assert parallel_jobs(1e-6) == usable_cores()  # memory is no limit
+    assert parallel_jobs(1e9) == 1  # never fewer than one

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.cli.workers import parallel_jobs
 from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig, as_custom
 from sortformer_build.errors import BuildError
 from sortformer_build.job.build import BuildResult, build
@@ -78,7 +79,7 @@ def run_job(
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     line = _record_outcome(outcome, status)
     _finish(job_dir, status, started)
-    print(line)
+    print(line, flush=True)  # a worker process may end before its buffer would be written
     return True
 
 
@@ -166,4 +167,6 @@ def main() -> None:
     plugins.register(FirstValuesSweeper)
     if not OmegaConf.has_resolver("sortformer_build_groups"):
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
+    if not OmegaConf.has_resolver("sortformer_build_parallel_jobs"):
+        OmegaConf.register_new_resolver("sortformer_build_parallel_jobs", parallel_jobs)
     _hydra_main()

@@ -11,13 +11,16 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sortformer_build.coreml.package import read_package
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
+
+if TYPE_CHECKING:
+    from sortformer_build.coreml.palettizer import KnownLuts
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +110,11 @@ def _weights(program: Any) -> list[np.ndarray]:
     ]
 
 
-def tensor_luts(
-    weights: list[np.ndarray], nbits: int, store: ArrayStore
-) -> tuple[dict[str, np.ndarray], int, int]:
+def tensor_luts(weights: list[np.ndarray], nbits: int, store: ArrayStore) -> tuple[KnownLuts, int, int]:
     """LUTs of `weights` by content key: cached ones, then the rest solved in one batch
-    (k-means in lockstep shares NumPy's per-call cost)."""
-    from sortformer_build.coreml.palettizer import fp16_luts_of, tensor_key
+    (k-means in lockstep shares NumPy's per-call cost). The hook finds them again without hashing
+    these arrays a second time."""
+    from sortformer_build.coreml.palettizer import KnownLuts, fp16_luts_of, tensor_key
 
     by_key = {tensor_key(weight, nbits): weight for weight in weights}
     known = {key: lut for key in by_key if (lut := store.get(key)) is not None}
@@ -127,4 +129,4 @@ def tensor_luts(
     for key, lut in fp16_luts_of({key: by_key[key] for key in missing}, nbits).items():
         store.put(key, lut)
         known[key] = lut
-    return known, hits, len(missing)
+    return KnownLuts(known, by_key), hits, len(missing)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 SUPPORTED_NBITS = (1, 2, 3, 4, 6, 8)
@@ -42,8 +43,6 @@ _PATTERN_VALUES = np.where(_IS_FINITE, _ALL_BITS.view(np.float16).astype(np.floa
 # Finite patterns in ascending numeric order, -0 (0x8000) excluded: it is counted as +0.
 _ASCENDING = np.concatenate([np.arange(0xFBFF, _SIGN_BIT, -1), np.arange(0, 0x7C00)]).astype(np.uint16)
 _FP16_GRID = _PATTERN_VALUES[_ASCENDING]
-# Elements per bincount/take call: bounds the intp temporaries NumPy makes for indices.
-_CHUNK = 1 << 18
 _LLOYD_ITERATIONS = 50
 _MAX_TRUST_REGION_PASSES = 8
 _ATOMS_PER_CLUSTER = 4
@@ -91,14 +90,20 @@ def fp16_histogram(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _histogram(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.zeros(_PATTERNS, dtype=np.int64)
-    for start in range(0, bits.size, _CHUNK):
-        counts += np.bincount(bits[start : start + _CHUNK], minlength=_PATTERNS)
+    counts = _count_patterns(bits)
     _check_finite(counts)
     counts[0] += counts[_SIGN_BIT]
     ordered = counts[_ASCENDING]
     present = np.flatnonzero(ordered)
     return _FP16_GRID[present], ordered[present]
+
+
+@numba.njit(nogil=True)
+def _count_patterns(bits: np.ndarray) -> np.ndarray:
+    counts = np.zeros(_PATTERNS, dtype=np.int64)
+    for pattern in bits:
+        counts[pattern] += 1
+    return counts
 
 
 def _check_finite(counts: np.ndarray) -> None:
@@ -196,12 +201,6 @@ def _slice(stack: _Stack, t: int) -> _Sums:
     return _Sums(*(column[positions] for column in stack.sums))
 
 
-def _cluster_costs(sums: _Sums, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Sum of squared deviations from the mean of the non-empty clusters ``[start, stop)``."""
-    first = sums.first[stop] - sums.first[start]
-    return (sums.second[stop] - sums.second[start]) - first * first / (sums.weight[stop] - sums.weight[start])
-
-
 def _centroids(stack: _Stack, boundaries: np.ndarray) -> list[np.ndarray]:
     means = np.diff(stack.sums.first[boundaries], axis=1) / np.diff(stack.sums.weight[boundaries], axis=1)
     return list(means + stack.mean[:, None])
@@ -216,12 +215,6 @@ def _feasible(stack: _Stack, k: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For runs of the given lengths laid end to end: each slot's position in its run, and its run."""
-    run = np.repeat(np.arange(lengths.size), lengths)
-    return np.arange(run.size) - (np.cumsum(lengths) - lengths)[run], run
-
-
 def _optimal_boundaries(sums: _Sums, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Cheapest partition of each histogram whose boundary j lies in ``[low[:, j], high[:, j]]``.
 
@@ -229,74 +222,88 @@ def _optimal_boundaries(sums: _Sums, low: np.ndarray, high: np.ndarray) -> np.nd
     for every row i of window j, the cheapest split of the values before i into j clusters; its
     argmins (the previous boundary) are kept for the backtrack.
     """
-    k = low.shape[1] - 1
-    previous = np.empty(sums.weight.size)  # by prefix position; read only inside the windows
-    position, run = _ragged(high[:, 1] - low[:, 1] + 1)
-    rows = low[run, 1] + position
-    best = _cluster_costs(sums, low[run, 0], rows)
-    choices = []
-    for j in range(2, k + 1):
-        previous[rows] = best - sums.second[rows]
-        best, choice = _layer_minima(sums, previous, (low[:, j - 1], high[:, j - 1]), (low[:, j], high[:, j]))
-        choices.append(choice.astype(np.int32))
-        position, run = _ragged(high[:, j] - low[:, j] + 1)
-        rows = low[run, j] + position
     boundaries = np.empty_like(low)
-    boundaries[:, 0], boundaries[:, k] = low[:, 0], high[:, k]
-    for j in range(k, 1, -1):
-        slots = _slot_base(high[:, j] - low[:, j] + 1) + 1 + boundaries[:, j] - low[:, j]
-        boundaries[:, j - 1] = choices[j - 2][slots]
+    _solve_windows(sums.weight, sums.first, sums.second, low, high, boundaries)
     return boundaries
 
 
-def _slot_base(count: np.ndarray) -> np.ndarray:
-    """Start of each range in a layer's ``choice`` array, which has a sentinel on both sides of a range."""
-    return np.cumsum(count + 2) - (count + 2)
+@numba.njit(nogil=True)
+def _solve_windows(
+    weight: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    boundaries: np.ndarray,
+) -> None:
+    k = low.shape[1] - 1
+    previous = np.empty(weight.size)  # by prefix position; read only inside the windows
+    for t in range(low.shape[0]):
+        count = high[t] - low[t] + 1
+        layer_start = np.zeros(k + 2, dtype=np.int64)
+        layer_start[3:] = np.cumsum(count[2:])
+        choices = np.empty(layer_start[-1], dtype=np.int64)  # argmin of each row of layers 2..k
+        begin = low[t, 0]
+        for row in range(low[t, 1], high[t, 1] + 1):
+            spread = first[row] - first[begin]
+            cost = (second[row] - second[begin]) - spread * spread / (weight[row] - weight[begin])
+            previous[row] = cost - second[row]
+        for j in range(2, k + 1):
+            best = _layer_minima(
+                weight,
+                first,
+                second,
+                previous,
+                (low[t, j - 1], high[t, j - 1]),
+                (low[t, j], high[t, j]),
+                choices[layer_start[j] : layer_start[j + 1]],
+            )
+            previous[low[t, j] : high[t, j] + 1] = best - second[low[t, j] : high[t, j] + 1]
+        boundaries[t, 0], boundaries[t, k] = low[t, 0], high[t, k]
+        for j in range(k, 1, -1):
+            boundaries[t, j - 1] = choices[layer_start[j] + boundaries[t, j] - low[t, j]]
 
 
+@numba.njit(nogil=True)
 def _layer_minima(
-    sums: _Sums,
+    weight: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
     previous: np.ndarray,
-    columns: tuple[np.ndarray, np.ndarray],
-    rows: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row minima of ``previous[m] + cost(m, i)`` over columns ``m < i``, one range per histogram.
+    columns: tuple[int, int],
+    rows: tuple[int, int],
+    choice: np.ndarray,
+) -> np.ndarray:
+    """Row minima of ``previous[m] + cost(m, i)`` over columns ``m < i`` of one histogram's window.
 
     ``previous`` is the previous layer minus the squared prefix sum. The cost is Monge, so an argmin
-    of row i bounds those of the rows around it: divide and conquer over rows. The split points of a
-    power-of-two range do not depend on the argmins, so each depth is one vectorised pass over rows
-    ``s - 1, 3s - 1, ...`` of every range, bounded by the argmins of rows ``-+ s`` found before.
-    Returns the minima (ranges end to end) and the argmins laid out as ``_slot_base`` describes.
+    of row i bounds those of the rows around it: divide and conquer over rows, in strides of powers of
+    two (rows ``s - 1, 3s - 1, ...`` bounded by the argmins of rows ``-+ s`` found before). Ties go to
+    the lowest column. Returns the minima and writes the argmins into ``choice``.
     """
     first_row, last_row = rows
     count = last_row - first_row + 1
-    out_base = np.cumsum(count) - count
-    slot_base = _slot_base(count)
-    best = np.empty(int(count.sum()))
-    choice = np.empty(best.size + 2 * count.size, dtype=np.intp)
-    choice[slot_base], choice[slot_base + count + 1] = columns
-    stride = 1 << int(count.max()).bit_length()
+    best = np.empty(count)
+    stride = 1
+    while stride <= count:
+        stride <<= 1
     while stride > 1:
         stride >>= 1
-        index, run = _ragged((count + stride) // (2 * stride))
-        offset = index * (2 * stride) + stride - 1
-        slot = slot_base[run] + 1 + offset
-        row = first_row[run] + offset
-        col_lo = choice[slot - stride]
-        col_hi = np.minimum(choice[slot - offset + np.minimum(offset + stride, count[run])], row - 1)
-        width = col_hi - col_lo + 1
-        starts = np.cumsum(width) - width
-        column = np.arange(starts[-1] + width[-1]) + np.repeat(col_lo - starts, width)
-        weight = np.repeat(sums.weight[row], width) - sums.weight[column]
-        first = np.repeat(sums.first[row], width) - sums.first[column]
-        first *= first
-        first /= weight
-        candidate = previous[column] - first
-        minimum = np.minimum.reduceat(candidate, starts)
-        hits = np.flatnonzero(candidate == np.repeat(minimum, width))
-        best[out_base[run] + offset] = minimum + sums.second[row]
-        choice[slot] = column[hits[np.searchsorted(hits, starts)]]
-    return best, choice
+        for offset in range(stride - 1, count, 2 * stride):
+            row = first_row + offset
+            col_lo = columns[0] if offset < stride else choice[offset - stride]
+            col_hi = min(columns[1] if offset + stride >= count else choice[offset + stride], row - 1)
+            minimum, argmin = np.inf, col_lo
+            for column in range(col_lo, col_hi + 1):
+                spread = first[row] - first[column]
+                spread *= spread
+                spread /= weight[row] - weight[column]
+                candidate = previous[column] - spread
+                if candidate < minimum:
+                    minimum, argmin = candidate, column
+            best[offset] = minimum + second[row]
+            choice[offset] = argmin
+    return best
 
 
 def _trust_region(
@@ -472,10 +479,14 @@ def assign_indices(weight: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def _indices(bits: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """One gather through a 65,536-entry table: bit pattern -> nearest LUT entry."""
-    table = _index_table(lut)
+    return _look_up(_index_table(lut), bits)
+
+
+@numba.njit(nogil=True)
+def _look_up(table: np.ndarray, bits: np.ndarray) -> np.ndarray:
     indices = np.empty(bits.size, dtype=np.uint8)
-    for start in range(0, bits.size, _CHUNK):
-        np.take(table, bits[start : start + _CHUNK], out=indices[start : start + _CHUNK])
+    for i in range(bits.size):
+        indices[i] = table[bits[i]]
     return indices
 
 
@@ -534,22 +545,48 @@ def tensor_key(weight: np.ndarray, nbits: int) -> str:
     return digest.hexdigest()
 
 
+def _memory_key(weight: np.ndarray) -> tuple[int, tuple[int, ...], tuple[int, ...], str]:
+    """Where an array's elements live: arrays with equal keys hold the same elements."""
+    return (weight.__array_interface__["data"][0], weight.shape, weight.strides, weight.dtype.str)
+
+
+class KnownLuts:
+    """LUTs computed ahead (``luts``, by ``tensor_key``), for the ``lut_function`` hook.
+
+    coremltools hands the hook a view of the program's own weight array, so a weight given here in
+    ``weights`` (by the same key) is found again by where its elements live, without hashing it a
+    second time; any other weight is looked up by its content key. The weights are held, so that no
+    other array can take their memory meanwhile.
+    """
+
+    def __init__(
+        self, luts: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        self._luts = dict(luts)
+        self._weights = dict(weights or {})
+        self._keys = {_memory_key(weight): key for key, weight in self._weights.items()}
+
+    def find(self, weight: np.ndarray, nbits: int) -> np.ndarray | None:
+        key = self._keys.get(_memory_key(weight))
+        return self._luts.get(tensor_key(weight, nbits) if key is None else key)
+
+
 def lut_function(
-    nbits: int, luts: Mapping[str, np.ndarray] | None = None
+    nbits: int, luts: KnownLuts | None = None
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Hook for ``coremltools.optimize.coreml.OpPalettizerConfig(mode="custom", lut_function=...)``.
 
     coremltools calls it once per weight with the whole tensor (per-tensor granularity) and expects
     ``(lut, indices)``: ``2**nbits`` entries in the weight's dtype and one uint8 index per element;
-    it packs the indices and emits ``constexpr_lut_to_dense``. ``luts`` (keyed by ``tensor_key``)
-    lets LUTs computed ahead, e.g. by ``palettize_tensors`` or from a cache, skip the k-means.
+    it packs the indices and emits ``constexpr_lut_to_dense``. ``luts`` lets LUTs computed ahead,
+    e.g. by ``palettize_tensors`` or from a cache, skip the k-means.
     """
     if nbits not in SUPPORTED_NBITS:
         raise ValueError(f"nbits must be one of {SUPPORTED_NBITS} (Core ML LUT sizes), got {nbits}")
 
     def palettize(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bits = fp16_bits(weight)
-        lut = None if luts is None else luts.get(tensor_key(weight, nbits))
+        lut = None if luts is None else luts.find(weight, nbits)
         if lut is None:
             lut = fp16_luts([_histogram(bits)], nbits)[0]
         return lut.astype(weight.dtype), _indices(bits, lut)

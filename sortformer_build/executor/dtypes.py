@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from coremltools.proto import MIL_pb2
 
@@ -112,28 +113,80 @@ def tensor_type(value_type: MIL_pb2.ValueType) -> TensorType:
     return TensorType(dtype_name(tensor.dataType), shape)
 
 
-# float16 keeps 11 significant bits; its normal exponents start at 2**-14 (biased float32 exponent 113),
-# below which the spacing stays 2**-24; values from 65520 up round to infinity.
-_FP16_MIN_NORMAL_EXPONENT = np.uint32(113)
-_FP16_OVERFLOW = np.float32(65520.0)
+# float32 bit patterns (sign cleared): below 2**-14 float16 is subnormal, with a spacing of 2**-24; from
+# 65520 up a value rounds to infinity; above infinity lie the NaNs.
+_SIGN = np.uint32(0x80000000)
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
+_MIN_NORMAL = np.uint32(0x38800000)
+_OVERFLOW = np.uint32(0x477FF000)
+_INFINITY = np.uint32(0x7F800000)
+# float16 keeps the top 10 of float32's 23 mantissa bits.
+_KEPT = np.uint32(0xFFFFE000)
+_HALF_DROPPED_MINUS_ONE = np.uint32(0x0FFF)
+_DROPPED_WIDTH = np.uint32(13)
+_ONE = np.uint32(1)
+_MIN_NORMAL_FLOAT = np.float32(2.0**-14)
+_HALF = np.float32(0.5)
+# Elements per block: small enough to stay in the L1 cache when a block needs its second pass.
+_BLOCK = 512
 
 
-def round_to_fp16(values: np.ndarray) -> np.ndarray:
+@numba.njit(nogil=True)
+def _round_flat(values: np.ndarray) -> bool:
+    """Round a 1-D float32 array to float16 values in place; returns whether it holds NaNs (left as is).
+
+    The first loop of a block works on the bit patterns and has no branches, so it compiles to SIMD: a
+    normal value gets its 13 dropped mantissa bits rounded to nearest, ties to even (a carry moves into
+    the exponent), a value past the float16 range becomes infinity. Blocks holding float16-subnormal
+    values or NaNs take a second, floating-point loop: adding 0.5, whose float32 spacing is the float16
+    subnormal spacing, rounds a magnitude below 2**-14 the same way.
+    """
+    bits = values.view(np.uint32)
+    has_nan = False
+    for start in range(0, bits.size, _BLOCK):
+        block = bits[start : start + _BLOCK]
+        unusual = 0
+        for i in range(block.size):
+            pattern = block[i]
+            magnitude = pattern & _MAGNITUDE
+            odd = (pattern >> _DROPPED_WIDTH) & _ONE
+            rounded = (pattern + _HALF_DROPPED_MINUS_ONE + odd) & _KEPT
+            infinite = (pattern & _SIGN) | _INFINITY
+            normal = (magnitude >= _MIN_NORMAL) & (magnitude < _OVERFLOW)
+            overflow = (magnitude >= _OVERFLOW) & (magnitude <= _INFINITY)
+            block[i] = rounded if normal else (infinite if overflow else pattern)
+            unusual += ((magnitude - _ONE) < (_MIN_NORMAL - _ONE)) | (magnitude > _INFINITY)
+        if unusual:
+            floats = values[start : start + _BLOCK]
+            for i in range(floats.size):
+                value = floats[i]
+                size = abs(value)
+                has_nan |= value != value
+                floats[i] = np.copysign((size + _HALF) - _HALF, value) if size < _MIN_NORMAL_FLOAT else value
+    return has_nan
+
+
+def round_to_fp16(values: np.ndarray, *, reuse: bool = False) -> np.ndarray:
     """float32 values rounded to the nearest float16 (ties to even), still held as float32.
 
-    Same result as `values.astype(np.float16).astype(np.float32)`, without NumPy's slow per-element
-    float16 conversion: scale each value so that its float16 spacing becomes 1, round to an integer,
-    scale back. Spacings are powers of two read from the float32 exponent, so every step is exact.
+    Same result as `values.astype(np.float16).astype(np.float32)`, bit for bit, in one compiled pass
+    instead of NumPy's two conversions. The result is a new array in the memory layout of `values`; with
+    `reuse` (the caller vouches that nothing else reads `values`), a writeable float32 `values` held in
+    one block of memory is rounded in place and returned.
     """
-    values = np.asarray(values, dtype=np.float32)
-    exponent = np.maximum(
-        (values.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF), _FP16_MIN_NORMAL_EXPONENT
-    )
-    spacing = ((exponent - np.uint32(10)) << np.uint32(23)).view(np.float32)
-    inverse_spacing = ((np.uint32(264) - exponent) << np.uint32(23)).view(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
-        rounded = np.rint(values * inverse_spacing) * spacing
-        overflow_or_nan = ~(np.abs(values) < _FP16_OVERFLOW)
-        if overflow_or_nan.any():
-            rounded[overflow_or_nan] = values[overflow_or_nan].astype(np.float16).astype(np.float32)
+    array = np.asarray(values)
+    if reuse and array.dtype == np.float32 and array.flags.writeable:
+        flat = array.ravel(order="K")
+        if np.may_share_memory(flat, array):  # a view: the array is one block of memory
+            _round_in_place(flat)
+            return array
+    rounded = np.array(array, dtype=np.float32, order="K")
+    _round_in_place(rounded.ravel(order="K"))
     return rounded
+
+
+def _round_in_place(flat: np.ndarray) -> None:
+    if _round_flat(flat):
+        # NumPy's own conversion, so that NaN payloads come out as NumPy makes them.
+        nan = np.isnan(flat)
+        flat[nan] = flat[nan].astype(np.float16).astype(np.float32)

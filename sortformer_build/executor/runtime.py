@@ -69,8 +69,12 @@ def _describe(value: np.ndarray) -> str:
     return f"{value.dtype}[{', '.join(str(d) for d in value.shape)}]"
 
 
-def _finish(op: Operation, var: Var, value: object, to_fp16: bool) -> Value:
-    """Check an op result against its declaration; round it to float16 if asked and fp16-typed."""
+def _finish(op: Operation, var: Var, value: object, to_fp16: bool, arguments: Sequence[Value]) -> Value:
+    """Check an op result against its declaration; round it to float16 if asked and fp16-typed.
+
+    A result that shares no memory with the op's `arguments` is the op's own new array, so it is
+    rounded in place; a view of an argument is rounded into a copy.
+    """
     if var.type.dtype == "string":
         if not isinstance(value, str):
             raise DeclaredTypeError(f"{op.location} ({op.type}): output '{var.name}' should be a string")
@@ -83,8 +87,12 @@ def _finish(op: Operation, var: Var, value: object, to_fp16: bool) -> Value:
             f"declared {var.type.describe()} (held as {expected})"
         )
     if to_fp16 and var.type.dtype == "fp16":
-        return round_to_fp16(array)
+        return round_to_fp16(array, reuse=not _shares_memory(array, arguments))
     return array
+
+
+def _shares_memory(array: np.ndarray, arguments: Sequence[Value]) -> bool:
+    return any(isinstance(a, np.ndarray) and np.may_share_memory(array, a) for a in arguments)
 
 
 def _same_value(a: Value, b: Value) -> bool:
@@ -255,8 +263,9 @@ class Program:
             raise OpExecutionError(
                 f"{op.location} ({op.type}) produced {len(results)} values for {len(op.outputs)} outputs"
             )
+        arguments = [value for bound in values.values() for value in bound] if to_fp16 else []
         for var, value in zip(op.outputs, results, strict=True):
-            env[var.name] = _finish(op, var, value, to_fp16)
+            env[var.name] = _finish(op, var, value, to_fp16, arguments)
 
     def _prepare_input(self, var: Var, value: np.ndarray, precision: str) -> np.ndarray:
         array = np.asarray(value)
