@@ -11,21 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sortformer_build.build import build
-from sortformer_build.executor.package import Literal
 
 from sortformer_build import contract
 from sortformer_build.config import (
     BuildConfig,
     CheckpointConfig,
     CompressionConfig,
+    GateConfig,
     VariantConfig,
     VerifyConfig,
 )
 from sortformer_build.executor import Model, load_package
 from sortformer_build.executor.dtypes import compute_dtype, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
+from sortformer_build.executor.spec import Literal
 from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.job.build import build
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 
@@ -131,7 +132,12 @@ def palettized_package(tmp_path_factory: pytest.TempPathFactory, shared_cache: P
     output = tmp_path_factory.mktemp("float16")
     config = BuildConfig(
         variant=VariantConfig(name="test", version="v2.1", file_name="Sortformer_test", **DEFAULT.__dict__),
-        compression=CompressionConfig(name="palettized6", folder="palettized", nbits=6),
+        compression=CompressionConfig(
+            name="palettized6",
+            folder="palettized",
+            nbits=6,
+            gates=GateConfig(min_twin_decision_agreement=0.97),
+        ),
         checkpoint=CheckpointConfig(source="tiny"),
         output_dir=str(output),
         cache_dir=str(shared_cache),
