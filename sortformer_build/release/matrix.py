@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import Geometry
 from sortformer_build.job.status import JobStatus, read_statuses
 from sortformer_build.stages.manifest import Manifest, ManifestError
 from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
@@ -70,7 +70,7 @@ class ReleaseRow:
     manifest: str | None = None
     nbits: int | None = None
     bytes: int | None = None
-    geometry: StreamingGeometry | None = None
+    geometry: Geometry | None = None
     latency_seconds: float | None = None
     steps: list[Step] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -141,7 +141,7 @@ def _cells(row: ReleaseRow) -> list[str]:
         row.package or "",
         row.compression or "",
         row.geometry.describe(),
-        f"{row.geometry.latency_seconds:.2f} s",
+        row.geometry.latency,
         f"{row.bytes / MB:.1f} MB",
         f"{ratio:.2f}" if ratio else "",
         _verification(row.steps),
@@ -190,7 +190,7 @@ def plan_row(status: JobStatus) -> list[str]:
         plan.package,
         plan.compression,
         plan.geometry,
-        f"{plan.latency_seconds:.2f} s",
+        plan.latency,
         "up to date" if plan.up_to_date else "build",
         plan.checkpoint,
         ", ".join(f"{stage.name} {stage.prediction.value}" for stage in plan.stages),

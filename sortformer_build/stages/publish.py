@@ -12,9 +12,9 @@ from sortformer_build.stages.manifest import (
     ArtifactRecord,
     CheckpointRecord,
     CompressionRecord,
-    DerivedShapes,
     Manifest,
     job_digest,
+    shapes_of,
 )
 from sortformer_build.store import atomic
 from sortformer_build.store.provenance import python_version
@@ -63,7 +63,7 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
             compression.name, compression.folder, compression.nbits, compression.release
         ),
         geometry=config.variant.geometry,
-        shapes=DerivedShapes.of(config.variant.geometry),
+        shapes=shapes_of(config.variant.geometry),
         checkpoint=CheckpointRecord(
             source=checkpoint.source,
             origin=checkpoint.origin,
