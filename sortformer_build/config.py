@@ -79,11 +79,11 @@ class VariantConfig:
         )
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
-            raise ConfigError(f"a {self.mode.value} variant needs variant.{', variant.'.join(missing)}")
+            raise ConfigError(f"{self.mode.value} variants need variant.{', variant.'.join(missing)}")
         stray = [name for name in unused if getattr(self, name) is not None]
         if stray:
             raise ConfigError(
-                f"variant.{', variant.'.join(stray)} do not apply to a {self.mode.value} variant"
+                f"variant.{', variant.'.join(stray)} cannot be set for {self.mode.value} variants"
             )
         values = {name: getattr(self, name) for name in needed}
         return OfflineGeometry(**values) if offline else StreamingGeometry(**values)

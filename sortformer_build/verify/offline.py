@@ -18,7 +18,7 @@ MEL_FRAMES_PER_SECOND = 100
 # (name, valid share of the window, share of the audio with speech)
 WINDOW_CASES = (
     ("full window of a conversation", 1.0, 1.0),
-    ("short last window, zero-padded", 0.45, 1.0),
+    ("short last window, zero-padded", 0.7, 1.0),
     ("mostly silence, one short burst of speech", 1.0, 0.15),
 )
 
@@ -32,7 +32,8 @@ def window_cases(model: Any, geometry: OfflineGeometry, seed: int) -> list[dict[
         audio = reference.synthetic_conversation(seconds, seed + index)
         audio *= _burst(audio.size, speech_share)
         mel = reference.mel_features(model, audio)[:, :, :frames].astype(np.float32)
-        # Off the 8-frame grid on purpose: the subsampled length must round as NeMo rounds it.
+        # Off the 8-frame grid and above 2048 (where fp16 stops holding every integer) on purpose:
+        # the subsampled length must come out exactly as NeMo computes it.
         valid = frames if valid_share == 1.0 else round(frames * valid_share) + 3
         mel[:, :, valid:] = 0.0
         cases.append({contract.MEL: mel, contract.MEL_LENGTH: np.array([valid], dtype=np.int32)})
