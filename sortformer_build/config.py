@@ -19,7 +19,7 @@ from sortformer_build.coreml.palettize import PalettizerEngine
 from sortformer_build.coreml.palettizer import SUPPORTED_NBITS
 from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import StreamingGeometry, validate_geometry
+from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry, validate_geometry
 
 CHECKPOINT_VERSIONS = ("v2", "v2.1")
 CACHE_ENVIRONMENT_VARIABLE = "SORTFORMER_BUILD_CACHE"
@@ -42,24 +42,51 @@ class ExecutorPrecision(StrEnum):
     float32 = "float32"
 
 
+class VariantMode(StrEnum):
+    streaming = "streaming"  # chunk by chunk, with a speaker cache and FIFO (a pipeline)
+    offline = "offline"  # one fused program over a whole window
+
+
+_STREAMING_FIELDS = tuple(f.name for f in fields(StreamingGeometry))
+_OFFLINE_FIELDS = tuple(f.name for f in fields(OfflineGeometry))
+
+
 @dataclass
 class VariantConfig:
     name: str = MISSING
     version: str = MISSING
     file_name: str = MISSING
-    chunk_len: int = MISSING
-    chunk_left_context: int = MISSING
-    chunk_right_context: int = MISSING
-    fifo_len: int = MISSING
-    spkcache_len: int = MISSING
-    spkcache_update_period: int = MISSING
+    mode: VariantMode = VariantMode.streaming
+    # Streaming geometry (output frames); unset for an offline variant.
+    chunk_len: int | None = None
+    chunk_left_context: int | None = None
+    chunk_right_context: int | None = None
+    fifo_len: int | None = None
+    spkcache_len: int | None = None
+    spkcache_update_period: int | None = None
+    # Offline window (mel frames); unset for a streaming variant.
+    window_frames: int | None = None
     # False once any geometry field differs from the option's published preset: such a model
     # gets its own file name and its manifest says it is not a released geometry.
     released: bool = True
 
     @property
-    def geometry(self) -> StreamingGeometry:
-        return StreamingGeometry(**{f.name: getattr(self, f.name) for f in fields(StreamingGeometry)})
+    def geometry(self) -> Geometry:
+        """The one place the mode decides the model: every stage reads the kind from this."""
+        offline = self.mode is VariantMode.offline
+        needed, unused = (
+            (_OFFLINE_FIELDS, _STREAMING_FIELDS) if offline else (_STREAMING_FIELDS, _OFFLINE_FIELDS)
+        )
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"{self.mode.value} variants need variant.{', variant.'.join(missing)}")
+        stray = [name for name in unused if getattr(self, name) is not None]
+        if stray:
+            raise ConfigError(
+                f"variant.{', variant.'.join(stray)} cannot be set for {self.mode.value} variants"
+            )
+        values = {name: getattr(self, name) for name in needed}
+        return OfflineGeometry(**values) if offline else StreamingGeometry(**values)
 
 
 def as_custom(variant: VariantConfig, preset: VariantConfig) -> VariantConfig:
@@ -71,11 +98,7 @@ def as_custom(variant: VariantConfig, preset: VariantConfig) -> VariantConfig:
         return variant
     file_name = variant.file_name
     if file_name == preset.file_name:
-        file_name = (
-            f"{preset.file_name}_c{geometry.chunk_len}-{geometry.chunk_left_context}-"
-            f"{geometry.chunk_right_context}_f{geometry.fifo_len}_s{geometry.spkcache_len}"
-            f"_p{geometry.spkcache_update_period}"
-        )
+        file_name = f"{preset.file_name}_{geometry.tag()}"
     return replace(variant, file_name=file_name, released=False)
 
 

@@ -1,10 +1,11 @@
-"""The Core ML I/O contract the Swift runtime reads: names, dtypes and shapes per geometry."""
+"""The Core ML I/O contracts the Swift runtime reads: names, dtypes and shapes per geometry,
+for the streaming pipeline and for the offline whole-window model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sortformer_build.geometry import NUM_SPEAKERS, StreamingGeometry
+from sortformer_build.geometry import NUM_SPEAKERS, Geometry, OfflineGeometry, StreamingGeometry
 
 N_MELS = 128
 
@@ -29,6 +30,15 @@ PACKED_LENGTHS = "pre_encoder_lengths"
 PRE_ENCODER_OUTPUTS = (CHUNK_EMBS, CHUNK_EMB_LENGTHS, PACKED_EMBS, PACKED_LENGTHS)
 HEAD_INPUTS = (PACKED_EMBS, PACKED_LENGTHS)
 HEAD_OUTPUTS = (SPEAKER_PREDS,)
+
+# The offline model: a whole window of mel features, channels-first, in; probabilities out.
+MEL = "mel"
+MEL_LENGTH = "mel_length"
+OFFLINE_INPUTS = (MEL, MEL_LENGTH)
+OFFLINE_PREDS = "speaker_preds"
+OFFLINE_OUTPUTS = (OFFLINE_PREDS,)
+# Creator-defined metadata of the offline model beside its window: which weights it carries.
+CHECKPOINT_VERSION = "checkpoint_version"
 
 
 @dataclass(frozen=True)
@@ -57,3 +67,20 @@ def pipeline_contract(
         TensorContract(CHUNK_EMB_LENGTHS, i32, (1,)),
     ]
     return inputs, outputs
+
+
+def offline_contract(geometry: OfflineGeometry) -> tuple[list[TensorContract], list[TensorContract]]:
+    """Inputs and outputs an offline model for `geometry` must declare."""
+    inputs = [
+        TensorContract(MEL, ("FLOAT32",), (1, N_MELS, geometry.window_frames)),
+        TensorContract(MEL_LENGTH, ("INT32",), (1,)),
+    ]
+    outputs = [TensorContract(OFFLINE_PREDS, ("FLOAT32",), (1, geometry.output_frames, NUM_SPEAKERS))]
+    return inputs, outputs
+
+
+def contract_for(geometry: Geometry, d_model: int) -> tuple[list[TensorContract], list[TensorContract]]:
+    """The contract of the model `geometry` describes."""
+    if isinstance(geometry, OfflineGeometry):
+        return offline_contract(geometry)
+    return pipeline_contract(geometry, d_model)

@@ -1,6 +1,8 @@
-"""Streaming geometry: the frame arithmetic every stage and the Swift runtime agree on.
+"""Model geometry: the frame arithmetic every stage and the Swift runtime agree on, for a
+streaming model (chunks with a speaker cache and FIFO) or an offline one (one whole window).
 
-All lengths are in output frames of 80 ms (8x subsampling of 10 ms mel frames).
+Streaming lengths are in output frames of 80 ms (8x subsampling of 10 ms mel frames); an
+offline window is given in mel frames, as the runtime feeds it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ ANE_MAX_DIMENSION = 16384
 
 
 class GeometryError(BuildError, ValueError):
-    """A streaming geometry that NeMo or the runtime cannot serve."""
+    """A geometry that NeMo or the runtime cannot serve."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class StreamingGeometry:
         return round((self.chunk_len + self.chunk_right_context) * FRAME_SECONDS, 2)
 
     @property
+    def latency(self) -> str:
+        """The latency as the matrix and the dry run show it."""
+        return f"{self.latency_seconds:.2f} s"
+
+    @property
     def effective_update_period(self) -> int:
         """The period NeMo and the host runtimes actually use (they clamp the configured one)."""
         return min(max(self.spkcache_update_period, self.chunk_len), self.fifo_len + self.chunk_len)
@@ -58,6 +65,13 @@ class StreamingGeometry:
         return (
             f"chunk {self.chunk_len} (context {self.chunk_left_context}+{self.chunk_right_context}), "
             f"fifo {self.fifo_len}, spkcache {self.spkcache_len}, period {self.spkcache_update_period}"
+        )
+
+    def tag(self) -> str:
+        """The geometry in a file name, for models that are not a released preset."""
+        return (
+            f"c{self.chunk_len}-{self.chunk_left_context}-{self.chunk_right_context}_f{self.fifo_len}"
+            f"_s{self.spkcache_len}_p{self.spkcache_update_period}"
         )
 
     def metadata(self) -> dict[str, str]:
@@ -75,7 +89,94 @@ class StreamingGeometry:
             raise GeometryError(f"model metadata has a non-integer geometry entry: {error}") from None
 
 
-def validate_geometry(geometry: StreamingGeometry) -> list[str]:
+@dataclass(frozen=True)
+class OfflineGeometry:
+    """One fused model over a fixed window of `window_frames` mel frames, zero-padded when the
+    audio is shorter."""
+
+    window_frames: int
+
+    @property
+    def output_frames(self) -> int:
+        return self.window_frames // SUBSAMPLING_FACTOR
+
+    @property
+    def latency_seconds(self) -> float:
+        """A window is diarized once all of it is there."""
+        return round(self.output_frames * FRAME_SECONDS, 2)
+
+    @property
+    def latency(self) -> str:
+        return f"whole window, {self.latency_seconds:.2f} s"
+
+    def describe(self) -> str:
+        return f"offline window {self.window_frames} mel frames ({self.output_frames} output frames)"
+
+    def tag(self) -> str:
+        return f"w{self.window_frames}"
+
+    def metadata(self) -> dict[str, str]:
+        """What the runtime reads to know the model: its window, and the frame arithmetic."""
+        return {
+            "window_frames": str(self.window_frames),
+            "subsampling_factor": str(SUBSAMPLING_FACTOR),
+            "frame_duration": str(FRAME_SECONDS),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> OfflineGeometry:
+        try:
+            geometry = cls(int(metadata["window_frames"]))
+        except ValueError as error:
+            raise GeometryError(f"model metadata has a non-integer window_frames: {error}") from None
+        stated = {key: metadata.get(key) for key in ("subsampling_factor", "frame_duration")}
+        expected = {key: geometry.metadata()[key] for key in stated}
+        if stated != expected:
+            raise GeometryError(f"model metadata says {stated}, expected {expected}")
+        return geometry
+
+
+Geometry = StreamingGeometry | OfflineGeometry
+
+
+def geometry_from_metadata(metadata: dict[str, str]) -> Geometry:
+    """The geometry a saved model's metadata describes: a window makes it an offline model."""
+    if "window_frames" in metadata:
+        return OfflineGeometry.from_metadata(metadata)
+    return StreamingGeometry.from_metadata(metadata)
+
+
+def geometry_from_dict(data: dict[str, int]) -> Geometry:
+    """A geometry as a manifest records it (its dataclass fields)."""
+    return OfflineGeometry(**data) if "window_frames" in data else StreamingGeometry(**data)
+
+
+def validate_geometry(geometry: Geometry) -> list[str]:
+    """Raise GeometryError for a geometry NeMo or the runtime rejects; return warnings for
+    values NeMo clamps."""
+    if isinstance(geometry, OfflineGeometry):
+        _validate_window(geometry)
+        return []
+    return _validate_streaming(geometry)
+
+
+def _validate_window(geometry: OfflineGeometry) -> None:
+    frames = geometry.window_frames
+    if isinstance(frames, bool) or not isinstance(frames, int):
+        raise GeometryError(f"window_frames must be an integer, got {frames!r}")
+    if frames < SUBSAMPLING_FACTOR or frames % SUBSAMPLING_FACTOR:
+        raise GeometryError(
+            f"window_frames must be a positive multiple of the subsampling factor {SUBSAMPLING_FACTOR}, "
+            f"got {frames}"
+        )
+    if frames > ANE_MAX_DIMENSION:
+        raise GeometryError(
+            f"a window of {frames} mel frames exceeds the Neural Engine's {ANE_MAX_DIMENSION}-element "
+            "dimension limit"
+        )
+
+
+def _validate_streaming(geometry: StreamingGeometry) -> list[str]:
     """Raise GeometryError for a geometry NeMo rejects; return warnings for values it clamps.
 
     The bounds are those of NeMo's `SortformerModules._check_streaming_parameters` and of the

@@ -24,6 +24,10 @@ RELEASE = {
     "nvidia_low_v2": ("SortformerNvidiaLow_v2", 6, 1, 7, 188, 188, 144),
     "nvidia_high_v2": ("SortformerNvidiaHigh_v2", 340, 1, 40, 40, 188, 300),
 }
+# The offline model: file name and window (mel frames), written out independently of conf/.
+OFFLINE = {"offline": ("SortformerOffline_v2.1", 3072)}
+# Every variant option: what `variant=glob(*)` sweeps.
+ALL_VARIANTS = {**RELEASE, **OFFLINE}
 TINY_D_MODEL = 64
 
 

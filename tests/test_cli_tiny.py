@@ -11,7 +11,7 @@ from coremltools.proto import Model_pb2
 
 from sortformer_build.coreml.package import package_digest
 
-from .conftest import RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
+from .conftest import ALL_VARIANTS, OFFLINE, RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
 
 FOLDERS = {"fp16": "fp16", "palettized6": "palettized"}
 FLOAT32, FLOAT16, INT32 = 65568, 65552, 131104
@@ -141,13 +141,17 @@ def _sha256(path: Path) -> str:
 
 def test_release_summary_lists_every_artifact(tiny_release: Path) -> None:
     matrix = json.loads((tiny_release / "matrix.json").read_text())
-    assert (matrix["jobs"], matrix["failed"]) == (14, 0)
+    assert (matrix["jobs"], matrix["failed"]) == (16, 0)
     rows = {(row["variant"], row["compression"]): row for row in matrix["artifacts"]}
-    assert set(rows) == {(variant, compression) for variant in RELEASE for compression in FOLDERS}
+    assert set(rows) == {(variant, compression) for variant in ALL_VARIANTS for compression in FOLDERS}
     for (variant, compression), row in rows.items():
-        file_name, chunk, _, right, *_ = RELEASE[variant]
+        file_name = ALL_VARIANTS[variant][0]
         assert row["package"] == f"{FOLDERS[compression]}/{file_name}.mlpackage"
-        assert row["latency_seconds"] == round((chunk + right) * 0.08, 2)
+        if variant in OFFLINE:
+            assert row["latency_seconds"] == round(OFFLINE[variant][1] / 8 * 0.08, 2)
+        else:
+            _, chunk, _, right, *_ = RELEASE[variant]
+            assert row["latency_seconds"] == round((chunk + right) * 0.08, 2)
         assert row["bytes"] == sum(
             p.stat().st_size for p in (tiny_release / row["package"]).rglob("*") if p.is_file()
         )
@@ -172,11 +176,11 @@ def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cac
     run = run_cli(*RELEASE_SWEEP, f"cache_dir={shared_cache}", cwd=work)
     assert run.returncode == 0, run.output[-3000:]
     statuses = sweep_statuses(work)
-    assert len(statuses) == 14 and all(status["up_to_date"] for status in statuses)
+    assert len(statuses) == 16 and all(status["up_to_date"] for status in statuses)
     matrix = json.loads((tiny_release / "matrix.json").read_text())
     assert all(row["up_to_date"] for row in matrix["artifacts"])
     printed = markdown_rows(run.stdout[run.stdout.index("| artifact |") :])
-    assert len(printed) == 14 and {row["cache"] for row in printed} == {"up to date"}
+    assert len(printed) == 16 and {row["cache"] for row in printed} == {"up to date"}
 
 
 def test_dry_run_says_the_release_is_up_to_date(tiny_release: Path, shared_cache: Path) -> None:
@@ -185,7 +189,7 @@ def test_dry_run_says_the_release_is_up_to_date(tiny_release: Path, shared_cache
     run = run_cli(*RELEASE_SWEEP, "dry_run=true", f"cache_dir={shared_cache}", cwd=work)
     assert run.returncode == 0, run.output[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("Dry run: ")]
-    assert len(lines) == 14 and all("up to date, nothing to build" in line for line in lines)
+    assert len(lines) == 16 and all("up to date, nothing to build" in line for line in lines)
     assert sorted(p.stat().st_mtime_ns for p in tiny_release.rglob("*")) == before
 
 

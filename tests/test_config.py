@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from sortformer_build.cli.app import describe, register_schemas
 from sortformer_build.config import BuildConfig, validate_config
 
-from .conftest import RELEASE
+from .conftest import ALL_VARIANTS, OFFLINE, RELEASE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,7 +36,7 @@ def options(group: str) -> list[str]:
 
 
 def test_the_groups_hold_exactly_the_release_options() -> None:
-    assert set(options("variant")) == set(RELEASE)
+    assert set(options("variant")) == set(ALL_VARIANTS)
     assert set(options("compression")) == {"fp16", "palettized4", "palettized6", "palettized8"}
 
 
@@ -46,6 +46,14 @@ def test_every_variant_composes_to_its_released_geometry(variant: str) -> None:
     file_name, *geometry = RELEASE[variant]
     assert config.variant.file_name == file_name
     assert list(config.variant.geometry.metadata().values()) == [str(value) for value in geometry]
+
+
+def test_the_offline_variant_composes_to_its_window() -> None:
+    variant = composed("variant=offline").variant
+    file_name, window_frames = OFFLINE["offline"]
+    assert (variant.file_name, variant.version) == (file_name, "v2.1")
+    assert variant.geometry.metadata()["window_frames"] == str(window_frames)
+    assert variant.geometry.latency == "whole window, 30.72 s"
 
 
 def test_compressions_carry_their_gates() -> None:
@@ -74,6 +82,11 @@ def test_compressions_carry_their_gates() -> None:
         (["verify.precision=fp16"], "Invalid value 'fp16', expected one of [float16, float32]"),
         (["compression.engine=kmeans"], "Invalid value 'kmeans', expected one of [fast, coremltools]"),
         (["checkpoint=local"], "checkpoint=local needs checkpoint.path=/path/to/model.nemo"),
+        (["variant=offline", "variant.chunk_len=6"], "variant.chunk_len cannot be set for offline variants"),
+        (["variant=offline", "variant.window_frames=1000.5"], "could not be converted to Integer"),
+        (["variant=offline", "variant.window_frames=1001"], "window_frames must be a positive multiple of"),
+        (["variant=offline", "variant.window_frames=null"], "offline variants need variant.window_frames"),
+        (["variant.window_frames=3072"], "variant.window_frames cannot be set for streaming variants"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides: list[str], message: str) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sortformer_build.coreml.package import package_size, read_package
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.verify.lint import Expectation, lint_package
 
-from .conftest import RELEASE, run_cli
+from .conftest import OFFLINE, RELEASE, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,27 @@ def test_manifest_counts_the_published_architecture(release: Path) -> None:
     assert record["parameters"]["total"] == 117_693_960
     assert record["checkpoint"]["source"] == "synthetic"
     assert record["shapes"]["chunk_mel_frames"] == 3048
+
+
+def test_full_size_offline_twins_pass_lint_and_their_gates(
+    tmp_path_factory: pytest.TempPathFactory, shared_cache: Path
+) -> None:
+    """The offline model at full size: both twins from one conversion, statically sound, the
+    palettized one at most 42 % of the fp16 one, parity gated on all three windows."""
+    work = tmp_path_factory.mktemp("full-offline")
+    sweep = ["--multirun", "variant=offline", "compression=fp16,palettized6", "checkpoint=synthetic"]
+    run = run_cli(*sweep, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    file_name, window = OFFLINE["offline"]
+    packages = {
+        folder: work / "outputs" / "synthetic" / folder / f"{file_name}.mlpackage" for folder in FOLDERS
+    }
+    for folder, package in packages.items():
+        expected = Expectation(geometry=OfflineGeometry(window), d_model=512, nbits=FOLDERS[folder])
+        assert lint_package(package, expected) == []
+        record = json.loads(package.with_suffix(".json").read_text())
+        assert record["parameters"]["total"] == 117_693_960
+        per_step = record["verification"]["parity"]["per_step_vs_nemo"]
+        assert len(per_step["cases"]) == 3 and per_step["overall"]["prob_spread"] > 0.1
+        assert record["verification"]["parity"]["streaming_vs_nemo"] is None
+    assert package_size(packages["palettized"]) / package_size(packages["fp16"]) <= 0.42

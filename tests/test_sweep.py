@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sortformer_build.cli.workers import parallel_jobs, usable_cores
 
-from .conftest import RELEASE, SCRIPT, Run, run_cli, sweep_statuses
+from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
 
@@ -71,19 +71,19 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.output[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("Dry run: ")]
-    assert len(lines) == 14
+    assert len(lines) == 16
     assert all(
         "would build" in line and "checkpoint not on this machine yet (would be made)" in line
         for line in lines
     )
-    assert run.stdout.count("cache states are unknown until the checkpoint exists") == 14
+    assert run.stdout.count("cache states are unknown until the checkpoint exists") == 16
     plans = [status["plan"] for status in sweep_statuses(tmp_path)]
     assert {plan["package"] for plan in plans} == {
         f"outputs/synthetic/{folder}/{file_name}.mlpackage"
         for folder in ("fp16", "palettized")
-        for file_name, *_ in RELEASE.values()
+        for file_name, *_ in ALL_VARIANTS.values()
     }
-    assert {plan["latency_seconds"] for plan in plans} == {1.04, 2.56, 30.4}
+    assert {plan["latency_seconds"] for plan in plans} == {1.04, 2.56, 30.4, 30.72}
     assert not (tmp_path / "outputs" / "synthetic").exists()
     assert not list(cache.rglob("*.nemo")) and not (cache / "build").exists()
 

@@ -237,10 +237,10 @@ def programs(model, tmp_path_factory: pytest.TempPathFactory) -> ProgramFiles:
 
 
 def _palettized(program: Path, destination: Path) -> Path:
-    from sortformer_build.coreml.palettize import PalettizerEngine, palettize_head
+    from sortformer_build.coreml.palettize import PalettizerEngine, palettize_program
     from sortformer_build.store.cache import ArrayStore
 
-    palettize_head(program, 6, PalettizerEngine.fast, destination, ArrayStore(None))
+    palettize_program(program, 6, PalettizerEngine.fast, destination, ArrayStore(None))
     return destination
 
 

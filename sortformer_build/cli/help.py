@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from sortformer_build.config import BuildConfig, CheckpointSource
+from sortformer_build.geometry import OfflineGeometry
 
 CONFIG_MODULE = "sortformer_build.conf"
 PRIMARY_CONFIG = "build"
@@ -17,7 +18,7 @@ PRIMARY_CONFIG = "build"
 _SOURCES = {
     CheckpointSource.hub: "released weights from the Hugging Face Hub, through huggingface_hub's cache",
     CheckpointSource.local: "a .nemo file on disk: checkpoint.path=/path/model.nemo",
-    CheckpointSource.synthetic: "random weights, published architecture (offline, made once, cached)",
+    CheckpointSource.synthetic: "random weights, published architecture (no download, made once, cached)",
     CheckpointSource.tiny: "random weights, same family at toy size (tests)",
 }
 
@@ -30,7 +31,8 @@ def groups_help() -> str:
         ]
         checkpoints = loader.get_group_options("checkpoint")
     lines = [
-        "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms =="
+        "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms, "
+        "offline: the whole window =="
     ]
     lines += [_variant_line(config) for config in variants]
     lines.append("== Compressions (release folder) ==")
@@ -42,6 +44,10 @@ def groups_help() -> str:
 
 def _variant_line(config: BuildConfig) -> str:
     variant, geometry = config.variant, config.variant.geometry
+    if isinstance(geometry, OfflineGeometry):
+        return (
+            f"  {variant.name:<15} {variant.file_name:<27} latency {geometry.latency}  {geometry.describe()}"
+        )
     period = f"period {geometry.spkcache_update_period}"
     if geometry.effective_update_period != geometry.spkcache_update_period:
         period += f" (runs as {geometry.effective_update_period})"

@@ -1,4 +1,5 @@
-"""Conversion: traced programs to Core ML ML programs, and the two programs to one pipeline."""
+"""Conversion: traced programs to Core ML ML programs, the two streaming programs to one
+pipeline, and the offline program described for the runtime."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sortformer_build.coreml.export import TracedModels, TracedProgram
 from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.coreml.package import make_spec_deterministic
 from sortformer_build.coreml.targets import DeploymentTarget
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.store import atomic
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,32 @@ def assemble_pipeline(
     for name, text in _OUTPUT_DESCRIPTIONS.items():
         pipeline.output_description[name] = text
     pipeline.save(str(destination))
+    make_spec_deterministic(destination)
+
+
+def describe_offline(
+    program: Path, geometry: OfflineGeometry, version: str, metadata: dict[str, str], destination: Path
+) -> None:
+    """The runtime's offline model: the one program, saved with what it is in its metadata."""
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(program), skip_model_load=True)
+    drop_volatile_metadata(model)
+    model.short_description = (
+        f"NVIDIA Sortformer 4-speaker diarizer ({version}), offline over a whole "
+        f"{geometry.latency_seconds:g} s window"
+    )
+    model.user_defined_metadata.update(
+        {**geometry.metadata(), contract.CHECKPOINT_VERSION: version, **metadata}
+    )
+    model.input_description[contract.MEL] = (
+        "Log-mel features of one window, channels-first, zero past mel_length"
+    )
+    model.input_description[contract.MEL_LENGTH] = "Valid mel frames in mel"
+    model.output_description[contract.OFFLINE_PREDS] = (
+        "Speaker activity probabilities per 80 ms frame, zero past the valid frames"
+    )
+    model.save(str(destination))
     make_spec_deterministic(destination)
 
 

@@ -1,8 +1,11 @@
-"""Export wrappers: the two traced programs of the streaming pipeline.
+"""Export wrappers: the two traced programs of the streaming pipeline, and the one program of
+the offline model.
 
 The pre-encoder subsamples one chunk and packs spkcache | fifo | chunk into one fixed-length,
 zero-padded sequence; the head runs NeMo's FastConformer, Transformer and speaker sigmoids on
-it. Together they compute NeMo's `forward_for_export` with static shapes.
+it. Together they compute NeMo's `forward_for_export` with static shapes. The offline model
+subsamples a whole window and runs the head on it: NeMo's non-streaming `forward` without the
+preprocessor.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import torch
 
 from sortformer_build import contract
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 
 
 def _time_mask(frames: int, lengths: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -42,12 +45,14 @@ class PreEncoder(torch.nn.Module):
         fifo: torch.Tensor,
         fifo_lengths: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        embs, lengths = self._subsample(chunk, chunk_lengths)
+        embs, lengths = self.subsample(chunk, chunk_lengths)
         packed, total = pack(spkcache, spkcache_lengths, fifo, fifo_lengths, embs, lengths)
         return embs, lengths, packed, total
 
-    def _subsample(self, chunk: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = chunk.unsqueeze(1)
+    def subsample(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time-major (1, mel frames, features) to (1, frames, d_model) embeddings and their
+        valid length."""
+        x = features.unsqueeze(1)
         mask = _time_mask(x.shape[2], lengths, x.dtype)
         for layer in self.subsampling.conv:
             x = layer(x * mask)
@@ -106,6 +111,19 @@ class Head(torch.nn.Module):
         return self.model.forward_infer(encoded, encoded_lengths)
 
 
+class WholeWindow(torch.nn.Module):
+    """The offline model: channels-first mel features of one window, subsampled with integer
+    lengths, then the head."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.pre_encoder, self.head = PreEncoder(model), Head(model)
+
+    def forward(self, mel: torch.Tensor, mel_length: torch.Tensor) -> torch.Tensor:
+        embs, lengths = self.pre_encoder.subsample(mel.transpose(1, 2), mel_length)
+        return self.head(embs, lengths)
+
+
 @dataclass
 class TracedProgram:
     module: torch.jit.ScriptModule
@@ -154,3 +172,14 @@ def trace(model: Any, geometry: StreamingGeometry) -> TracedModels:
         head=TracedProgram(traced_head, contract.HEAD_INPUTS, contract.HEAD_OUTPUTS, (packed, total)),
         d_model=d_model,
     )
+
+
+def trace_window(model: Any, geometry: OfflineGeometry) -> TracedProgram:
+    """Trace the offline model for `geometry`'s window, with a padded example so that the
+    length masks are traced as computed, not folded."""
+    generator = torch.Generator().manual_seed(0)
+    mel = torch.randn(1, contract.N_MELS, geometry.window_frames, generator=generator)
+    examples = (mel, torch.tensor([geometry.window_frames // 2 + 1], dtype=torch.int32))
+    with torch.no_grad():
+        traced = torch.jit.trace(WholeWindow(model).eval(), examples, check_trace=False)
+    return TracedProgram(traced, contract.OFFLINE_INPUTS, contract.OFFLINE_OUTPUTS, examples)

@@ -1,8 +1,9 @@
-"""Compression: k-means look-up-table palettization of the head's weights.
+"""Compression: k-means look-up-table palettization of a program's weights.
 
-Only the head (FastConformer + Transformer, nearly all of the bytes) is palettized; the
-pre-encoder keeps fp16. The weights become per-tensor `constexpr_lut_to_dense` ops: the form
-the released models use and the Neural Engine loads (linear int8 crashed the GPU path).
+Only FastConformer + Transformer (nearly all of the bytes) are palettized; the pre-encode
+subsampling keeps fp16: in a streaming model it is a program of its own, in the offline model
+its weights are left out by name. The weights become per-tensor `constexpr_lut_to_dense` ops:
+the form the released models use and the Neural Engine loads (linear int8 crashed the GPU path).
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ class PalettizerEngine(StrEnum):
     coremltools = "coremltools"  # coremltools' own k-means
 
 
-def palettize_head(
-    head: Path, nbits: int, engine: PalettizerEngine, destination: Path, luts: ArrayStore
+def palettize_program(
+    package: Path,
+    nbits: int,
+    engine: PalettizerEngine,
+    destination: Path,
+    luts: ArrayStore,
+    keep_prefix: str | None = None,
 ) -> PalettizeFacts:
-    """Save a copy of the head package with its weights palettized to `nbits` bits.
+    """Save a copy of a one-program package with its weights palettized to `nbits` bits, except
+    the weights whose names start with `keep_prefix`.
 
     The fast engine takes each tensor's LUT from `luts` (keyed by the tensor's content) or
     computes the missing ones together, then hands them to coremltools' supported
@@ -55,23 +62,25 @@ def palettize_head(
 
     from sortformer_build.coreml.convert import drop_volatile_metadata
 
-    program = load_program(head)
+    program = load_program(package)
+    weights = _weights(program)
+    kept = {name for name in weights if keep_prefix is not None and name.startswith(keep_prefix)}
     if engine is PalettizerEngine.coremltools:
         facts = PalettizeFacts(engine.value)
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
         from sortformer_build.coreml.palettizer import lut_function
 
-        known, hits, misses = tensor_luts(_weights(program), nbits, luts)
+        compressed = [weight for name, weight in weights.items() if name not in kept]
+        known, hits, misses = tensor_luts(compressed, nbits, luts)
         facts = PalettizeFacts(engine.value, hits, misses)
         op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
     # coremltools' `palettize_weights` would rerun the whole default pass pipeline (most of its
     # time) on an already optimized program; a pipeline holding only the palettization pass
-    # writes the same op.
+    # writes the same op. A const named with a None config stays as it is.
+    config = OptimizationConfig(global_config=op_config, op_name_configs=dict.fromkeys(kept))
     pipeline = ct.PassPipeline(pass_names=["compression::palettize_weights"], pipeline_name="palettize")
-    pipeline.set_options(
-        "compression::palettize_weights", {"config": OptimizationConfig(global_config=op_config)}
-    )
+    pipeline.set_options("compression::palettize_weights", {"config": config})
     # coremltools writes its own package first: beside the destination, not in a temporary
     # folder it would keep until the process exits.
     converted = destination.with_name(f"converted-{destination.name}")
@@ -102,12 +111,16 @@ def load_program(package: Path) -> Any:
     )
 
 
-def _weights(program: Any) -> list[np.ndarray]:
-    """The fp16 weight tensors coremltools will palettize (its size threshold)."""
-    values = (op.outputs[0].val for op in program.functions["main"].find_ops(op_type="const"))
-    return [
-        v for v in values if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.size > WEIGHT_THRESHOLD
-    ]
+def _weights(program: Any) -> dict[str, np.ndarray]:
+    """The fp16 weight tensors coremltools would palettize (its size threshold), by const name."""
+    consts = program.functions["main"].find_ops(op_type="const")
+    return {
+        op.name: value
+        for op in consts
+        if isinstance(value := op.outputs[0].val, np.ndarray)
+        and value.dtype == np.float16
+        and value.size > WEIGHT_THRESHOLD
+    }
 
 
 def tensor_luts(weights: list[np.ndarray], nbits: int, store: ArrayStore) -> tuple[KnownLuts, int, int]:

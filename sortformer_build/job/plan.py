@@ -36,6 +36,7 @@ class JobPlan:
     compression: str
     geometry: str
     latency_seconds: float
+    latency: str  # as the matrix shows it
     checkpoint: str
     up_to_date: bool
     stages: list[StagePlan] = field(default_factory=list)  # empty when up to date
@@ -46,7 +47,7 @@ class JobPlan:
         action = "up to date, nothing to build" if self.up_to_date else "would build"
         stages = "".join(f"; {stage.name} {stage.prediction.value}" for stage in self.stages)
         line = (
-            f"Dry run: {self.package} {action} [{self.geometry}; latency {self.latency_seconds:.2f} s; "
+            f"Dry run: {self.package} {action} [{self.geometry}; latency {self.latency}; "
             f"checkpoint {self.checkpoint}{stages}]"
         )
         notes = sorted({stage.why for stage in self.stages if stage.prediction is Prediction.unknown})
@@ -68,6 +69,7 @@ def plan_job(config: BuildConfig) -> JobPlan:
         compression=config.compression.name,
         geometry=geometry.describe(),
         latency_seconds=geometry.latency_seconds,
+        latency=geometry.latency,
         checkpoint=_checkpoint_text(config, checkpoint),
         up_to_date=False,
         warnings=warnings,

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import Geometry, geometry_from_dict
 from sortformer_build.job.status import JobStatus, read_statuses
 from sortformer_build.stages.manifest import Manifest, ManifestError
 from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
@@ -71,7 +71,7 @@ class ReleaseRow:
     manifest: str | None = None
     nbits: int | None = None
     bytes: int | None = None
-    geometry: StreamingGeometry | None = None
+    geometry: Geometry | None = None
     latency_seconds: float | None = None
     steps: list[Step] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -142,7 +142,7 @@ def _cells(row: ReleaseRow) -> list[str]:
         row.package or "",
         row.compression or "",
         row.geometry.describe(),
-        f"{row.geometry.latency_seconds:.2f} s",
+        row.geometry.latency,
         f"{row.bytes / MB:.1f} MB",
         f"{ratio:.2f}" if ratio else "",
         _verification(row.steps),
@@ -191,7 +191,7 @@ def plan_row(status: JobStatus) -> list[str]:
         plan.package,
         plan.compression,
         plan.geometry,
-        f"{plan.latency_seconds:.2f} s",
+        plan.latency,
         "up to date" if plan.up_to_date else "build",
         plan.checkpoint,
         ", ".join(f"{stage.name} {stage.prediction.value}" for stage in plan.stages),
@@ -248,7 +248,7 @@ def read_matrix(output_dir: Path) -> ReleaseMatrix:
         rows.append(
             ReleaseRow(
                 **row,
-                geometry=None if geometry is None else StreamingGeometry(**geometry),
+                geometry=None if geometry is None else geometry_from_dict(geometry),
                 steps=[Step(**step) for step in steps],
             )
         )

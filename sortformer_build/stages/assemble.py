@@ -1,11 +1,11 @@
-"""The assembly stage: pre-encoder and head in one pipeline with the geometry in its metadata,
-staged beside the release folder."""
+"""The assembly stage: the runtime's package (the streaming pipeline, pre-encoder -> head, or the
+offline program) with its geometry in its metadata, staged beside the release folder."""
 
 from __future__ import annotations
 
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.stages.base import JobContext, Stage, need
+from sortformer_build.stages.kinds import model_kind
 
 COMPRESSION_METADATA = "sortformer_build.compression"
 
@@ -14,17 +14,17 @@ class AssembleStage(Stage):
     name = "assemble"
 
     def description(self, config: BuildConfig) -> str:
-        return "Assembling the pipeline (pre-encoder -> head) with its metadata"
+        return "Assembling the package with its metadata"
 
     def execute(self, job: JobContext) -> None:
-        from sortformer_build.coreml.convert import assemble_pipeline
-
         config = job.config
-        programs = ProgramFiles(
-            need(job.programs, "converted programs").files.pre_encoder, need(job.head, "head")
-        )
         staged = job.staging / f"{config.variant.file_name}.mlpackage"
         with self.step(job):
-            metadata = {COMPRESSION_METADATA: config.compression.name}
-            assemble_pipeline(programs, config.variant.geometry, metadata, staged)
+            model_kind(config.variant.geometry).assemble(
+                need(job.programs, "converted programs").folder,
+                need(job.head, "head"),
+                config.variant,
+                {COMPRESSION_METADATA: config.compression.name},
+                staged,
+            )
         job.package = staged

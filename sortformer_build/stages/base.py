@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from sortformer_build.checkpoint.counts import ParameterCounts
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.stages.steps import BUILT, CACHED, Step, StepLog
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify.compare import Outputs, ReferenceData
@@ -65,9 +64,10 @@ class LazyModel:
 
 @dataclass(frozen=True)
 class ConvertedPrograms:
-    """The traced and converted fp16 programs of one checkpoint and geometry."""
+    """The traced and converted fp16 programs of one checkpoint and geometry, in one folder
+    (their files are the model kind's: see `stages.kinds`)."""
 
-    files: ProgramFiles
+    folder: Path
     d_model: int
     parameters: ParameterCounts
 
@@ -103,7 +103,9 @@ class JobContext:
     checkpoint: Checkpoint | None = None
     model: LazyModel | None = None
     programs: ConvertedPrograms | None = None
-    head: Path | None = None  # the head the package is assembled with (fp16 or compressed)
+    # The program palettization applies to (the head, or the offline model), fp16 or compressed,
+    # that the package is assembled with.
+    head: Path | None = None
     package: Path | None = None  # the staged package
     reference: ReferenceData | None = None
     fp16_outputs: Outputs | None = None

@@ -13,7 +13,7 @@ from sortformer_build.checkpoint.counts import ParameterCounts
 from sortformer_build.config import BuildConfig, config_dict
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry, geometry_from_dict
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.steps import Step
 from sortformer_build.store.digests import digest_of
@@ -92,6 +92,24 @@ class EvaluationRecord:
 
 
 @dataclass
+class WindowShapes:
+    """What an offline geometry implies."""
+
+    window_frames: int
+    prediction_frames: int
+    latency_seconds: float
+
+
+Shapes = DerivedShapes | WindowShapes
+
+
+def shapes_of(geometry: Geometry) -> Shapes:
+    if isinstance(geometry, OfflineGeometry):
+        return WindowShapes(geometry.window_frames, geometry.output_frames, geometry.latency_seconds)
+    return DerivedShapes.of(geometry)
+
+
+@dataclass
 class CheckpointRecord:
     source: str
     origin: str
@@ -105,8 +123,8 @@ class Manifest:
     variant: VariantRecord
     compression: CompressionRecord
     deployment_target: str
-    geometry: StreamingGeometry
-    shapes: DerivedShapes
+    geometry: Geometry
+    shapes: Shapes
     checkpoint: CheckpointRecord
     parameters: ParameterCounts
     versions: dict[str, str]
@@ -135,13 +153,15 @@ class Manifest:
                 raise ManifestError(
                     f"{path} has manifest format {data.get('format')}, expected {MANIFEST_FORMAT}"
                 )
+            geometry = geometry_from_dict(data["geometry"])
+            shapes_type = WindowShapes if isinstance(geometry, OfflineGeometry) else DerivedShapes
             return cls(
                 artifact=ArtifactRecord(**data["artifact"]),
                 variant=VariantRecord(**data["variant"]),
                 compression=CompressionRecord(**data["compression"]),
                 deployment_target=data["deployment_target"],
-                geometry=StreamingGeometry(**data["geometry"]),
-                shapes=DerivedShapes(**data["shapes"]),
+                geometry=geometry,
+                shapes=shapes_type(**data["shapes"]),
                 checkpoint=CheckpointRecord(**data["checkpoint"]),
                 parameters=ParameterCounts(**data["parameters"]),
                 versions=data["versions"],

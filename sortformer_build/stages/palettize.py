@@ -1,4 +1,5 @@
-"""The compression stage: the head's weights palettized to k-means look-up tables."""
+"""The compression stage: the head's weights (offline: all but the subsampling's) palettized to
+k-means look-up tables."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, need
+from sortformer_build.stages.kinds import model_kind
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.store.cache import ArrayStore, Entry
 
@@ -21,8 +22,11 @@ class PalettizeStage(CachedStage):
         return not config.compression.is_fp16
 
     def description(self, config: BuildConfig) -> str:
-        compression = config.compression
-        return f"Palettizing the head to {compression.nbits} bits ({compression.engine.value} k-means)"
+        compression, kind = config.compression, model_kind(config.variant.geometry)
+        return (
+            f"Palettizing {kind.compressed_part} to {compression.nbits} bits "
+            f"({compression.engine.value} k-means)"
+        )
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         compression = facts.config.compression
@@ -34,15 +38,16 @@ class PalettizeStage(CachedStage):
         }
 
     def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        from sortformer_build.coreml.palettize import palettize_head
+        from sortformer_build.coreml.palettize import palettize_program
 
         # Tables are kept by tensor content: every geometry of a checkpoint shares most of them.
         luts = ArrayStore(job.cache.root / "luts" if job.cache.enabled else None)
-        source = need(job.programs, "converted programs").files.head
+        kind = model_kind(job.config.variant.geometry)
+        source = need(job.programs, "converted programs").folder / kind.compressible
         compression = job.config.compression
-        destination = ProgramFiles.in_folder(folder).head
-        facts = palettize_head(
-            source, need(compression.nbits, "bit width"), compression.engine, destination, luts
+        nbits = need(compression.nbits, "bit width")
+        facts = palettize_program(
+            source, nbits, compression.engine, folder / kind.compressible, luts, kind.keep_prefix
         )
         return asdict(facts)
 
@@ -52,4 +57,4 @@ class PalettizeStage(CachedStage):
         return f"look-up tables: {facts['lut_cache_hits']} cached, {facts['lut_cache_misses']} computed"
 
     def accept(self, job: JobContext, entry: Entry) -> None:
-        job.head = ProgramFiles.in_folder(entry.path).head
+        job.head = entry.path / model_kind(job.config.variant.geometry).compressible

@@ -1,5 +1,6 @@
-"""The conversion stage: NeMo's modules traced and converted to two fp16 ML programs, shared by
-every compression of one checkpoint and geometry."""
+"""The conversion stage: NeMo's modules traced and converted to fp16 ML programs (the streaming
+pre-encoder and head, or the one offline program), shared by every compression of one
+checkpoint and geometry."""
 
 from __future__ import annotations
 
@@ -9,55 +10,42 @@ from typing import Any
 
 from sortformer_build.checkpoint.counts import ParameterCounts, parameter_counts
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.stages.base import (
     CachedStage,
     ConvertedPrograms,
     JobContext,
     KeyFacts,
 )
+from sortformer_build.stages.kinds import model_kind
 from sortformer_build.store.cache import Entry
 
 
 class ProgramsStage(CachedStage):
     name = "programs"
+    # The streaming kind's; the offline kind makes one `model.mlpackage` (see `stages.kinds`).
     outputs = ("pre_encoder.mlpackage", "head.mlpackage")
 
     def description(self, config: BuildConfig) -> str:
-        geometry = config.variant.geometry
-        return (
-            f"Converting the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk to Core ML "
-            f"(fp16, {config.deployment_target.value})"
-        )
+        what = model_kind(config.variant.geometry).what(config.variant.geometry)
+        return f"Converting {what} to Core ML (fp16, {config.deployment_target.value})"
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         """Not the compression: fp16 and palettized builds share the conversion."""
         geometry = facts.config.variant.geometry
         return {
             "checkpoint": facts.checkpoint_sha256,
-            "chunk_mel_frames": geometry.chunk_mel_frames,
-            "spkcache_len": geometry.spkcache_len,
-            "fifo_len": geometry.fifo_len,
+            **model_kind(geometry).conversion_key(geometry),
             "deployment_target": facts.config.deployment_target.value,
             "versions": facts.versions,
         }
 
     def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        from sortformer_build.coreml.convert import convert_programs
-        from sortformer_build.coreml.export import trace
-
         geometry = job.config.variant.geometry
         nemo = job.nemo()
-        with job.steps.timed(
-            "trace", f"Tracing the pre-encoder and head for a {geometry.chunk_mel_frames}-frame chunk"
-        ):
-            traced = trace(nemo, geometry)
-        with job.steps.timed("convert", "Converting both programs with coremltools"):
-            convert_programs(traced, job.config.deployment_target, folder)
-        return {"d_model": traced.d_model, "parameters": asdict(parameter_counts(nemo))}
+        model_kind(geometry).convert(nemo, geometry, job.config.deployment_target, folder, job.steps)
+        return {"d_model": int(nemo.encoder.d_model), "parameters": asdict(parameter_counts(nemo))}
 
     def accept(self, job: JobContext, entry: Entry) -> None:
-        files = ProgramFiles.in_folder(entry.path)
         parameters = ParameterCounts(**entry.facts["parameters"])
-        job.programs = ConvertedPrograms(files, int(entry.facts["d_model"]), parameters)
-        job.head = files.head
+        job.programs = ConvertedPrograms(entry.path, int(entry.facts["d_model"]), parameters)
+        job.head = entry.path / model_kind(job.config.variant.geometry).compressible

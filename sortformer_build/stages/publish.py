@@ -12,10 +12,10 @@ from sortformer_build.stages.manifest import (
     ArtifactRecord,
     CheckpointRecord,
     CompressionRecord,
-    DerivedShapes,
     Manifest,
     VariantRecord,
     job_digest,
+    shapes_of,
 )
 from sortformer_build.store import atomic
 from sortformer_build.store.provenance import python_version
@@ -66,7 +66,7 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
             compression.name, compression.folder, compression.nbits, compression.release
         ),
         geometry=config.variant.geometry,
-        shapes=DerivedShapes.of(config.variant.geometry),
+        shapes=shapes_of(config.variant.geometry),
         checkpoint=CheckpointRecord(
             source=checkpoint.source,
             origin=checkpoint.origin,

@@ -9,8 +9,8 @@ from typing import Any
 
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml import macos
-from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
+from sortformer_build.stages.kinds import model_kind
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.steps import VERIFIED, StepFailed
 from sortformer_build.store import atomic
@@ -51,33 +51,34 @@ class NemoReferenceStage(CachedStage):
         return config.verify.parity
 
     def description(self, config: BuildConfig) -> str:
-        return "Computing NeMo's reference outputs (per step and a synthetic conversation)"
+        cases = model_kind(config.variant.geometry).reference_description()
+        return f"Computing NeMo's reference outputs ({cases})"
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         """Weights, geometry, inputs and tools: every compression of a model shares it."""
-        from sortformer_build.verify.compare import streaming_seconds
-
         geometry, settings = facts.config.variant.geometry, facts.config.verify
         return {
             "checkpoint": facts.checkpoint_sha256,
             "geometry": geometry.metadata(),
             "seed": settings.seed,
-            "streaming_seconds": streaming_seconds(geometry, settings),
+            **model_kind(geometry).reference_key(geometry, settings),
             "versions": facts.versions,
         }
 
     def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        from sortformer_build.verify.compare import compute_reference, save_reference
+        from sortformer_build.verify.compare import save_reference
 
+        geometry = job.config.variant.geometry
         d_model = need(job.programs, "converted programs").d_model
-        data = compute_reference(job.nemo(), job.config.variant.geometry, d_model, job.config.verify)
+        data = model_kind(geometry).reference(job.nemo(), geometry, d_model, job.config.verify)
         save_reference(data, folder)
-        return {"chunks": data.stream.chunks}
+        return {"chunks": data.chunks}
 
     def accept(self, job: JobContext, entry: Entry) -> None:
         from sortformer_build.verify.compare import load_reference
 
-        job.reference = load_reference(entry.path, int(entry.facts["chunks"]))
+        chunks = entry.facts["chunks"]
+        job.reference = load_reference(entry.path, None if chunks is None else int(chunks))
 
 
 class Fp16OutputsStage(CachedStage):
@@ -119,12 +120,9 @@ class Fp16OutputsStage(CachedStage):
 
     @staticmethod
     def _assemble_twin(job: JobContext, destination: Path) -> None:
-        from sortformer_build.coreml.convert import assemble_pipeline
-
-        files = need(job.programs, "converted programs").files
-        assemble_pipeline(
-            ProgramFiles(files.pre_encoder, files.head), job.config.variant.geometry, {}, destination
-        )
+        conversion = need(job.programs, "converted programs").folder
+        kind = model_kind(job.config.variant.geometry)
+        kind.assemble(conversion, conversion / kind.compressible, job.config.variant, {}, destination)
 
     def accept(self, job: JobContext, entry: Entry) -> None:
         from sortformer_build.verify.compare import load_outputs
@@ -140,17 +138,18 @@ class ParityStage(Stage):
 
     def description(self, config: BuildConfig) -> str:
         precision = config.verify.precision.value
-        return f"Comparing the package with NeMo ({precision} executor, per step and streaming)"
+        cases = model_kind(config.variant.geometry).reference_description()
+        return f"Comparing the package with NeMo ({precision} executor, {cases})"
 
     def execute(self, job: JobContext) -> None:
-        from sortformer_build.verify.compare import package_figures, package_step
+        from sortformer_build.verify.compare import package_step
         from sortformer_build.verify.gates import gate
 
         config = job.config
         fp16 = config.compression.is_fp16
         outputs = need(job.fp16_outputs, "fp16 outputs")
         with self.step(job) as step:
-            figures = package_figures(
+            figures = model_kind(config.variant.geometry).figures(
                 package_step(need(job.package, "staged package"), config.verify.precision),
                 need(job.reference, "NeMo reference"),
                 config.variant.geometry,
@@ -180,7 +179,6 @@ class OnDeviceStage(Stage):
         return "Compiling, loading with all compute units and predicting with Core ML"
 
     def execute(self, job: JobContext) -> None:
-        from sortformer_build.verify.compare import device_figures
         from sortformer_build.verify.gates import gate
 
         config = job.config
@@ -191,7 +189,7 @@ class OnDeviceStage(Stage):
             loaded = macos.load_compiled(compiled)
             step.detail = "compiled and loaded"
             if job.reference is not None:
-                figures = device_figures(loaded.predict, job.reference)
+                figures = model_kind(config.variant.geometry).device_figures(loaded.predict, job.reference)
                 step.detail = figures.summary()
                 failures = gate(figures, config.compression.gates, config.verify.max_emb_error_ratio)
                 if failures:

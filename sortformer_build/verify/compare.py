@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sortformer_build.config import ExecutorPrecision, VerifyConfig
-from sortformer_build.geometry import FRAME_SECONDS, StreamingGeometry
+from sortformer_build.geometry import FRAME_SECONDS, OfflineGeometry, StreamingGeometry
 from sortformer_build.verify import reference
 from sortformer_build.verify.parity import ParityFigures, compare_steps, compare_streams, run_cases
 from sortformer_build.verify.reference import StepFunction, StreamResult
@@ -24,12 +24,17 @@ OUTPUTS_FILE = "outputs.npz"
 
 @dataclass
 class ReferenceData:
-    """NeMo's answers: per-step cases and outputs, and a whole stream of a synthetic conversation."""
+    """NeMo's answers: per-call cases and outputs, and (streaming models) a whole stream of a
+    synthetic conversation with its mel features."""
 
     cases: Outputs
     outputs: Outputs
-    mel: np.ndarray
-    stream: StreamResult
+    mel: np.ndarray | None = None
+    stream: StreamResult | None = None
+
+    @property
+    def chunks(self) -> int | None:
+        return None if self.stream is None else self.stream.chunks
 
 
 def streaming_seconds(geometry: StreamingGeometry, settings: VerifyConfig) -> float:
@@ -50,12 +55,24 @@ def compute_reference(
     return ReferenceData(cases, outputs, mel, reference.stream(modules, geometry, mel, step))
 
 
+def compute_window_reference(model: Any, geometry: OfflineGeometry, settings: VerifyConfig) -> ReferenceData:
+    """What NeMo's non-streaming forward computes for the offline windows."""
+    from sortformer_build.verify.offline import nemo_window, window_cases
+
+    cases = window_cases(model, geometry, settings.seed)
+    return ReferenceData(cases, run_cases(nemo_window(model), cases))
+
+
 def save_reference(data: ReferenceData, folder: Path) -> None:
-    _save(folder / REFERENCE_FILE, data.cases, data.outputs, {"mel": data.mel, **_stream_arrays(data.stream)})
+    extra = {} if data.stream is None else {"mel": data.mel, **_stream_arrays(data.stream)}
+    _save(folder / REFERENCE_FILE, data.cases, data.outputs, extra)
 
 
-def load_reference(folder: Path, chunks: int) -> ReferenceData:
+def load_reference(folder: Path, chunks: int | None) -> ReferenceData:
+    """`chunks`: the stream's, None for a reference without a stream."""
     cases, outputs, extra = _load(folder / REFERENCE_FILE)
+    if chunks is None:
+        return ReferenceData(cases, outputs)
     stream = StreamResult(extra["preds"], extra["spkcache"], extra["fifo"], chunks)
     return ReferenceData(cases, outputs, extra["mel"], stream)
 
@@ -99,19 +116,52 @@ def package_figures(
     against NeMo, and against its fp16 `twin` for a compressed package."""
     ours = outputs if outputs is not None else run_cases(step, data.cases)
     modules = reference.streaming_modules(geometry, d_model)
+    mel, stream = need_stream(data)
     return ParityFigures(
         precision=precision.value,
         per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases),
-        streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, data.mel, step), data.stream),
+        streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, mel, step), stream),
         per_step_vs_fp16=None if twin is None else compare_steps(ours, twin, data.cases),
     )
+
+
+def need_stream(data: ReferenceData) -> tuple[np.ndarray, StreamResult]:
+    if data.mel is None or data.stream is None:
+        raise RuntimeError("a streaming model's reference was computed without its stream")
+    return data.mel, data.stream
+
+
+def window_figures(
+    step: StepFunction,
+    data: ReferenceData,
+    precision: ExecutorPrecision,
+    outputs: Outputs | None = None,
+    twin: Outputs | None = None,
+) -> ParityFigures:
+    """An offline package's figures per window against NeMo, and against its fp16 `twin` for a
+    compressed package; streaming figures do not apply (absent, so not gated)."""
+    from sortformer_build.verify.offline import compare_windows
+
+    ours = outputs if outputs is not None else run_cases(step, data.cases)
+    return ParityFigures(
+        precision=precision.value,
+        per_step_vs_nemo=compare_windows(ours, data.outputs),
+        per_step_vs_fp16=None if twin is None else compare_windows(ours, twin),
+    )
+
+
+def device_outputs(
+    predict: Callable[[dict[str, np.ndarray]], dict[str, Any]], data: ReferenceData
+) -> Outputs:
+    """Core ML's own predictions (macOS) for the reference inputs."""
+    return [{name: np.asarray(value) for name, value in predict(case).items()} for case in data.cases]
 
 
 def device_figures(
     predict: Callable[[dict[str, np.ndarray]], dict[str, Any]], data: ReferenceData
 ) -> ParityFigures:
     """Core ML's own predictions (macOS) for the per-step inputs, against NeMo."""
-    ours = [{name: np.asarray(value) for name, value in predict(case).items()} for case in data.cases]
+    ours = device_outputs(predict, data)
     return ParityFigures(precision="core_ml", per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases))
 
 

@@ -1,4 +1,5 @@
-"""Static checks of a saved streaming package: what the Swift runtime and Core ML will demand.
+"""Static checks of a saved package (a streaming pipeline or an offline model): what the Swift
+runtime and Core ML will demand.
 
 Every check reads the package on disk (never the torch graph: the converter folds identities
 away) and yields one line per finding; an empty list means the package passed.
@@ -12,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build import contract
+from sortformer_build.coreml.layout import SUBSAMPLING_WEIGHTS
 from sortformer_build.coreml.package import PackageError, SavedPackage, SavedProgram, read_package
 from sortformer_build.coreml.targets import DEFAULT_TARGET, TARGET_FACTS, DeploymentTarget
-from sortformer_build.geometry import GeometryError, StreamingGeometry, validate_geometry
+from sortformer_build.geometry import (
+    Geometry,
+    GeometryError,
+    OfflineGeometry,
+    geometry_from_metadata,
+    validate_geometry,
+)
 
 PALETTE_OP = "constexpr_lut_to_dense"
 # Linear weight quantization crashed the GPU path of the Sortformer head.
@@ -26,7 +34,7 @@ _DTYPES = {65568: "FLOAT32", 65552: "FLOAT16", 131104: "INT32"}
 class Expectation:
     """What the build intended; None leaves a property to be read from the package itself."""
 
-    geometry: StreamingGeometry | None = None
+    geometry: Geometry | None = None
     d_model: int | None = None
     nbits: int | None = None  # None: fp16, no palettized weights
     deployment_target: DeploymentTarget = DEFAULT_TARGET
@@ -54,13 +62,13 @@ def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -
     yield from _check_target(spec, programs, expected.deployment_target)
     yield from _check_linear_quantization(programs)
     if check_compression:
-        yield from _check_compression(programs, expected.nbits)
+        yield from _check_compression(programs, expected.nbits, geometry)
 
 
-def _check_metadata(spec: Any, expected: StreamingGeometry | None) -> Iterator[str]:
+def _check_metadata(spec: Any, expected: Geometry | None) -> Iterator[str]:
     metadata = dict(spec.description.metadata.userDefined)
     try:
-        geometry = StreamingGeometry.from_metadata(metadata)
+        geometry = geometry_from_metadata(metadata)
         validate_geometry(geometry)
     except GeometryError as error:
         yield f"metadata: {error}"
@@ -68,13 +76,15 @@ def _check_metadata(spec: Any, expected: StreamingGeometry | None) -> Iterator[s
     if expected is not None and geometry != expected:
         yield f"metadata: geometry {geometry.metadata()} differs from the expected {expected.metadata()}"
         return expected
+    if isinstance(geometry, OfflineGeometry) and not metadata.get(contract.CHECKPOINT_VERSION):
+        yield f"metadata: an offline model must say its {contract.CHECKPOINT_VERSION}"
     return geometry
 
 
-def _check_contract(spec: Any, geometry: StreamingGeometry, d_model: int | None) -> Iterator[str]:
+def _check_contract(spec: Any, geometry: Geometry, d_model: int | None) -> Iterator[str]:
     if d_model is None:
         d_model = _declared_width(spec)
-    inputs, outputs = contract.pipeline_contract(geometry, d_model)
+    inputs, outputs = contract.contract_for(geometry, d_model)
     for kind, declared, wanted in (
         ("input", spec.description.input, inputs),
         ("output", spec.description.output, outputs),
@@ -143,13 +153,22 @@ def _check_linear_quantization(programs: list[SavedProgram]) -> Iterator[str]:
             yield f"compression: {program.describe()} has linear weight quantization ({op_type})"
 
 
-def _check_compression(programs: list[SavedProgram], nbits: int | None) -> Iterator[str]:
-    if len(programs) != 2:
-        return
-    pre_encoder, head = programs
-    if PALETTE_OP in {op.type for op in pre_encoder.operations}:
-        yield "compression: the pre-encoder is palettized; it must keep full-precision weights"
-    palettes = [op for op in head.operations if op.type == PALETTE_OP]
+def _check_compression(
+    programs: list[SavedProgram], nbits: int | None, geometry: Geometry | None
+) -> Iterator[str]:
+    """The pre-encode subsampling keeps fp16 weights; the rest is palettized as the build said."""
+    if isinstance(geometry, OfflineGeometry):
+        if len(programs) != 1:
+            return
+        yield from _check_subsampling_kept(programs[0])
+        compressed = programs[0]
+    else:
+        if len(programs) != 2:
+            return
+        pre_encoder, compressed = programs
+        if PALETTE_OP in {op.type for op in pre_encoder.operations}:
+            yield "compression: the pre-encoder is palettized; it must keep full-precision weights"
+    palettes = [op for op in compressed.operations if op.type == PALETTE_OP]
     if nbits is None and palettes:
         yield f"compression: an fp16 build has {len(palettes)} palettized weights"
     if nbits is not None:
@@ -158,6 +177,20 @@ def _check_compression(programs: list[SavedProgram], nbits: int | None) -> Itera
         sizes = sorted({_lut_entries(op) for op in palettes} - {1 << nbits})
         if sizes:
             yield f"compression: look-up tables of {sizes} entries in a {nbits}-bit build"
+
+
+def _check_subsampling_kept(program: SavedProgram) -> Iterator[str]:
+    """In a single program the subsampling is told apart by its weights' names (the traced
+    module path); finding none of them at all would make this check vacuous, so that fails too."""
+    kept = palettized = 0
+    for op in program.operations:
+        if op.outputs and op.outputs[0].name.startswith(SUBSAMPLING_WEIGHTS):
+            kept += op.type == "const"
+            palettized += op.type == PALETTE_OP
+    if palettized:
+        yield f"compression: {palettized} pre-encode subsampling weights are palettized; they must stay fp16"
+    elif not kept:
+        yield f"compression: {program.describe()} has no subsampling weights ({SUBSAMPLING_WEIGHTS}*)"
 
 
 def _lut_entries(op: Any) -> int:

@@ -1,4 +1,5 @@
-"""Numerical agreement of a package with NeMo: per streaming step and over a whole stream.
+"""Numerical agreement of a package with NeMo: per model call (a streaming step, or an offline
+window) and over a whole stream.
 
 Figures only: `gates` judges them.
 """
@@ -75,10 +76,11 @@ class StepFigures:
 
     cases: list[Agreement]
     overall: Agreement
-    max_abs_emb_error: float
-    emb_error_ratio: float  # max error relative to the reference embeddings' largest magnitude
-    mean_abs_emb_error: float
-    lengths_equal: bool
+    # The chunk embeddings and their lengths; None for a model that returns neither (offline).
+    max_abs_emb_error: float | None
+    emb_error_ratio: float | None  # max error relative to the reference embeddings' largest magnitude
+    mean_abs_emb_error: float | None
+    lengths_equal: bool | None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepFigures:

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.geometry import Geometry
 from sortformer_build.release.matrix import ReleaseRow, read_matrix
 from sortformer_build.release.publish.errors import PublishError
 from sortformer_build.stages import manifest as build_manifest
@@ -88,7 +88,7 @@ class Manifest:
     bytes: int
     # `<folder>/<file name>.mlmodelc`, the path under the repo's release folder.
     release_path: str
-    geometry: StreamingGeometry
+    geometry: Geometry
     checkpoint: CheckpointRecord
     versions: dict[str, str]
     steps: list[StepRecord]
