@@ -79,7 +79,10 @@ def run_job(
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     line = _record_outcome(outcome, status)
     _finish(job_dir, status, started)
-    print(line, flush=True)  # a worker process may end before its buffer would be written
+    # One write, flushed: parallel workers share the terminal, and a worker may end before its
+    # buffer would be written.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return True
 
 
