@@ -144,8 +144,18 @@ def _hydra_main(cfg: DictConfig) -> None:
     quiet_third_party(verbose=bool(OmegaConf.select(cfg, "verbose", default=False)))
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
+    if multirun:
+        _stages_to_job_log_only()
     preset = _preset(hydra_config.runtime.choices.get("variant"))
     run_job(cfg, Path(hydra_config.runtime.output_dir), keep_going=multirun, preset=preset)
+
+
+def _stages_to_job_log_only() -> None:
+    """In a sweep the console gets one line per job (and warnings): the stage-by-stage log of
+    every job still goes to its own log file in the sweep folder."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
 
 
 def _preset(option: str | None) -> VariantConfig | None:
