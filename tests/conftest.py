@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,17 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         timeout=timeout,
     )
     return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def library_temp_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that call coremltools directly (not through a job, which has its own scratch folder)
+    get their temporary packages, which coremltools keeps until the interpreter exits, under
+    pytest's folder instead of the system temp folder."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("library-temp"))
+    yield
+    tempfile.tempdir = previous
 
 
 @pytest.fixture(scope="session")
