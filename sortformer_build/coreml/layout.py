@@ -13,6 +13,10 @@ OFFLINE_PROGRAM = "model.mlpackage"
 SUBSAMPLING_WEIGHTS = "pre_encoder_subsampling_"
 
 
+PRE_ENCODER_PROGRAM = "pre_encoder.mlpackage"
+HEAD_PROGRAM = "head.mlpackage"
+
+
 @dataclass(frozen=True)
 class ProgramFiles:
     """The pre-encoder and head ML programs of a streaming model, saved side by side."""
@@ -22,4 +26,4 @@ class ProgramFiles:
 
     @classmethod
     def in_folder(cls, folder: Path) -> ProgramFiles:
-        return cls(folder / "pre_encoder.mlpackage", folder / "head.mlpackage")
+        return cls(folder / PRE_ENCODER_PROGRAM, folder / HEAD_PROGRAM)

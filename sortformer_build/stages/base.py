@@ -168,8 +168,9 @@ class PlanContext:
 class CachedStage(Stage):
     """A stage whose result lives in the build cache, keyed by everything it depends on."""
 
-    # Files an entry holds, relative to its folder.
-    outputs: tuple[str, ...] = ()
+    @abstractmethod
+    def outputs(self, config: BuildConfig) -> tuple[str, ...]:
+        """The files an entry holds, relative to its folder: checked before it is kept."""
 
     @abstractmethod
     def key(self, facts: KeyFacts) -> dict[str, Any]:
@@ -189,6 +190,13 @@ class CachedStage(Stage):
         facts.entries[self.name] = cache.path(self.name, key).name
         return key
 
+    def _built(self, job: JobContext, folder: Path) -> dict[str, Any]:
+        facts = self.build(job, folder)
+        missing = [name for name in self.outputs(job.config) if not (folder / name).exists()]
+        if missing:  # a stage that does not make what it declares is a bug: keep no such entry
+            raise RuntimeError(f"stage {self.name} did not write {', '.join(missing)}")
+        return facts
+
     def detail(self, facts: dict[str, Any]) -> str:
         """A word on a freshly built entry, for the log and the manifest."""
         return ""
@@ -196,7 +204,7 @@ class CachedStage(Stage):
     def execute(self, job: JobContext) -> None:
         key = self.resolve(job.key_facts(), job.cache)
         with self.step(job) as step:
-            entry = job.cache.fetch(self.name, key, lambda folder: self.build(job, folder))
+            entry = job.cache.fetch(self.name, key, lambda folder: self._built(job, folder))
             step.status, step.detail = (
                 (CACHED, f"cached: {entry.path}") if entry.hit else (BUILT, self.detail(entry.facts))
             )

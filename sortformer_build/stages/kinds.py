@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
-from sortformer_build.coreml.layout import OFFLINE_PROGRAM, SUBSAMPLING_WEIGHTS, ProgramFiles
+from sortformer_build.coreml.layout import (
+    HEAD_PROGRAM,
+    OFFLINE_PROGRAM,
+    PRE_ENCODER_PROGRAM,
+    SUBSAMPLING_WEIGHTS,
+    ProgramFiles,
+)
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry
 from sortformer_build.stages.steps import StepLog
@@ -29,6 +35,8 @@ Predict = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 
 
 class ModelKind(ABC):
+    # The programs a conversion saves, in its entry's folder.
+    converted: tuple[str, ...]
     # The program palettization compresses, in a conversion entry and in a palettization entry.
     compressible: str
     # Weights (const names) of the compressible program that stay fp16; None: all are palettized.
@@ -94,7 +102,8 @@ class ModelKind(ABC):
 
 
 class StreamingKind(ModelKind):
-    compressible = "head.mlpackage"
+    converted = (PRE_ENCODER_PROGRAM, HEAD_PROGRAM)
+    compressible = HEAD_PROGRAM
     compressed_part = "the head"
 
     def what(self, geometry: Geometry) -> str:
@@ -168,6 +177,7 @@ class StreamingKind(ModelKind):
 
 
 class OfflineKind(ModelKind):
+    converted = (OFFLINE_PROGRAM,)
     compressible = OFFLINE_PROGRAM
     keep_prefix = SUBSAMPLING_WEIGHTS
     compressed_part = "the encoder layers and Transformer (subsampling kept fp16)"

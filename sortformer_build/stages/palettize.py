@@ -16,7 +16,9 @@ from sortformer_build.store.cache import ArrayStore, Entry
 
 class PalettizeStage(CachedStage):
     name = "palettize"
-    outputs = ("head.mlpackage",)
+
+    def outputs(self, config: BuildConfig) -> tuple[str, ...]:
+        return (model_kind(config.variant.geometry).compressible,)
 
     def applies(self, config: BuildConfig) -> bool:
         return not config.compression.is_fp16

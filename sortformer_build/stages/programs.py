@@ -22,8 +22,9 @@ from sortformer_build.store.cache import Entry
 
 class ProgramsStage(CachedStage):
     name = "programs"
-    # The streaming kind's; the offline kind makes one `model.mlpackage` (see `stages.kinds`).
-    outputs = ("pre_encoder.mlpackage", "head.mlpackage")
+
+    def outputs(self, config: BuildConfig) -> tuple[str, ...]:
+        return model_kind(config.variant.geometry).converted
 
     def description(self, config: BuildConfig) -> str:
         what = model_kind(config.variant.geometry).what(config.variant.geometry)

@@ -15,6 +15,7 @@ from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.steps import VERIFIED, StepFailed
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import Entry
+from sortformer_build.verify.compare import OUTPUTS_FILE, REFERENCE_FILE
 
 PARITY_OFF = "verify.parity=false"
 
@@ -45,7 +46,9 @@ class LintStage(Stage):
 
 class NemoReferenceStage(CachedStage):
     name = "nemo-reference"
-    outputs = ("reference.npz",)
+
+    def outputs(self, config: BuildConfig) -> tuple[str, ...]:
+        return (REFERENCE_FILE,)
 
     def applies(self, config: BuildConfig) -> bool:
         return config.verify.parity
@@ -87,7 +90,9 @@ class Fp16OutputsStage(CachedStage):
     conversion to compute them."""
 
     name = "fp16-outputs"
-    outputs = ("outputs.npz",)
+
+    def outputs(self, config: BuildConfig) -> tuple[str, ...]:
+        return (OUTPUTS_FILE,)
 
     def applies(self, config: BuildConfig) -> bool:
         return config.verify.parity
