@@ -162,6 +162,53 @@ class VerifyConfig:
     max_emb_error_ratio: float = 0.02
 
 
+class DatasetKind(StrEnum):
+    conversation = "conversation"  # the short meeting shipped with the package
+    manifest = "manifest"  # NeMo's diarization manifest (JSON lines)
+    folder = "folder"  # audio files with same-named .rttm files
+
+
+class EvaluationBackend(StrEnum):
+    executor = "executor"  # the package run by sortformer-build's executor (any platform)
+    coreml = "coreml"  # the package run by Core ML (macOS only)
+
+
+@dataclass
+class PostProcessingConfig:
+    """How speaker probabilities become segments: NeMo's defaults (thresholds at 0.5, no
+    padding, no minimum durations), overridable one by one or all at once from a tuned file."""
+
+    onset: float = 0.5
+    offset: float = 0.5
+    pad_onset: float = 0.0
+    pad_offset: float = 0.0
+    min_duration_on: float = 0.0
+    min_duration_off: float = 0.0
+    # A tuned post-processing file in NeMo's format (a `parameters:` mapping of the fields
+    # above). As in NeMo's `diarize`, its values apply over NeMo's defaults and the fields
+    # above are ignored.
+    yaml: str | None = None
+
+
+@dataclass
+class EvaluateConfig:
+    """Diarize a dataset with the artifact and score it (DER) against the ground truth, NeMo's
+    own diarization and, for a compressed artifact, its fp16 twin."""
+
+    dataset: DatasetKind = MISSING
+    # conversation: unused; manifest: the manifest file; folder: the folder.
+    path: str | None = None
+    # pyannote.metrics' collar: the total width of the unscored zone around each reference
+    # boundary (half of it on each side); NIST md-eval and NeMo's scorer take the half-width.
+    collar: float = 0.25
+    # true: overlapped reference speech is not scored.
+    skip_overlap: bool = False
+    postprocessing: PostProcessingConfig = field(default_factory=PostProcessingConfig)
+    backend: EvaluationBackend = EvaluationBackend.executor
+    # The executor's numeric mode (float16 rounds as the GPU and Neural Engine do).
+    precision: ExecutorPrecision = ExecutorPrecision.float16
+
+
 @dataclass
 class BuildConfig:
     variant: VariantConfig = MISSING
@@ -175,6 +222,8 @@ class BuildConfig:
     cache_max_gb: float = 20.0
     deployment_target: DeploymentTarget = DEFAULT_TARGET
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    # None: no evaluation (the `evaluate` group picks a dataset).
+    evaluate: EvaluateConfig | None = None
     # Say what the job would build and which cache entries it would reuse; build nothing.
     dry_run: bool = False
     # Keep the libraries' own progress bars and warnings (coremltools draws one per pass).
@@ -196,6 +245,11 @@ class BuildConfig:
     def digest_memo_dir(self) -> Path:
         """Remembered package digests, by file stamps (see `coreml.package.package_digest`)."""
         return self.cache_root / "package-digests"
+
+    @property
+    def file_digest_memo_dir(self) -> Path:
+        """Remembered digests of evaluation files, by path, size and mtime."""
+        return self.cache_root / "file-digests"
 
     @property
     def artifact_dir(self) -> Path:
@@ -236,10 +290,20 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
     if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
+    if config.evaluate is not None:
+        _validate_evaluate(config.evaluate)
     warnings = validate_geometry(config.variant.geometry)
     # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
     # in the manifest; a warning is for geometries a user changed.
     return warnings if not config.variant.released else []
+
+
+def _validate_evaluate(settings: EvaluateConfig) -> None:
+    if settings.dataset is not DatasetKind.conversation and not settings.path:
+        kind = settings.dataset.value
+        raise ConfigError(f"evaluate={kind} needs evaluate.path=/path/to/the/{kind}")
+    if settings.collar < 0:
+        raise ConfigError(f"evaluate.collar must be 0 or more seconds, got {settings.collar}")
 
 
 def config_dict(config: BuildConfig) -> dict[str, object]:

@@ -110,27 +110,34 @@ def test_output_wired_to_an_input_is_caught(built, tmp_path: Path) -> None:
     assert any("returns its input pre_encoder_lengths unchanged" in finding for finding in findings)
 
 
+def swap_two_head_weights(spec) -> None:
+    """Point two same-shaped head weight matrices at each other's data: a plausible converter
+    bug that keeps every shape, name and type intact."""
+    head = spec.pipeline.models[1]
+    function = head.mlProgram.functions["main"]
+    consts = [
+        op
+        for op in function.block_specializations[function.opset].operations
+        if op.type == "const" and op.attributes["val"].WhichOneof("value") == "blobFileValue"
+    ]
+    by_shape: dict[tuple, list] = {}
+    for op in consts:
+        dims = tuple(d.constant.size for d in op.attributes["val"].type.tensorType.dimensions)
+        by_shape.setdefault(dims, []).append(op)
+    first, second = next(ops for dims, ops in by_shape.items() if len(dims) == 2 and len(ops) >= 2)[:2]
+    a, b = first.attributes["val"].blobFileValue, second.attributes["val"].blobFileValue
+    a.offset, b.offset = b.offset, a.offset
+
+
+def swapped_weights_copy(package: Path, folder: Path) -> Path:
+    copy = _copy(package, folder)
+    _edit_spec(copy, swap_two_head_weights)
+    return copy
+
+
 def test_swapped_weights_fail_parity(built, tmp_path: Path, shared_cache: Path, model) -> None:
     result, config = built
-    package = _copy(result.package, tmp_path)
-
-    def swap(spec) -> None:
-        head = spec.pipeline.models[1]
-        function = head.mlProgram.functions["main"]
-        consts = [
-            op
-            for op in function.block_specializations[function.opset].operations
-            if op.type == "const" and op.attributes["val"].WhichOneof("value") == "blobFileValue"
-        ]
-        by_shape: dict[tuple, list] = {}
-        for op in consts:
-            dims = tuple(d.constant.size for d in op.attributes["val"].type.tensorType.dimensions)
-            by_shape.setdefault(dims, []).append(op)
-        first, second = next(ops for dims, ops in by_shape.items() if len(dims) == 2 and len(ops) >= 2)[:2]
-        a, b = first.attributes["val"].blobFileValue, second.attributes["val"].blobFileValue
-        a.offset, b.offset = b.offset, a.offset
-
-    _edit_spec(package, swap)
+    package = swapped_weights_copy(result.package, tmp_path)
     assert lint_package(package, Expectation(geometry=DEFAULT, d_model=64)) == []
     figures, failures = _parity(package, config.variant.geometry, model)
     assert failures, figures.per_step_vs_nemo.overall

@@ -20,7 +20,14 @@ from omegaconf.errors import OmegaConfBaseException
 from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.cli.workers import parallel_jobs
-from sortformer_build.config import BuildConfig, CheckpointConfig, CompressionConfig, VariantConfig, as_custom
+from sortformer_build.config import (
+    BuildConfig,
+    CheckpointConfig,
+    CompressionConfig,
+    EvaluateConfig,
+    VariantConfig,
+    as_custom,
+)
 from sortformer_build.errors import BuildError
 from sortformer_build.job.build import BuildResult, build
 from sortformer_build.job.plan import JobPlan, plan_job
@@ -39,6 +46,7 @@ def register_schemas() -> None:
         ("variant", VariantConfig),
         ("compression", CompressionConfig),
         ("checkpoint", CheckpointConfig),
+        ("evaluate", EvaluateConfig),
     ):
         store.store(group="schema", name=name, node=node)
     # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan

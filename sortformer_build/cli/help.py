@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sortformer_build.config import BuildConfig, CheckpointSource
+from sortformer_build.config import BuildConfig, CheckpointSource, DatasetKind
 from sortformer_build.geometry import OfflineGeometry
 
 CONFIG_MODULE = "sortformer_build.conf"
@@ -23,6 +23,19 @@ _SOURCES = {
 }
 
 
+_DATASETS = {
+    DatasetKind.conversation: "a short meeting of four synthesized voices with exact ground truth (shipped)",
+    DatasetKind.manifest: "NeMo's diarization manifest (JSON lines): evaluate.path=/path/manifest.json",
+    DatasetKind.folder: "audio files with same-named .rttm (and .uem) files: evaluate.path=/path/folder",
+}
+_EVALUATION_NOTES = [
+    "  evaluate.collar is pyannote.metrics' total collar width (default 0.25 s); NVIDIA's AMI and",
+    "  DIHARD figures use 0 (evaluate.collar=0). The package runs in the executor by default, for",
+    "  short sets (minutes of audio); for whole corpora run it with evaluate.backend=coreml on a",
+    "  Mac. NeMo's own diarization (always run, cached) is the checkpoint's DER at torch speed.",
+]
+
+
 def groups_help() -> str:
     with _hydra() as loader:
         variants = [_composed("variant", option) for option in loader.get_group_options("variant")]
@@ -30,6 +43,7 @@ def groups_help() -> str:
             _composed("compression", option) for option in loader.get_group_options("compression")
         ]
         checkpoints = loader.get_group_options("checkpoint")
+        datasets = loader.get_group_options("evaluate")
     lines = [
         "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms, "
         "offline: the whole window =="
@@ -39,6 +53,11 @@ def groups_help() -> str:
     lines += [_compression_line(config) for config in compressions]
     lines.append("== Checkpoints (weight sources) ==")
     lines += [f"  {option:<15} {_SOURCES[CheckpointSource(option)]}" for option in checkpoints]
+    lines.append(
+        "== Evaluation datasets (evaluate=<option>: DER against the ground truth, NeMo, the fp16 twin) =="
+    )
+    lines += [f"  {option:<15} {_DATASETS[DatasetKind(option)]}" for option in datasets]
+    lines += _EVALUATION_NOTES
     return "\n".join(lines)
 
 

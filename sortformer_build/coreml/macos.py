@@ -27,3 +27,10 @@ def load_compiled(compiled: Path) -> Any:
     import coremltools as ct
 
     return ct.models.CompiledMLModel(str(compiled), compute_units=ct.ComputeUnit.ALL)
+
+
+def load_package(package: Path) -> Any:
+    """Load an `.mlpackage` with every compute unit (Core ML compiles it on load)."""
+    import coremltools as ct
+
+    return ct.models.MLModel(str(package), compute_units=ct.ComputeUnit.ALL)

@@ -10,7 +10,8 @@ from sortformer_build.config import BuildConfig, validate_config
 from sortformer_build.errors import BuildError
 from sortformer_build.job.scratch import job_scratch
 from sortformer_build.stages.artifact import ArtifactPaths
-from sortformer_build.stages.base import JobContext, Stage
+from sortformer_build.stages.base import JobContext, Stage, lazy_dataset
+from sortformer_build.stages.evaluation import log_table
 from sortformer_build.stages.manifest import Manifest, job_digest, published_manifest
 from sortformer_build.stages.registry import job_stages
 from sortformer_build.stages.steps import StepLog
@@ -56,7 +57,12 @@ def _build(config: BuildConfig, paths: ArtifactPaths, uses: Uses) -> BuildResult
     with job_scratch(config.cache_root) as scratch, atomic.scratch_folder(paths.folder) as staging:
         cache = BuildCache(config.build_cache_dir, enabled=config.cache, scratch=scratch, uses=uses)
         job = JobContext(
-            config=config, cache=cache, steps=StepLog(), versions=tool_versions(), staging=staging
+            config=config,
+            cache=cache,
+            steps=StepLog(),
+            versions=tool_versions(),
+            staging=staging,
+            dataset=lazy_dataset(config),
         )
         # The checkpoint stage comes first: nothing else can be keyed without its digest.
         first, *rest = job_stages(config)
@@ -64,6 +70,8 @@ def _build(config: BuildConfig, paths: ArtifactPaths, uses: Uses) -> BuildResult
         current = _published(job) if config.cache else None
         if current is not None:
             log.info("%s is up to date (same checkpoint, config and tools); nothing to build", paths.package)
+            if config.evaluate is not None:
+                log_table(current.evaluation)
             return BuildResult(paths.package, paths.manifest, current, up_to_date=True)
         for stage in rest:
             _run(stage, job)
@@ -82,8 +90,9 @@ def _run(stage: Stage, job: JobContext) -> None:
 
 
 def _published(job: JobContext) -> Manifest | None:
+    facts = job.key_facts()
     return published_manifest(
-        job.config, job_digest(job.config, job.key_facts().checkpoint_sha256, job.versions)
+        job.config, job_digest(job.config, facts.checkpoint_sha256, job.versions, facts.dataset_sha256)
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sortformer_build.checkpoint.sources import Checkpoint, find_checkpoint
 from sortformer_build.config import BuildConfig, CheckpointSource, validate_config
 from sortformer_build.stages.artifact import ArtifactPaths
-from sortformer_build.stages.base import KeyFacts, PlanContext, Prediction
+from sortformer_build.stages.base import KeyFacts, PlanContext, Prediction, lazy_dataset
 from sortformer_build.stages.manifest import job_digest, published_manifest
 from sortformer_build.stages.registry import job_stages
 from sortformer_build.store.cache import BuildCache
@@ -75,11 +75,12 @@ def plan_job(config: BuildConfig) -> JobPlan:
         warnings=warnings,
     )
     versions = tool_versions()
-    facts = None if checkpoint is None else KeyFacts(config, checkpoint.sha256, versions, {})
+    dataset = lazy_dataset(config)
+    dataset_sha256 = None if dataset is None else dataset.get().sha256
+    facts = None if checkpoint is None else KeyFacts(config, checkpoint.sha256, versions, {}, dataset_sha256)
     if facts is not None and config.cache:
-        plan.up_to_date = (
-            published_manifest(config, job_digest(config, facts.checkpoint_sha256, versions)) is not None
-        )
+        digest = job_digest(config, facts.checkpoint_sha256, versions, dataset_sha256)
+        plan.up_to_date = published_manifest(config, digest) is not None
         if plan.up_to_date:
             return plan
     context = PlanContext(config, BuildCache(config.build_cache_dir, enabled=config.cache), checkpoint, facts)

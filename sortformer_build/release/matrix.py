@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from sortformer_build.geometry import Geometry, geometry_from_dict
 from sortformer_build.job.status import JobStatus, read_statuses
-from sortformer_build.stages.manifest import Manifest, ManifestError
+from sortformer_build.stages.manifest import EvaluationRecord, Manifest, ManifestError
 from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
 from sortformer_build.store import atomic
 
@@ -77,6 +77,7 @@ class ReleaseRow:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
     ratio_to_fp16: float | None = None
+    evaluation: EvaluationRecord | None = None
 
 
 def release_rows(statuses: Iterable[JobStatus]) -> list[ReleaseRow]:
@@ -116,6 +117,7 @@ def _row(status: JobStatus) -> ReleaseRow:
     row.steps = manifest.steps
     row.stage_seconds = manifest.seconds
     row.verification = manifest.verification
+    row.evaluation = manifest.evaluation if manifest.evaluation.done else None
     return row
 
 
@@ -134,9 +136,39 @@ RELEASE_COLUMNS = (
 )
 
 
-def _cells(row: ReleaseRow) -> list[str]:
+# Added when a row was evaluated: DER against the ground truth, NeMo and the fp16 twin.
+DER_COLUMNS = ("DER", "DER vs NeMo", "DER vs fp16")
+_DER_AT = RELEASE_COLUMNS.index("wall")
+
+
+def _columns(rows: list[ReleaseRow]) -> tuple[str, ...]:
+    if not any(row.evaluation is not None for row in rows):
+        return RELEASE_COLUMNS
+    return (*RELEASE_COLUMNS[:_DER_AT], *DER_COLUMNS, *RELEASE_COLUMNS[_DER_AT:])
+
+
+def _cells(row: ReleaseRow, columns: tuple[str, ...]) -> list[str]:
     if not row.ok or row.geometry is None or row.bytes is None:
-        return _failure(row.file_name, row.compression, row.seconds, row.error or "", RELEASE_COLUMNS)
+        return _failure(row.file_name, row.compression, row.seconds, row.error or "", columns)
+    cells = _release_cells(row)
+    if columns == RELEASE_COLUMNS:
+        return cells
+    return [*cells[:_DER_AT], *_der_cells(row.evaluation), *cells[_DER_AT:]]
+
+
+def _der_cells(record: EvaluationRecord | None) -> list[str]:
+    if record is None:
+        return ["", "", ""]
+    if record.skipped:
+        return [f"skipped: {record.skipped}", "", ""]
+    truth = "; ".join(f"{row.der:.2%} ({row.dataset}, collar {row.collar:g})" for row in record.der)
+    nemo = f"{record.vs_nemo.der:.2%}" if record.vs_nemo is not None else ""
+    change = f"{record.change_vs_fp16_pp:+.2f} pp" if record.change_vs_fp16_pp is not None else ""
+    return [truth or "no ground truth", nemo, change]
+
+
+def _release_cells(row: ReleaseRow) -> list[str]:
+    assert row.geometry is not None and row.bytes is not None
     ratio = row.ratio_to_fp16
     return [
         row.package or "",
@@ -244,12 +276,13 @@ def read_matrix(output_dir: Path) -> ReleaseMatrix:
     data = json.loads((output_dir / f"{SUMMARY_STEM}.json").read_text())
     rows = []
     for row in data["artifacts"]:
-        geometry, steps = row.pop("geometry"), row.pop("steps")
+        geometry, steps, evaluation = row.pop("geometry"), row.pop("steps"), row.pop("evaluation", None)
         rows.append(
             ReleaseRow(
                 **row,
                 geometry=None if geometry is None else geometry_from_dict(geometry),
                 steps=[Step(**step) for step in steps],
+                evaluation=None if evaluation is None else EvaluationRecord.from_dict(evaluation),
             )
         )
     return ReleaseMatrix(
@@ -263,7 +296,8 @@ def write_summary(output_dir: Path, rows: list[ReleaseRow]) -> tuple[str, str]:
     failed = sum(not row.ok for row in rows)
     summary = output_dir / f"{SUMMARY_STEM}.md"
     title = f"Release matrix {summary}: {len(rows)} jobs, {failed} failed"
-    table = markdown(RELEASE_COLUMNS, map(_cells, rows))
+    columns = _columns(rows)
+    table = markdown(columns, (_cells(row, columns) for row in rows))
     atomic.write_text(summary, f"# {title}\n\n{table}\n")
     document = ReleaseMatrix(jobs=len(rows), failed=failed, artifacts=rows, command=sweep_command())
     atomic.write_text(summary.with_suffix(".json"), json.dumps(asdict(document), indent=1) + "\n")

@@ -1,4 +1,5 @@
-"""Where one job's artifact goes: the package, its manifest and (macOS) the compiled model."""
+"""Where one job's artifact goes: the package, its manifest, (macOS) the compiled model and (with an
+evaluation) the RTTMs."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class ArtifactPaths:
     @property
     def manifest(self) -> Path:
         return self.folder / f"{self.name}.json"
+
+    @property
+    def evaluation(self) -> Path:
+        """`artifact/` and `nemo/`: one RTTM per recording of the last evaluation."""
+        return self.folder / f"{self.name}.evaluation"
 
     @property
     def release_path(self) -> str:

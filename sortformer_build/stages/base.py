@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 
 from sortformer_build.checkpoint.counts import ParameterCounts
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
-from sortformer_build.config import BuildConfig
+from sortformer_build.config import BuildConfig, EvaluateConfig
+from sortformer_build.evaluate.datasets import LoadedDataset
+from sortformer_build.evaluate.diarize import Diarization
+from sortformer_build.stages.manifest import EvaluationRecord
 from sortformer_build.stages.steps import BUILT, CACHED, Step, StepLog
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify.compare import Outputs, ReferenceData
@@ -46,6 +49,7 @@ class KeyFacts:
     checkpoint_sha256: str
     versions: dict[str, str]
     entries: dict[str, str]
+    dataset_sha256: str | None = None  # the evaluation dataset's content, when the job evaluates
 
 
 class LazyModel:
@@ -60,6 +64,25 @@ class LazyModel:
             with self._steps.timed("restore", f"Restoring the NeMo model from {self._checkpoint.path.name}"):
                 self._model = load_model(self._checkpoint)
         return self._model
+
+
+class LazyDataset:
+    """Loads the evaluation dataset (every file checked) and digests its content on first use:
+    the up-to-date check is the first to ask, so bad input stops a job before it builds."""
+
+    def __init__(self, settings: EvaluateConfig, memo_dir: Path) -> None:
+        self._settings, self._memo_dir, self._loaded = settings, memo_dir, None
+
+    def get(self) -> LoadedDataset:
+        if self._loaded is None:
+            from sortformer_build.evaluate.datasets import load_checked
+
+            self._loaded = load_checked(self._settings, self._memo_dir)
+        return self._loaded
+
+
+def lazy_dataset(config: BuildConfig) -> LazyDataset | None:
+    return None if config.evaluate is None else LazyDataset(config.evaluate, config.file_digest_memo_dir)
 
 
 @dataclass(frozen=True)
@@ -110,9 +133,17 @@ class JobContext:
     reference: ReferenceData | None = None
     fp16_outputs: Outputs | None = None
     verification: Verification = field(default_factory=Verification)
+    dataset: LazyDataset | None = None
+    nemo_diarization: Diarization | None = None
+    diarization: Diarization | None = None  # the package's
+    twin_diarization: Diarization | None = None  # the fp16 twin's, for a compressed package
+    evaluation: EvaluationRecord = field(default_factory=EvaluationRecord)
+    evaluation_dir: Path | None = None  # the staged RTTMs
 
     def key_facts(self) -> KeyFacts:
-        return KeyFacts(self.config, need(self.checkpoint, "checkpoint").sha256, self.versions, self.entries)
+        sha256 = None if self.dataset is None else self.dataset.get().sha256
+        checkpoint = need(self.checkpoint, "checkpoint").sha256
+        return KeyFacts(self.config, checkpoint, self.versions, self.entries, sha256)
 
     def nemo(self) -> Any:
         return need(self.model, "restorable model").get()
@@ -184,10 +215,15 @@ class CachedStage(Stage):
     def accept(self, job: JobContext, entry: Entry) -> None:
         """Take a finished entry (built now or cached) into the job."""
 
+    @property
+    def cache_name(self) -> str:
+        """The cache folder its entries live in: stages that compute one thing share it."""
+        return self.name
+
     def resolve(self, facts: KeyFacts, cache: BuildCache) -> dict[str, Any]:
         """The key, and the entry name later stages' keys refer to."""
         key = self.key(facts)
-        facts.entries[self.name] = cache.path(self.name, key).name
+        facts.entries[self.name] = cache.path(self.cache_name, key).name
         return key
 
     def _built(self, job: JobContext, folder: Path) -> dict[str, Any]:
@@ -204,7 +240,7 @@ class CachedStage(Stage):
     def execute(self, job: JobContext) -> None:
         key = self.resolve(job.key_facts(), job.cache)
         with self.step(job) as step:
-            entry = job.cache.fetch(self.name, key, lambda folder: self._built(job, folder))
+            entry = job.cache.fetch(self.cache_name, key, lambda folder: self._built(job, folder))
             step.status, step.detail = (
                 (CACHED, f"cached: {entry.path}") if entry.hit else (BUILT, self.detail(entry.facts))
             )
@@ -216,4 +252,4 @@ class CachedStage(Stage):
         key = self.resolve(plan.facts, plan.cache)
         if not plan.cache.enabled:
             return Prediction.off
-        return Prediction.hit if plan.cache.lookup(self.name, key) is not None else Prediction.miss
+        return Prediction.hit if plan.cache.lookup(self.cache_name, key) is not None else Prediction.miss

@@ -75,20 +75,59 @@ class VariantRecord:
 
 @dataclass
 class DerRecord:
-    """A diarization error rate of the artifact on a dataset (rates as fractions)."""
+    """A diarization error rate of the artifact (rates as fractions), overall or of one recording."""
 
     dataset: str
+    against: str  # "ground truth", or "nemo": NeMo's own diarization of the same audio
     collar: float
     scored_overlap: bool
     der: float
     miss: float | None = None
     false_alarm: float | None = None
     confusion: float | None = None
+    recording: str | None = None  # None: the whole dataset
 
 
 @dataclass
 class EvaluationRecord:
-    der: list[DerRecord] = field(default_factory=list)
+    """What the evaluation stage found; empty when the job did not evaluate."""
+
+    der: list[DerRecord] = field(default_factory=list)  # vs ground truth, overall (the model card's)
+    vs_nemo: DerRecord | None = None
+    # DER minus the fp16 twin's, in percentage points (on ground truth, else vs NeMo).
+    change_vs_fp16_pp: float | None = None
+    recordings: list[DerRecord] = field(default_factory=list)
+    backend: str | None = None
+    audio_seconds: float | None = None
+    real_time_factor: float | None = None  # the artifact's diarization, processing s per audio s
+    rttm_dir: str | None = None
+    skipped: str | None = None  # why the artifact could not be run here
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationRecord:
+        vs_nemo = data.pop("vs_nemo", None)
+        return cls(
+            der=[DerRecord(**row) for row in data.pop("der", [])],
+            recordings=[DerRecord(**row) for row in data.pop("recordings", [])],
+            vs_nemo=None if vs_nemo is None else DerRecord(**vs_nemo),
+            **data,
+        )
+
+    @property
+    def done(self) -> bool:
+        """Whether the job evaluated (or tried to, and says why it could not)."""
+        return self.backend is not None or self.skipped is not None
+
+    def summary(self) -> str:
+        """One line: the three comparisons."""
+        if self.skipped:
+            return f"evaluation skipped: {self.skipped}"
+        parts = [f"DER {row.der:.2%} vs {row.against} ({row.dataset})" for row in self.der]
+        if self.vs_nemo is not None:
+            parts.append(f"{self.vs_nemo.der:.2%} vs NeMo")
+        if self.change_vs_fp16_pp is not None:
+            parts.append(f"{self.change_vs_fp16_pp:+.2f} pp vs fp16")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -170,9 +209,7 @@ class Manifest:
                 job_digest=data["job_digest"],
                 config=data["config"],
                 verification=data.get("verification", {}),
-                evaluation=EvaluationRecord(
-                    der=[DerRecord(**row) for row in data.get("evaluation", {}).get("der", [])]
-                ),
+                evaluation=EvaluationRecord.from_dict(dict(data.get("evaluation", {}))),
                 format=data["format"],
             )
         except FileNotFoundError:
@@ -181,16 +218,24 @@ class Manifest:
             raise ManifestError(f"manifest {path} is unreadable ({type(error).__name__}: {error})") from None
 
 
-def job_key(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> dict[str, Any]:
-    """Everything a published artifact depends on (not where files go); its digest is the
-    manifest's `job_digest`."""
+def job_key(
+    config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str], dataset_sha256: str | None
+) -> dict[str, Any]:
+    """Everything a published artifact and its manifest depend on (not where files go); its
+    digest is the manifest's `job_digest`. An evaluation adds its settings and the content of
+    its dataset; without one the key is what it always was."""
     plain = config_dict(config)
     shaping = {key: plain[key] for key in ("variant", "compression", "deployment_target", "verify")}
-    return {"config": shaping, "checkpoint": checkpoint_sha256, "versions": versions}
+    key = {"config": shaping, "checkpoint": checkpoint_sha256, "versions": versions}
+    if config.evaluate is not None:
+        key["evaluation"] = {"settings": plain["evaluate"], "dataset": dataset_sha256}
+    return key
 
 
-def job_digest(config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str]) -> str:
-    return digest_of(job_key(config, checkpoint_sha256, versions))
+def job_digest(
+    config: BuildConfig, checkpoint_sha256: str, versions: dict[str, str], dataset_sha256: str | None
+) -> str:
+    return digest_of(job_key(config, checkpoint_sha256, versions, dataset_sha256))
 
 
 def published_manifest(config: BuildConfig, digest: str) -> Manifest | None:

@@ -36,9 +36,12 @@ class PublishStage(Stage):
                 for source, final in (
                     (staged, paths.package),
                     (staged.with_suffix(".mlmodelc"), paths.compiled),
+                    (job.evaluation_dir, paths.evaluation),
                 ):
-                    if source.exists():
+                    if source is not None and source.exists():
                         atomic.replace(source, final)
+                    elif final != paths.package:  # an earlier build's: not this manifest's
+                        atomic.remove(final)
                 step.detail = str(paths.package)
             # The manifest names the publish step too: written last, it is what says "done".
             manifest.steps, manifest.seconds = list(job.steps.steps), dict(job.steps.timings)
@@ -77,7 +80,8 @@ def manifest_of(job: JobContext, content_sha256: str) -> Manifest:
         versions={"python": python_version(), **job.versions},
         steps=[],
         seconds={},
-        job_digest=job_digest(config, checkpoint.sha256, job.versions),
+        job_digest=job_digest(config, checkpoint.sha256, job.versions, job.key_facts().dataset_sha256),
         config=config_dict(config),
         verification=job.verification.as_dict(),
+        evaluation=job.evaluation,
     )

@@ -1,5 +1,5 @@
 """The stages of a build, in the order data flows through them: config -> checkpoint -> traced
-and converted programs -> compressed -> assembled -> verified -> published. The build runs this
+and converted programs -> compressed -> assembled -> verified -> (evaluated) -> published. The build runs this
 list and the dry run walks it, so what one predicts is what the other does."""
 
 from __future__ import annotations
@@ -8,6 +8,12 @@ from sortformer_build.config import BuildConfig
 from sortformer_build.stages.assemble import AssembleStage
 from sortformer_build.stages.base import Stage
 from sortformer_build.stages.checkpoint import CheckpointStage
+from sortformer_build.stages.evaluation import (
+    DiarizationStage,
+    EvaluationStage,
+    NemoDiarizationStage,
+    TwinDiarizationStage,
+)
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.publish import PublishStage
@@ -29,6 +35,10 @@ STAGES: tuple[Stage, ...] = (
     Fp16OutputsStage(),
     ParityStage(),
     OnDeviceStage(),
+    NemoDiarizationStage(),
+    DiarizationStage(),
+    TwinDiarizationStage(),
+    EvaluationStage(),
     PublishStage(),
 )
 

@@ -13,6 +13,8 @@ from sortformer_build.errors import BuildError
 log = logging.getLogger("sortformer_build")
 
 BUILT, CACHED, VERIFIED, SKIPPED, FAILED = "built", "cached", "verified", "skipped", "failed"
+# A measurement that judges nothing (the DER of an evaluation).
+SCORED = "scored"
 
 
 class StepFailed(BuildError):

@@ -9,11 +9,11 @@ from typing import Any
 
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml import macos
+from sortformer_build.stages.assemble import fp16_twin
 from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
 from sortformer_build.stages.kinds import model_kind
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.steps import VERIFIED, StepFailed
-from sortformer_build.store import atomic
 from sortformer_build.store.cache import Entry
 from sortformer_build.verify.compare import OUTPUTS_FILE, REFERENCE_FILE
 
@@ -116,18 +116,10 @@ class Fp16OutputsStage(CachedStage):
         if job.config.compression.is_fp16:
             outputs = run_cases(package_step(need(job.package, "staged package"), precision), cases)
         else:
-            twin = folder / "fp16.mlpackage"
-            self._assemble_twin(job, twin)
-            outputs = run_cases(package_step(twin, precision), cases)
-            atomic.remove(twin)
+            with fp16_twin(job, folder) as twin:
+                outputs = run_cases(package_step(twin, precision), cases)
         save_outputs(outputs, cases, folder)
         return {}
-
-    @staticmethod
-    def _assemble_twin(job: JobContext, destination: Path) -> None:
-        conversion = need(job.programs, "converted programs").folder
-        kind = model_kind(job.config.variant.geometry)
-        kind.assemble(conversion, conversion / kind.compressible, job.config.variant, {}, destination)
 
     def accept(self, job: JobContext, entry: Entry) -> None:
         from sortformer_build.verify.compare import load_outputs

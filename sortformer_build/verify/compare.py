@@ -85,19 +85,22 @@ def load_outputs(folder: Path) -> Outputs:
     return _load(folder / OUTPUTS_FILE)[1]
 
 
-def package_step(package: Path, precision: ExecutorPrecision) -> StepFunction:
-    """The package as a step function, run by the executor on one BLAS thread: parallelism
-    comes from running jobs side by side, and two threads per job on two busy cores made each
-    matmul several times slower."""
+def package_step(package: Path, precision: ExecutorPrecision, blas_threads: int | None = 1) -> StepFunction:
+    """The package as a step function, run by the executor on `blas_threads` BLAS threads (None:
+    the library's default, every core). Verification keeps one: its work is a few steps, the
+    parallelism comes from running jobs side by side, and two threads per job on two busy cores
+    made each matmul several times slower."""
     from threadpoolctl import ThreadpoolController
 
     from sortformer_build.executor import load_package
 
     model = load_package(package)
+    if blas_threads is None:
+        return lambda inputs: model.predict(inputs, precision=precision.value)
     blas = ThreadpoolController()  # scans the loaded libraries once, not on every step
 
     def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with blas.limit(limits=1, user_api="blas"):
+        with blas.limit(limits=blas_threads, user_api="blas"):
             return model.predict(inputs, precision=precision.value)
 
     return step

@@ -1,0 +1,108 @@
+"""Diarizing a dataset: every recording's mel features through a backend, NeMo's
+post-processing, one RTTM per recording."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sortformer_build.evaluate.annotations import Regions, write_rttm
+from sortformer_build.evaluate.audio import load_audio
+from sortformer_build.evaluate.backends import Backend
+from sortformer_build.evaluate.datasets import Dataset, Recording
+from sortformer_build.evaluate.segments import PostProcessing, speaker_labels
+from sortformer_build.verify.reference import SAMPLE_RATE
+
+# 16 kHz mono audio -> the checkpoint's mel features (1, 128, mel frames).
+Features = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RecordingResult:
+    name: str
+    audio_seconds: float
+    seconds: float  # wall time, audio loading to RTTM
+    regions: Regions  # where its hypothesis is scored
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any]) -> RecordingResult:
+        regions = tuple((float(start), float(end)) for start, end in facts.pop("regions"))
+        return cls(regions=regions, **facts)
+
+
+@dataclass(frozen=True)
+class Diarization:
+    """One backend's RTTMs for a dataset: `<folder>/<recording name>.rttm`."""
+
+    backend: str
+    folder: Path
+    recordings: tuple[RecordingResult, ...]
+
+    @property
+    def rttms(self) -> dict[str, Path]:
+        return {result.name: self.folder / f"{result.name}.rttm" for result in self.recordings}
+
+    @property
+    def regions(self) -> dict[str, Regions]:
+        return {result.name: result.regions for result in self.recordings}
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(result.audio_seconds for result in self.recordings)
+
+    @property
+    def seconds(self) -> float:
+        return sum(result.seconds for result in self.recordings)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing seconds per second of audio (below 1: faster than real time)."""
+        return self.seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    def facts(self) -> dict[str, Any]:
+        """JSON-plain, for the build cache (the RTTMs are the entry's files)."""
+        return {"backend": self.backend, "recordings": [asdict(result) for result in self.recordings]}
+
+    @classmethod
+    def from_facts(cls, folder: Path, facts: dict[str, Any]) -> Diarization:
+        recordings = tuple(RecordingResult.from_facts(dict(result)) for result in facts["recordings"])
+        return cls(str(facts["backend"]), folder, recordings)
+
+
+def diarize(
+    backend: Backend, dataset: Dataset, features: Features, postprocessing: PostProcessing, folder: Path
+) -> Diarization:
+    """Diarize every recording of `dataset` with `backend`, writing its RTTMs into `folder`."""
+    from tqdm import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Shown on a terminal only (disable=None); the stage logs its own lines.
+    recordings = tqdm(
+        dataset.recordings, desc=f"  {backend.name} on {dataset.name}", unit=" recordings", disable=None
+    )
+    results = tuple(
+        _diarize(backend, recording, features, postprocessing, folder) for recording in recordings
+    )
+    return Diarization(backend.name, folder, results)
+
+
+def _diarize(
+    backend: Backend, recording: Recording, features: Features, postprocessing: PostProcessing, folder: Path
+) -> RecordingResult:
+    started = time.perf_counter()
+    audio = load_audio(recording.audio, recording.offset, recording.duration)
+    preds = backend.predict(features(audio))
+    labels = speaker_labels(preds, postprocessing, recording.offset)
+    write_rttm(folder / f"{recording.name}.rttm", labels, recording.name)
+    seconds = audio.size / SAMPLE_RATE
+    return RecordingResult(
+        name=recording.name,
+        audio_seconds=seconds,
+        seconds=time.perf_counter() - started,
+        regions=recording.regions(seconds),
+    )
