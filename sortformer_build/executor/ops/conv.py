@@ -63,15 +63,40 @@ def _conv(args: OpArgs) -> np.ndarray:
     cols = windows(padded, kernel, strides, dilations)
     n, positions = x.shape[0], cols.shape[2 : 2 + spatial]
     out_channels, group_in = weight.shape[0], x.shape[1] // groups
+    if (group_in == 1 and out_channels == groups) or (groups == 1 and math.prod(kernel) == 1):
+        out = _depthwise(cols, weight) if groups > 1 else _pointwise(cols, weight)
+        if bias is not None:
+            out += bias.reshape((1, -1) + (1,) * spatial)
+        return np.ascontiguousarray(out, dtype=args.out_dtype())
     n_positions, n_taps = math.prod(positions), group_in * math.prod(kernel)
-    # im2col per group: [G, N * positions, C/G * kernel] @ [G, C/G * kernel, C_out/G].
+    # im2col per group, channels first so the product is already [C_out, positions]:
+    # [G, C_out/G, C/G * kernel] @ [G, C/G * kernel, N * positions].
     cols = cols.reshape(n, groups, group_in, n_positions, math.prod(kernel))
-    cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * n_positions, n_taps)
-    kernels = weight.reshape(groups, out_channels // groups, n_taps).transpose(0, 2, 1)
-    out = np.matmul(cols, kernels)
-    out = out.reshape(groups, n, *positions, out_channels // groups)
-    out = np.moveaxis(out, 0, -2).reshape(n, *positions, out_channels)
-    out = np.moveaxis(out, -1, 1)
+    cols = cols.transpose(1, 2, 4, 0, 3).reshape(groups, n_taps, n * n_positions)
+    kernels = weight.reshape(groups, out_channels // groups, n_taps)
+    out = np.matmul(kernels, cols).reshape(out_channels, n, *positions)
+    out = np.moveaxis(out, 1, 0)
     if bias is not None:
         out = out + bias.reshape((1, -1) + (1,) * spatial)
     return np.ascontiguousarray(out, dtype=args.out_dtype())
+
+
+def _depthwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """One filter per channel: a multiply-add per kernel tap over the window view. im2col would
+    copy every window into a matrix only to multiply it by a column."""
+    kernel = weight.shape[2:]
+    taps = weight.reshape(weight.shape[0], -1).astype(np.float32)
+    channel = (1, -1) + (1,) * len(kernel)
+    out = np.zeros(cols.shape[: -len(kernel)], dtype=np.float32)
+    for tap, offsets in enumerate(np.ndindex(*kernel)):
+        out += cols[(..., *offsets)] * taps[:, tap].reshape(channel)
+    return out
+
+
+def _pointwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A 1x1 kernel: one matmul over the channels, no window matrix."""
+    n, channels = cols.shape[:2]
+    spatial = weight.ndim - 2
+    x = cols[(..., *(0,) * spatial)]  # [N, C, *positions]
+    out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n, channels, -1))
+    return out.reshape(n, weight.shape[0], *x.shape[2:]).astype(np.float32, copy=False)
