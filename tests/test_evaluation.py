@@ -408,42 +408,55 @@ def _tiny(*overrides: str, cache: Path) -> tuple[str, ...]:
 
 
 def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: Path) -> None:
-    """A palettized job through the console script: the DER table, the RTTMs beside the package,
-    the manifest's evaluation section; a rerun is up to date and shows the table again; the fp16
-    job then finds its own diarization in the cache (the palettized job's twin)."""
-    run = run_cli("variant=default", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path)
+    """A palettized job through the console script (NvidiaHigh: few chunks to stream): the DER
+    table, the RTTMs beside the package, the manifest's evaluation section; a rerun is up to date
+    and shows the table again; the fp16 job then finds its own diarization in the cache (the
+    palettized job's twin)."""
+    run = run_cli("variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path)
     assert run.returncode == 0, run.output
     assert "DER of executor-float16 on conversation (collar 0.25 s, overlap scored)" in run.output
     assert "change against the fp16 twin" in run.output
     release = tmp_path / "outputs" / "tiny"
-    rttms = release / "palettized" / "Sortformer_v2.1.evaluation"
+    rttms = release / "palettized" / "SortformerNvidiaHigh_v2.1.evaluation"
     assert [path.name for path in sorted(rttms.rglob("*.rttm"))] == ["conversation.rttm"] * 2
-    manifest = Manifest.read(release / "palettized" / "Sortformer_v2.1.json")
+    manifest = Manifest.read(release / "palettized" / "SortformerNvidiaHigh_v2.1.json")
     record = manifest.evaluation
     assert [row.against for row in record.der] == ["ground truth"] and record.vs_nemo is not None
     assert record.change_vs_fp16_pp is not None and record.real_time_factor and record.audio_seconds
-    assert record.rttm_dir == str(rttms)
+    assert tmp_path / str(record.rttm_dir) == rttms
     statuses = {step.name: step.status for step in manifest.steps}
     assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"] == "built"
 
-    again = run_cli("variant=default", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path)
+    again = run_cli(
+        "variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path
+    )
     assert again.returncode == 0 and "is up to date" in again.output and "DER of" in again.output
 
-    fp16 = run_cli("variant=default", "compression=fp16", *_tiny(cache=shared_cache), cwd=tmp_path)
+    fp16 = run_cli("variant=nvidia_high", "compression=fp16", *_tiny(cache=shared_cache), cwd=tmp_path)
     assert fp16.returncode == 0, fp16.output
     steps = {
-        step.name: step.status for step in Manifest.read(release / "fp16" / "Sortformer_v2.1.json").steps
+        step.name: step.status
+        for step in Manifest.read(release / "fp16" / "SortformerNvidiaHigh_v2.1.json").steps
     }
     assert steps["diarization"] == steps["nemo-diarization"] == "cached"
     assert "fp16-diarization" not in steps
 
 
-def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path) -> None:
+@pytest.fixture(scope="module")
+def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
+    folder = tmp_path_factory.mktemp("short")
+    soundfile.write(folder / "opening.wav", load_audio(CONVERSATION_AUDIO, duration=12.0), SAMPLE_RATE)
+    shutil.copy(CONVERSATION_RTTM, folder / "opening.rttm")
+    return folder
+
+
+def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path, short_folder: Path) -> None:
     run = run_cli(
         "--multirun",
         "variant=default,nvidia_high",
         "compression=fp16,palettized6",
-        *_tiny(cache=shared_cache),
+        *_tiny("evaluate=folder", f"evaluate.path={short_folder}", cache=shared_cache),
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.output

@@ -160,9 +160,8 @@ def test_model_card_metadata_reads_back(copy: Path) -> None:
 def test_der_figures_reach_the_card_when_the_release_was_evaluated(copy: Path) -> None:
     manifest_path = copy / "palettized" / "Sortformer_v2.1.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["evaluation"] = {
-        "der": [{"dataset": "ami-sdm", "collar": 0.25, "scored_overlap": True, "der": 0.2451, "miss": 0.1}]
-    }
+    figure = {"dataset": "ami-sdm", "collar": 0.25, "scored_overlap": True, "der": 0.2451, "miss": 0.1}
+    manifest["evaluation"] = {"der": [{**figure, "against": "ground truth"}], "backend": "coreml"}
     manifest_path.write_text(json.dumps(manifest))
     assert publish(copy, "dry_run=true", *PACKAGES).returncode == 0
     card = ModelCard.load(copy / ".publish" / "README.md")

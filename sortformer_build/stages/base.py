@@ -25,6 +25,7 @@ from sortformer_build.stages.steps import BUILT, CACHED, Step, StepLog
 from sortformer_build.store.cache import BuildCache, Entry
 from sortformer_build.verify.compare import Outputs, ReferenceData
 from sortformer_build.verify.parity import ParityFigures
+from sortformer_build.verify.reference import StepFunction
 
 
 class Prediction(StrEnum):
@@ -139,6 +140,7 @@ class JobContext:
     twin_diarization: Diarization | None = None  # the fp16 twin's, for a compressed package
     evaluation: EvaluationRecord = field(default_factory=EvaluationRecord)
     evaluation_dir: Path | None = None  # the staged RTTMs
+    _package_step: StepFunction | None = field(default=None, repr=False)
 
     def key_facts(self) -> KeyFacts:
         sha256 = None if self.dataset is None else self.dataset.get().sha256
@@ -147,6 +149,16 @@ class JobContext:
 
     def nemo(self) -> Any:
         return need(self.model, "restorable model").get()
+
+    def package_step(self) -> StepFunction:
+        """The staged package in the executor at the verification precision, loaded once per job:
+        its weights are decoded on the first call."""
+        if self._package_step is None:
+            from sortformer_build.verify.compare import package_step
+
+            package = need(self.package, "staged package")
+            self._package_step = package_step(package, self.config.verify.precision)
+        return self._package_step
 
 
 T = TypeVar("T")

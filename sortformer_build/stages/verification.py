@@ -114,7 +114,7 @@ class Fp16OutputsStage(CachedStage):
         cases = need(job.reference, "NeMo reference").cases
         precision = job.config.verify.precision
         if job.config.compression.is_fp16:
-            outputs = run_cases(package_step(need(job.package, "staged package"), precision), cases)
+            outputs = run_cases(job.package_step(), cases)
         else:
             with fp16_twin(job, folder) as twin:
                 outputs = run_cases(package_step(twin, precision), cases)
@@ -139,7 +139,6 @@ class ParityStage(Stage):
         return f"Comparing the package with NeMo ({precision} executor, {cases})"
 
     def execute(self, job: JobContext) -> None:
-        from sortformer_build.verify.compare import package_step
         from sortformer_build.verify.gates import gate
 
         config = job.config
@@ -147,7 +146,7 @@ class ParityStage(Stage):
         outputs = need(job.fp16_outputs, "fp16 outputs")
         with self.step(job) as step:
             figures = model_kind(config.variant.geometry).figures(
-                package_step(need(job.package, "staged package"), config.verify.precision),
+                job.package_step(),
                 need(job.reference, "NeMo reference"),
                 config.variant.geometry,
                 need(job.programs, "converted programs").d_model,
