@@ -234,6 +234,7 @@ def score(job: JobContext) -> EvaluationRecord:
         backend=ours.backend,
         audio_seconds=round(ours.audio_seconds, 3),
         real_time_factor=round(ours.real_time_factor, 4),
+        nemo_real_time_factor=round(nemo.real_time_factor, 4),
         rttm_dir=str(ArtifactPaths.of(job.config).evaluation),
     )
 

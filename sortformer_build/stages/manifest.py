@@ -100,6 +100,7 @@ class EvaluationRecord:
     backend: str | None = None
     audio_seconds: float | None = None
     real_time_factor: float | None = None  # the artifact's diarization, processing s per audio s
+    nemo_real_time_factor: float | None = None  # NeMo's, when its diarization was computed
     rttm_dir: str | None = None
     skipped: str | None = None  # why the artifact could not be run here
 

@@ -1,0 +1,78 @@
+"""Diarization quality and speed of the release's evaluation, on the full-size synthetic
+checkpoint: Default and NvidiaHigh at fp16, palettized6 and palettized4, each diarizing the
+shipped conversation through NeMo's streaming loop, scored against the ground truth, NeMo and
+the fp16 twin.
+
+    .venv/bin/python benchmarks/evaluate.py [--work DIR] [-- extra overrides]
+
+Runs `sortformer-build --multirun ... evaluate=conversation hydra/launcher=basic`: one job at a
+time, so each evaluation has the machine's cores, as a single job does. Prints, from the
+manifests, the DER figures and the real-time factor (processing seconds per audio second,
+audio loading to RTTM; below 1 is faster than real time) of NeMo and of the executor (float16
+mode). Random weights diarize nothing real: their DER against the ground truth is no property
+of the conversion; the DER against NeMo is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sortformer_build.stages.manifest import Manifest
+
+SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
+VARIANTS = "default,nvidia_high"
+COMPRESSIONS = "fp16,palettized6,palettized4"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("outputs/benchmark-evaluate"))
+    parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. evaluate.collar=0")
+    arguments = parser.parse_args()
+    work = arguments.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    command = [
+        SCRIPT,
+        "--multirun",
+        f"variant={VARIANTS}",
+        f"compression={COMPRESSIONS}",
+        "checkpoint=synthetic",
+        "evaluate=conversation",
+        "hydra/launcher=basic",
+        f"cache_dir={work / 'cache'}",
+        f"output_dir={work / 'release'}",
+        *arguments.overrides,
+    ]
+    print(" ".join(command), flush=True)
+    started = time.perf_counter()
+    with (work / "sweep.log").open("w") as log:
+        returncode = subprocess.run(command, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        sys.exit(f"the sweep failed (exit {returncode}); see {work / 'sweep.log'}")
+    print(f"sweep: {time.perf_counter() - started:.0f} s\n")
+    print("| artifact | DER vs ground truth | DER vs NeMo | vs fp16 twin | RTF package | RTF NeMo |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for path in sorted((work / "release").glob("*/*.json")):
+        print(_row(path.parent.name, Manifest.read(path)))
+
+
+def _row(folder: str, manifest: Manifest) -> str:
+    record = manifest.evaluation
+    truth = record.der[0].der if record.der else None
+    cells = [
+        f"{folder}/{manifest.variant.file_name}",
+        "" if truth is None else f"{truth:.2%}",
+        "" if record.vs_nemo is None else f"{record.vs_nemo.der:.2%}",
+        "" if record.change_vs_fp16_pp is None else f"{record.change_vs_fp16_pp:+.2f} pp",
+        "" if record.real_time_factor is None else f"{record.real_time_factor:.3f}",
+        "" if record.nemo_real_time_factor is None else f"{record.nemo_real_time_factor:.3f}",
+    ]
+    return f"| {' | '.join(cells)} |"
+
+
+if __name__ == "__main__":
+    main()
