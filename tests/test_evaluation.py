@@ -452,9 +452,10 @@ def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path, short_folder: Path) -> None:
+    """A streaming and the offline model, each at two precisions, evaluated in one sweep."""
     run = run_cli(
         "--multirun",
-        "variant=default,nvidia_high",
+        "variant=default,offline",
         "compression=fp16,palettized6",
         *_tiny("evaluate=folder", f"evaluate.path={short_folder}", cache=shared_cache),
         cwd=tmp_path,
