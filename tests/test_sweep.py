@@ -188,8 +188,12 @@ def test_sweeps_run_in_parallel_by_default_and_serially_when_asked(tmp_path: Pat
 def test_slurm_launcher_is_the_projects(tmp_path: Path) -> None:
     """Wired up where the Slurm tests skip: `hydra/launcher=slurm` is submitit's Slurm launcher
     behind the project's own, which records the jobs that end without a result."""
-    target, _ = _launcher(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=cpu")
-    assert target == "_target_: hydra_plugins.sortformer_build_launcher.slurm_launcher.SlurmLauncher"
+    run = run_cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=cpu", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    launcher = lines[lines.index("launcher:") :]
+    assert "_target_: hydra_plugins.sortformer_build_launcher.slurm_launcher.SlurmLauncher" in launcher
+    assert "partition: cpu" in launcher
 
 
 def test_a_lost_job_is_listed_as_failed_unless_it_left_its_own_status(tmp_path: Path) -> None:
