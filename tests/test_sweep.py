@@ -205,12 +205,12 @@ def test_a_lost_job_is_listed_as_failed_unless_it_left_its_own_status(tmp_path: 
         output_dir="outputs/tiny",
         dry_run=False,
     )
-    assert record_lost_job(identity, tmp_path / "0-default-fp16", "Slurm job 7_0 ended CANCELLED")
+    assert record_lost_job(identity, tmp_path / "0-default-fp16", "Slurm job 7_0 ended CANCELLED", 2.0)
     replace(identity, ok=True).write(tmp_path / "1-default-fp16")
-    assert not record_lost_job(identity, tmp_path / "1-default-fp16", "Slurm job 7_1 ended TIMEOUT")
+    assert not record_lost_job(identity, tmp_path / "1-default-fp16", "Slurm job 7_1 ended TIMEOUT", 9.0)
     lost, finished = read_statuses(tmp_path)
     assert (lost.ok, lost.error) == (False, "Slurm job 7_0 ended CANCELLED")
-    assert lost.file_name == "Sortformer_v2.1"
+    assert (lost.file_name, lost.seconds) == ("Sortformer_v2.1", 2.0)
     assert (finished.ok, finished.error) == (True, None)
 
 

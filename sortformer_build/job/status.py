@@ -52,13 +52,14 @@ def _plan(data: dict[str, Any]) -> JobPlan:
     return JobPlan(**data, stages=stages)
 
 
-def record_lost_job(identity: JobStatus, job_dir: Path, error: str) -> bool:
+def record_lost_job(identity: JobStatus, job_dir: Path, error: str, seconds: float) -> bool:
     """Write the failed status of a job that ended without writing one (cancelled or killed on a
-    cluster), so that the summary lists it; `identity` names the job. A status the job wrote
-    itself before it was lost is kept. Returns whether a status was written."""
+    cluster), so that the summary lists it; `identity` names the job, `seconds` is how long it
+    ran. A status the job wrote itself before it was lost is kept. Returns whether a status was
+    written."""
     if (job_dir / JOB_STATUS_FILE).exists():
         return False
-    replace(identity, ok=False, error=error).write(job_dir)
+    replace(identity, ok=False, error=error, seconds=seconds).write(job_dir)
     return True
 
 

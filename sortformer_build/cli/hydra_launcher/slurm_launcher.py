@@ -14,6 +14,7 @@ No `from __future__ import annotations`: Hydra's scan runs this module before it
 `sys.modules`, where a dataclass with string annotations fails to build.
 """
 
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ class LostJob:
     job_id: str
     state: str
     log: Path
+    seconds: float  # how long it ran, as the controller's accounting has it
 
     def describe(self) -> str:
         return f"Slurm job {self.job_id} ended {self.state} before reporting; its log: {self.log}"
@@ -72,7 +74,7 @@ class SlurmLauncher(Launcher):
         with open_dict(config.hydra.job):
             config.hydra.job.num = job_num
         job_dir = Path(str(master.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        if record_lost_job(status_of(config), job_dir, lost.describe()):
+        if record_lost_job(status_of(config), job_dir, lost.describe(), lost.seconds):
             print(f"sortformer-build: error: {lost.describe()}", file=sys.stderr)
         return JobReturn(overrides=list(overrides), working_dir=str(job_dir), status=JobStatus.COMPLETED)
 
@@ -90,7 +92,7 @@ def _lost_jobs_returned() -> Iterator[None]:
         try:
             return collect(job)
         except UncompletedJobError:
-            return [LostJob(job.job_id, job.state, job.paths.stderr)]
+            return [LostJob(job.job_id, job.state, job.paths.stderr, _elapsed_seconds(job.job_id))]
 
     own = SlurmJob.__dict__.get("results")
     SlurmJob.results = results  # type: ignore[method-assign]
@@ -101,3 +103,15 @@ def _lost_jobs_returned() -> Iterator[None]:
             del SlurmJob.results
         else:
             SlurmJob.results = own  # type: ignore[method-assign]
+
+
+def _elapsed_seconds(job_id: str) -> float:
+    """The job's run time from `sacct` (which this launcher needs anyway: submitit reads job
+    states with it); 0 if accounting does not say."""
+    listed = subprocess.run(
+        ["sacct", "--noheader", "--allocations", "--parsable2", "--format=ElapsedRaw", f"--jobs={job_id}"],
+        capture_output=True,
+        text=True,
+    )
+    elapsed = listed.stdout.split()
+    return float(elapsed[0]) if listed.returncode == 0 and elapsed and elapsed[0].isdigit() else 0.0
