@@ -118,12 +118,10 @@ def test_job_cancelled_mid_build_is_listed_and_a_rerun_completes_it(
     tmp_path: Path, fresh_build_cache: Path, cluster: Cluster
 ) -> None:
     sweep = ("variant=default,efficient", "compression=fp16")
-    programs = fresh_build_cache / "build" / "programs"
     job = _start_sweep(tmp_path, fresh_build_cache, cluster, *sweep)
     try:
-        # Job 0 (variant=default) is converting once its array task runs and a conversion has
-        # begun writing its cache entry.
-        _wait_for(lambda: any(programs.glob(".partial-*")) and bool(_first_task(cluster)), job)
+        # Job 0 (variant=default) builds once its array task runs and its log says it converts.
+        _wait_for(lambda: _converting(tmp_path) and bool(_first_task(cluster)), job)
         cluster.command("scancel", _first_task(cluster))
         job.wait(timeout=600)
     finally:
@@ -148,6 +146,12 @@ def test_job_cancelled_mid_build_is_listed_and_a_rerun_completes_it(
     rows = {row.file_name: row for row in _matrix(tmp_path).artifacts}
     assert rows["SortformerEfficient_v2.1"].up_to_date
     assert rows["Sortformer_v2.1"].ok and not rows["Sortformer_v2.1"].up_to_date
+
+
+def _converting(work: Path) -> bool:
+    """Whether job 0 of the sweep run in `work` has begun a conversion, by its own log."""
+    logs = work.glob("outputs/.hydra-runs/multirun-*/0-*/sortformer-build.log")
+    return any("Converting" in log.read_text() for log in logs)
 
 
 def _first_task(cluster: Cluster) -> str:
