@@ -40,6 +40,8 @@ PROGRAMS = (
     "sacct",
 )
 DB_USER = "slurm"
+# Job states that `sacct` may still list for a job that has left the queue.
+UNFINISHED = frozenset({"PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED"})
 
 
 class ClusterError(RuntimeError):
@@ -135,6 +137,22 @@ class Cluster:
         """Until the controller holds no job: a job's task may still be exiting after its
         result is written."""
         self._wait(lambda: not self.command("squeue", "-h", check=False).strip(), "jobs to end")
+
+    def accounted_states(self, jobs: list[str]) -> dict[str, str]:
+        """Each job's state as `sacct` lists it, once every one has ended there: the controller
+        reports a job's end to slurmdbd after the job has left its queue."""
+        states: dict[str, str] = {}
+
+        def ended() -> bool:
+            listed = self.command(
+                "sacct", "-n", "-X", "-o", "JobID,State", "-P", f"--jobs={','.join(jobs)}", check=False
+            )
+            states.clear()
+            states.update(line.split("|", 1) for line in listed.splitlines() if "|" in line)
+            return set(states) == set(jobs) and not set(states.values()) & UNFINISHED
+
+        self._wait(ended, "the accounting of the jobs' end")
+        return states
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons and keep the folder (logs) for the caller to remove."""
