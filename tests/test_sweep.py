@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sortformer_build.cli.workers import parallel_jobs, usable_cores
+from sortformer_build.job.status import JobStatus, read_statuses, record_lost_job
 
 from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
 
@@ -181,6 +183,35 @@ def test_sweeps_run_in_parallel_by_default_and_serially_when_asked(tmp_path: Pat
     assert jobs == f"n_jobs: {parallel_jobs(3.5)}"
     assert _launcher(tmp_path, "hydra.launcher.n_jobs=5")[1] == "n_jobs: 5"
     assert _launcher(tmp_path, "hydra/launcher=basic")[0].endswith("BasicLauncher")
+
+
+def test_slurm_launcher_is_the_projects(tmp_path: Path) -> None:
+    """Wired up where the Slurm tests skip: `hydra/launcher=slurm` is submitit's Slurm launcher
+    behind the project's own, which records the jobs that end without a result."""
+    run = run_cli("--cfg", "hydra", "hydra/launcher=slurm", "hydra.launcher.partition=cpu", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    launcher = lines[lines.index("launcher:") :]
+    assert "_target_: hydra_plugins.sortformer_build_launcher.slurm_launcher.SlurmLauncher" in launcher
+    assert "partition: cpu" in launcher
+
+
+def test_a_lost_job_is_listed_as_failed_unless_it_left_its_own_status(tmp_path: Path) -> None:
+    identity = JobStatus(
+        variant="default",
+        compression="fp16",
+        fp16=True,
+        file_name="Sortformer_v2.1",
+        output_dir="outputs/tiny",
+        dry_run=False,
+    )
+    assert record_lost_job(identity, tmp_path / "0-default-fp16", "Slurm job 7_0 ended CANCELLED", 2.0)
+    replace(identity, ok=True).write(tmp_path / "1-default-fp16")
+    assert not record_lost_job(identity, tmp_path / "1-default-fp16", "Slurm job 7_1 ended TIMEOUT", 9.0)
+    lost, finished = read_statuses(tmp_path)
+    assert (lost.ok, lost.error) == (False, "Slurm job 7_0 ended CANCELLED")
+    assert (lost.file_name, lost.seconds) == ("Sortformer_v2.1", 2.0)
+    assert (finished.ok, finished.error) == (True, None)
 
 
 def test_parallel_jobs_follow_cores_and_memory() -> None:

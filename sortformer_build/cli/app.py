@@ -68,7 +68,7 @@ def run_job(
     is the variant option as published, to tell a changed geometry from a released one.
     """
     started = time.perf_counter()
-    status = _status_of(cfg)
+    status = status_of(cfg)
     try:
         config = OmegaConf.to_object(cfg)
         assert isinstance(config, BuildConfig)
@@ -94,7 +94,7 @@ def run_job(
     return True
 
 
-def _status_of(cfg: DictConfig) -> JobStatus:
+def status_of(cfg: DictConfig) -> JobStatus:
     """Who the job is, read leniently: a config that fails validation still names its job."""
 
     def select(key: str) -> str | None:
@@ -181,11 +181,14 @@ def _preset(option: str | None) -> VariantConfig | None:
 def main() -> None:
     register_schemas()
     # Hydra finds plugins by scanning its namespace, which misses editable installs: register
-    # the sweeper after that scan, which reloads the module of the sweeper it extends.
+    # the sweeper and the Slurm launcher by hand, after that scan, which reloads the module of
+    # the sweeper ours extends.
     plugins = Plugins.instance()
+    from hydra_plugins.sortformer_build_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.sortformer_build_sweeper.first_values_sweeper import FirstValuesSweeper
 
     plugins.register(FirstValuesSweeper)
+    plugins.register(SlurmLauncher)
     if not OmegaConf.has_resolver("sortformer_build_groups"):
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
     if not OmegaConf.has_resolver("sortformer_build_parallel_jobs"):

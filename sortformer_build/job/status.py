@@ -4,7 +4,7 @@ run in another process or on another machine) and the sweep summary that reads i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,17 @@ def _plan(data: dict[str, Any]) -> JobPlan:
         for stage in data.pop("stages")
     ]
     return JobPlan(**data, stages=stages)
+
+
+def record_lost_job(identity: JobStatus, job_dir: Path, error: str, seconds: float) -> bool:
+    """Write the failed status of a job that ended without writing one (cancelled or killed on a
+    cluster), so that the summary lists it; `identity` names the job, `seconds` is how long it
+    ran. A status the job wrote itself before it was lost is kept. Returns whether a status was
+    written."""
+    if (job_dir / JOB_STATUS_FILE).exists():
+        return False
+    replace(identity, ok=False, error=error, seconds=seconds).write(job_dir)
+    return True
 
 
 def read_statuses(sweep_dir: Path) -> list[JobStatus]:
