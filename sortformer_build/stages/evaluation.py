@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from sortformer_build.evaluate.scoring import Comparison, ErrorBreakdown
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.assemble import fp16_twin
 from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
-from sortformer_build.stages.manifest import DerRecord, EvaluationRecord
+from sortformer_build.stages.manifest import AGAINST_NEMO, AGAINST_TRUTH, DerRecord, EvaluationRecord
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.steps import SCORED
@@ -32,6 +34,13 @@ def _settings(config: BuildConfig) -> EvaluateConfig:
     return need(config.evaluate, "evaluation settings")
 
 
+def _unavailable(config: BuildConfig) -> str | None:
+    """Why the package cannot be run here to diarize, or None."""
+    if _settings(config).backend is EvaluationBackend.coreml and not macos.available():
+        return macos.NEEDS_MACOS
+    return None
+
+
 class _DiarizationStage(CachedStage):
     """A dataset diarized by one backend: one RTTM per recording, in the entry's `rttm/`."""
 
@@ -42,8 +51,6 @@ class _DiarizationStage(CachedStage):
         return (RTTM_FOLDER,)
 
     def _common_key(self, facts: KeyFacts) -> dict[str, Any]:
-        from dataclasses import asdict
-
         from sortformer_build.evaluate.segments import resolve_postprocessing
 
         settings = _settings(facts.config)
@@ -58,10 +65,9 @@ class _DiarizationStage(CachedStage):
         from sortformer_build.evaluate.segments import resolve_postprocessing
         from sortformer_build.verify.reference import mel_features
 
-        model = job.nemo()  # the checkpoint's own preprocessor makes the features
+        features = partial(mel_features, job.nemo())  # the checkpoint's own preprocessor
         dataset = need(job.dataset, "evaluation dataset").get().dataset
         postprocessing = resolve_postprocessing(_settings(job.config).postprocessing)
-        features = lambda audio: mel_features(model, audio)  # noqa: E731
         return diarize(backend, dataset, features, postprocessing, folder / RTTM_FOLDER).facts()
 
     def detail(self, facts: dict[str, Any]) -> str:
@@ -106,9 +112,7 @@ class DiarizationStage(_DiarizationStage):
     name = "diarization"
 
     def skip_reason(self, config: BuildConfig) -> str | None:
-        if _settings(config).backend is EvaluationBackend.coreml and not macos.available():
-            return macos.NEEDS_MACOS
-        return None
+        return _unavailable(config)
 
     def description(self, config: BuildConfig) -> str:
         return f"Diarizing the {_settings(config).dataset.value} dataset with {self._what()}"
@@ -188,7 +192,7 @@ class EvaluationStage(Stage):
     def execute(self, job: JobContext) -> None:
         with self.step(job) as step:
             if job.diarization is None:
-                job.evaluation = EvaluationRecord(skipped=job.verification.skipped.get(DiarizationStage.name))
+                job.evaluation = EvaluationRecord(skipped=_unavailable(job.config))
             else:
                 job.evaluation = score(job)
                 job.evaluation_dir = _stage_rttms(job)
@@ -210,15 +214,15 @@ def score(job: JobContext) -> EvaluationRecord:
             hypothesis.rttms, reference, settings.collar, settings.skip_overlap, hypothesis.regions, name
         )
 
-    vs_truth = None if truth is None else against(ours, truth, "ground truth")
-    vs_nemo = against(ours, nemo.rttms, "nemo")
+    vs_truth = None if truth is None else against(ours, truth, AGAINST_TRUTH)
+    vs_nemo = against(ours, nemo.rttms, AGAINST_NEMO)
     change = None
     if job.twin_diarization is not None:
         twin = job.twin_diarization
         base, twin_base = (
-            (vs_truth, against(twin, truth, "ground truth"))
+            (vs_truth, against(twin, truth, AGAINST_TRUTH))
             if truth is not None and vs_truth is not None
-            else (vs_nemo, against(twin, nemo.rttms, "nemo"))
+            else (vs_nemo, against(twin, nemo.rttms, AGAINST_NEMO))
         )
         change = round(100.0 * (base.overall.der - twin_base.overall.der), 4)
     overall = [record for record in (vs_truth,) if record is not None]
@@ -269,25 +273,18 @@ def log_table(record: EvaluationRecord) -> None:
     if record.skipped:
         log.info("Evaluation skipped: %s", record.skipped)
         return
-    rows = [row for row in record.recordings if row.against != "nemo"]
-    vs_nemo = {row.recording: row for row in record.recordings if row.against == "nemo"}
-    first = record.vs_nemo
-    if first is None:
+    overall = record.vs_nemo
+    if overall is None:
         return
-    scoring = f"collar {first.collar:g} s, overlap {'scored' if first.scored_overlap else 'skipped'}"
-    log.info("DER of %s on %s (%s), rates of scored speech:", record.backend, first.dataset, scoring)
-    header = ("recording", "vs ground truth", "missed", "false alarm", "confusion", "vs NeMo")
-    lines = [header]
-    names = [row.recording for row in rows] or list(vs_nemo)
-    truth = {row.recording: row for row in rows}
-    overall = record.der[0] if record.der else None
-    for name, row, nemo in [
-        *((name, truth.get(name), vs_nemo.get(name)) for name in names),
-        ("overall", overall, first),
-    ]:
-        lines.append((str(name), *_rates(row), f"{nemo.der:.2%}" if nemo is not None else ""))
-    for line in lines:
-        log.info("  | %s |", " | ".join(line))
+    scoring = f"collar {overall.collar:g} s, overlap {'scored' if overall.scored_overlap else 'skipped'}"
+    log.info("DER of %s on %s (%s), rates of scored speech:", record.backend, overall.dataset, scoring)
+    nemo = {row.recording: row for row in record.recordings if row.against == AGAINST_NEMO}
+    truth = {row.recording: row for row in record.recordings if row.against == AGAINST_TRUTH}
+    rows = [(str(name), truth.get(name), row) for name, row in nemo.items()]
+    rows.append(("overall", record.der[0] if record.der else None, overall))
+    log.info("  | recording | vs ground truth | missed | false alarm | confusion | vs NeMo |")
+    for name, vs_truth, vs_nemo in rows:
+        log.info("  | %s |", " | ".join((name, *_rates(vs_truth), f"{vs_nemo.der:.2%}")))
     if record.change_vs_fp16_pp is not None:
         log.info("  change against the fp16 twin: %+.2f percentage points", record.change_vs_fp16_pp)
 

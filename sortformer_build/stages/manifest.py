@@ -73,12 +73,16 @@ class VariantRecord:
     released: bool  # False: a geometry changed from the published preset
 
 
+# What a DER was measured against.
+AGAINST_TRUTH, AGAINST_NEMO = "ground truth", "nemo"
+
+
 @dataclass
 class DerRecord:
     """A diarization error rate of the artifact (rates as fractions), overall or of one recording."""
 
     dataset: str
-    against: str  # "ground truth", or "nemo": NeMo's own diarization of the same audio
+    against: str  # AGAINST_TRUTH, or AGAINST_NEMO: NeMo's own diarization of the same audio
     collar: float
     scored_overlap: bool
     der: float
