@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from sortformer_build import contract
 from sortformer_build.checkpoint.sources import Checkpoint, load_model
+from sortformer_build.checkpoint.synthetic import center_speaker_logits
 from sortformer_build.config import (
     BuildConfig,
     CheckpointConfig,
@@ -70,18 +70,10 @@ def _executor(package: Path) -> Backend:
 
 @pytest.fixture(scope="module")
 def lively_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
-    """The tiny checkpoint with its speaker logits centred (and sharpened) on the conversation.
-    Random weights otherwise keep one speaker on from start to end, and DER, blind to speaker
-    names, could not tell a broken package from a good one."""
+    """The tiny checkpoint with its speaker logits centred (and sharpened) on the conversation."""
     model = load_model(Checkpoint(tiny_checkpoint, "", "tiny", "test"))
     preds = nemo_backend(model, DEFAULT).predict(mel_features(model, load_audio(CONVERSATION_AUDIO)))
-    preds = np.clip(preds, 1e-6, 1 - 1e-6)
-    median_logit = torch.from_numpy(np.median(np.log(preds / (1 - preds)), axis=0)).float()
-    with torch.no_grad():
-        final = model.sortformer_modules.single_hidden_to_spks
-        final.bias -= median_logit
-        final.weight *= 4.0
-        final.bias *= 4.0
+    center_speaker_logits(model, preds)
     path = tmp_path_factory.mktemp("lively") / "lively.nemo"
     model.save_to(str(path))
     return path

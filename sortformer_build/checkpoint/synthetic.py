@@ -12,6 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sortformer_build.checkpoint.counts import parameter_counts
 
 log = logging.getLogger(__name__)
@@ -136,3 +138,20 @@ def make_synthetic_checkpoint(
     model.eval()
     log.info("Saving %s random-weight checkpoint (%s parameters)", size, f"{parameter_counts(model).total:,}")
     model.save_to(str(destination))
+
+
+def center_speaker_logits(model: Any, preds: np.ndarray, sharpen: float = 4.0) -> None:
+    """Shift the final speaker layer of a random-weight model by each speaker's median logit over
+    `preds` (its probabilities on some audio), then scale it by `sharpen`: each speaker is then
+    active about half of that audio, with decisive probabilities. Random weights otherwise keep
+    every speaker on (or off) throughout, and a DER, blind to speaker names, could not tell a
+    broken package from a good one."""
+    import torch
+
+    clipped = np.clip(preds, 1e-6, 1 - 1e-6)
+    median_logit = torch.from_numpy(np.median(np.log(clipped / (1 - clipped)), axis=0)).float()
+    with torch.no_grad():
+        final = model.sortformer_modules.single_hidden_to_spks
+        final.bias -= median_logit
+        final.weight *= sharpen
+        final.bias *= sharpen
