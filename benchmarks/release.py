@@ -145,7 +145,14 @@ def reference_style(work: Path, configs: list[BuildConfig]) -> tuple[float, int,
         log = work / f"reference-{config.variant.name}.log"
         with tempfile.NamedTemporaryFile("r", suffix=".json") as report, log.open("w") as output:
             arguments = ["--work", str(work), "--reference-model", config.variant.name, report.name]
-            child = subprocess.Popen([sys.executable, __file__, *arguments], stdout=output, stderr=output)
+            # coremltools keeps its temporary packages until a process exits, and a one-off
+            # script's process exits without removing them: keep them in the work folder.
+            scratch = work / "reference-tmp"
+            scratch.mkdir(exist_ok=True)
+            env = {**os.environ, "TMPDIR": str(scratch)}
+            child = subprocess.Popen(
+                [sys.executable, __file__, *arguments], stdout=output, stderr=output, env=env
+            )
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
             if child.returncode != 0:
@@ -153,6 +160,7 @@ def reference_style(work: Path, configs: list[BuildConfig]) -> tuple[float, int,
             for stage, seconds in json.loads(Path(report.name).read_text()).items():
                 stages[stage] += seconds
         peak = max(peak, usage.ru_maxrss * 1024)
+        shutil.rmtree(work / "reference-tmp", ignore_errors=True)
     return time.perf_counter() - started, peak, dict(stages)
 
 
