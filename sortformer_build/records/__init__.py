@@ -1,0 +1,2 @@
+"""Typed records: everything written to disk or passed between processes, one frozen type per
+fact, serialised by pydantic (see `base.Record`)."""
