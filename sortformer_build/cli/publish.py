@@ -11,9 +11,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.errors import BuildError
-from sortformer_build.release.publish.config import PublishConfig
-from sortformer_build.release.publish.errors import ReleaseRefused
-from sortformer_build.release.publish.publishing import publish
+from sortformer_build.release.hub.config import PublishConfig
+from sortformer_build.release.hub.errors import ReleaseRefused
+from sortformer_build.release.hub.publishing import publish
 
 PROGRAM = "sortformer-build-publish"
 

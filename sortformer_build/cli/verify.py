@@ -12,18 +12,21 @@ from pathlib import Path
 
 from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
-from sortformer_build.stages.manifest import Manifest, ManifestError
+from sortformer_build.records.base import RecordError
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.verify.lint import Expectation, lint_package
 
 
 def expectation_for(package: Path, target: DeploymentTarget | None) -> tuple[Expectation, bool]:
     """What to hold `package` to, and whether a manifest said what its compression is."""
     try:
-        manifest = Manifest.read(package.with_suffix(".json"))
-    except ManifestError:
+        manifest = Manifest.read(ArtifactPaths.beside(package).manifest)
+    except RecordError:
         return Expectation(deployment_target=target or DEFAULT_TARGET), False
-    built_for = DeploymentTarget(manifest.config["deployment_target"])
-    return Expectation(nbits=manifest.compression.nbits, deployment_target=target or built_for), True
+    return Expectation(
+        nbits=manifest.compression.nbits, deployment_target=target or manifest.deployment_target
+    ), True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-NEEDS_MACOS = "needs macOS (Core ML cannot compile, load or run models on this platform)"
+from sortformer_build.records.steps import SkipReason
+
+NEEDS_MACOS = SkipReason.needs_macos.describe()
 
 
 def available() -> bool:

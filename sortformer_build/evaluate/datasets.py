@@ -60,6 +60,19 @@ def load_checked(config: EvaluateConfig, memo_dir: Path) -> LoadedDataset:
     return LoadedDataset(dataset, dataset_digest(dataset, memo_dir))
 
 
+class LazyDataset:
+    """Loads the evaluation dataset (every file checked) and digests its content on first use:
+    the up-to-date check is the first to ask, so bad input stops a job before it builds."""
+
+    def __init__(self, settings: EvaluateConfig, memo_dir: Path) -> None:
+        self._settings, self._memo_dir, self._loaded = settings, memo_dir, None
+
+    def get(self) -> LoadedDataset:
+        if self._loaded is None:
+            self._loaded = load_checked(self._settings, self._memo_dir)
+        return self._loaded
+
+
 def load_dataset(config: EvaluateConfig) -> Dataset:
     kind = config.dataset
     if kind is DatasetKind.conversation:

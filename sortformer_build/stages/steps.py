@@ -9,12 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sortformer_build.errors import BuildError
+from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
 
 log = logging.getLogger("sortformer_build")
-
-BUILT, CACHED, VERIFIED, SKIPPED, FAILED = "built", "cached", "verified", "skipped", "failed"
-# A measurement that judges nothing (the DER of an evaluation).
-SCORED = "scored"
 
 
 class StepFailed(BuildError):
@@ -22,10 +19,10 @@ class StepFailed(BuildError):
 
 
 @dataclass
-class Step:
-    name: str
-    status: str
-    seconds: float
+class Outcome:
+    """How a running step ends: the block may change both."""
+
+    status: StepStatus = StepStatus.built
     detail: str = ""
 
 
@@ -34,27 +31,32 @@ class StepLog:
     """Runs named steps (one per stage), logs them in words and times them; `timed` records the
     parts of a step (restore, trace, convert) in `timings` only."""
 
-    steps: list[Step] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def step(self, name: str, description: str) -> Iterator[Step]:
-        """Time the block; it may set `.status` and `.detail` on the yielded step."""
+    def step(self, name: str, description: str) -> Iterator[Outcome]:
+        """Time the block; it may set `.status` and `.detail` on the yielded outcome."""
         log.info("%s...", description)
-        record = Step(name=name, status=BUILT, seconds=0.0)
+        outcome = Outcome()
         start = time.perf_counter()
         try:
-            yield record
+            yield outcome
         except BaseException as error:
-            record.status = FAILED
-            record.detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            outcome.status = StepStatus.failed
+            outcome.detail = one_line(error)
             raise
         finally:
-            record.seconds = round(time.perf_counter() - start, 3)
-            self.steps.append(record)
-            self.timings[name] = record.seconds
+            seconds = round(time.perf_counter() - start, 3)
+            self.steps.append(
+                StepRecord(name=name, status=outcome.status, seconds=seconds, detail=outcome.detail)
+            )
+            self.timings[name] = seconds
         log.info(
-            "  %s in %.1f s%s", record.status, record.seconds, f" ({record.detail})" if record.detail else ""
+            "  %s in %.1f s%s",
+            outcome.status.value,
+            seconds,
+            f" ({outcome.detail})" if outcome.detail else "",
         )
 
     @contextmanager
@@ -64,6 +66,15 @@ class StepLog:
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
 
-    def skip(self, name: str, why: str) -> None:
-        log.info("Skipping %s: %s", name, why)
-        self.steps.append(Step(name=name, status=SKIPPED, seconds=0.0, detail=why))
+    def skip(self, name: str, reason: SkipReason) -> None:
+        log.info("Skipping %s: %s", name, reason.describe())
+        self.steps.append(
+            StepRecord(
+                name=name, status=StepStatus.skipped, seconds=0.0, detail=reason.describe(), skip=reason
+            )
+        )
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

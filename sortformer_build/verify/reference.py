@@ -9,13 +9,13 @@ the same loop drives NeMo and a Core ML package.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from sortformer_build import contract
+from sortformer_build.contract import StepFunction
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, StreamingGeometry
 
 SAMPLE_RATE = 16000
@@ -27,9 +27,6 @@ CHUNK_CASES = (
     ("full cache and FIFO, full chunk", 1.0, 1.0, 1.0),
     ("short last chunk, partly filled cache and FIFO", 0.3, 1.0, 0.55),
 )
-
-# One model call of the streaming loop: the six contract inputs in, the three outputs out.
-StepFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass

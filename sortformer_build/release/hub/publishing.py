@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sortformer_build.release.publish.card import SYNTHETIC_SOURCES
-from sortformer_build.release.publish.checks import release_problems
-from sortformer_build.release.publish.config import PublishConfig
-from sortformer_build.release.publish.errors import PublishError, ReleaseRefused
-from sortformer_build.release.publish.release import Release, read_release
-from sortformer_build.release.publish.stage import release_folder, require_platform, stage_release
-from sortformer_build.release.publish.upload import (
+from sortformer_build.records.release import Provenance
+from sortformer_build.release.hub.checks import release_problems
+from sortformer_build.release.hub.config import PublishConfig
+from sortformer_build.release.hub.errors import PublishError, ReleaseRefused
+from sortformer_build.release.hub.release import Release, read_release
+from sortformer_build.release.hub.tree import release_folder, require_platform, stage_release
+from sortformer_build.release.hub.upload import (
     ADD,
     Operation,
     operations,
@@ -18,7 +18,7 @@ from sortformer_build.release.publish.upload import (
     require_online,
     upload,
 )
-from sortformer_build.store.provenance import Provenance, current_provenance
+from sortformer_build.store.provenance import current_provenance
 
 MB = 1e6
 
@@ -55,7 +55,9 @@ def publish(settings: PublishConfig) -> None:
 
 
 def _refuse_synthetic(release: Release, allowed: bool) -> None:
-    sources = {m.manifest.checkpoint.source for m in release.models if m.manifest} & set(SYNTHETIC_SOURCES)
+    sources = {
+        manifest.checkpoint.source for manifest in release.manifests() if manifest.checkpoint.random_weights
+    }
     if sources and not allowed:
         raise PublishError(
             f"the release was built from {', '.join(sorted(sources))} random weights, not NVIDIA's: "

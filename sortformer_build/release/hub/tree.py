@@ -6,33 +6,24 @@ tree (or none), never half of one."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import platform
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sortformer_build.coreml import macos
-from sortformer_build.release.publish.card import CardFacts, write_card
-from sortformer_build.release.publish.config import Format, PublishConfig
-from sortformer_build.release.publish.errors import PublishError
-from sortformer_build.release.publish.release import Manifest, Release
+from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
+from sortformer_build.release.hub.card import CardFacts, write_card
+from sortformer_build.release.hub.config import Format, PublishConfig
+from sortformer_build.release.hub.errors import PublishError
+from sortformer_build.release.hub.release import Model, Release
 from sortformer_build.store import atomic
-from sortformer_build.store.provenance import Provenance
 
 CARD_FILE = "README.md"
 RELEASE_FILE = "release.json"
-RELEASE_FORMAT = 1
 
 log = logging.getLogger("sortformer_build")
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    path_in_repo: str
-    bytes: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -90,13 +81,12 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
             assert model.manifest is not None, "stage only a release without problems"
             for value in formats:
                 relative = f"{folder}/{model.manifest.release_stem}.{value.value}"
-                _stage_model(model.package, partial / relative, value)
+                _stage_model(model.paths.package, partial / relative, value)
                 model_folders.append(relative)
         write_card(partial / CARD_FILE, release, facts, settings.card)
         files = describe_files(partial)
         index = f"{folder}/{RELEASE_FILE}"
-        document = _release_document(release, settings, folder, provenance, files)
-        atomic.write_text(partial / index, json.dumps(document, indent=1) + "\n")
+        _release_index(release, settings, folder, provenance, files).write(partial / index)
         files.append(_describe(partial, partial / index))
     return StagedRelease(settings.staging_root, files, model_folders)
 
@@ -133,36 +123,39 @@ def _describe(root: Path, path: Path) -> StagedFile:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return StagedFile(path.relative_to(root).as_posix(), path.stat().st_size, digest.hexdigest())
+    return StagedFile(
+        path_in_repo=path.relative_to(root).as_posix(), bytes=path.stat().st_size, sha256=digest.hexdigest()
+    )
 
 
-def _release_document(
+def _release_index(
     release: Release, settings: PublishConfig, folder: str, provenance: Provenance, files: list[StagedFile]
-) -> dict[str, object]:
-    return {
-        "format": RELEASE_FORMAT,
-        "repo_id": settings.repo_id,
-        "path_in_repo": folder,
-        "published_by": asdict(provenance),
-        "models": [_model_entry(model.manifest, folder, files) for model in release.models if model.manifest],
-        "files": [{"path": file.path_in_repo, "bytes": file.bytes, "sha256": file.sha256} for file in files],
-    }
+) -> ReleaseIndex:
+    return ReleaseIndex(
+        repo_id=settings.repo_id,
+        path_in_repo=folder,
+        published_by=provenance,
+        models=[_model_entry(model, folder, files) for model in release.models],
+        files=files,
+    )
 
 
-def _model_entry(manifest: Manifest, folder: str, files: list[StagedFile]) -> dict[str, object]:
+def _model_entry(model: Model, folder: str, files: list[StagedFile]) -> ReleaseEntry:
+    manifest = model.manifest
+    assert manifest is not None and model.manifest_sha256 is not None, "stage only a release without problems"
     prefix = f"{folder}/{manifest.release_stem}."
-    return {
-        "release_path": manifest.release_path,
-        "variant": manifest.variant,
-        "compression": manifest.compression,
-        "staged": sorted(
+    return ReleaseEntry(
+        release_path=manifest.artifact.release_path,
+        variant=manifest.variant.name,
+        compression=manifest.compression.name,
+        staged=sorted(
             {_top_folder(file.path_in_repo, prefix) for file in files if file.path_in_repo.startswith(prefix)}
         ),
-        "manifest_sha256": manifest.file_sha256,
-        "package_content_sha256": manifest.content_sha256,
-        "job_digest": manifest.job_digest,
-        "checkpoint_sha256": manifest.checkpoint.sha256,
-    }
+        manifest_sha256=model.manifest_sha256,
+        package_content_sha256=manifest.artifact.content_sha256,
+        job_digest=manifest.job_digest,
+        checkpoint_sha256=manifest.checkpoint.sha256,
+    )
 
 
 def _top_folder(path: str, prefix: str) -> str:
