@@ -127,6 +127,9 @@ class CompressionConfig:
     # Part of the published release (the runtime downloads it), or an experiment.
     release: bool = False
     gates: GateConfig = field(default_factory=GateConfig)
+    # Core ML's own predictions on the per-call cases (macOS), against NeMo. No stream and no
+    # twin run on the device, so only the per-call thresholds apply.
+    on_device_gates: GateConfig = field(default_factory=GateConfig)
 
     @property
     def is_fp16(self) -> bool:

@@ -30,6 +30,12 @@ def megabytes(value: int | None) -> str:
     return NOT_MEASURED if value is None else f"{value / MB:.1f} MB"
 
 
+def seconds(value: float | None) -> str:
+    if value is None:
+        return NOT_MEASURED
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+
+
 def markdown_table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     header = list(columns)
     lines = [header, ["---"] * len(header), *(list(row) for row in rows)]

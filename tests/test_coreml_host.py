@@ -7,28 +7,25 @@ import coremltools as ct
 import pytest
 
 from sortformer_build.coreml.coreml_errors import readable
-from sortformer_build.coreml.device_report import (
-    MISSING,
-    Device,
-    DeviceReport,
-    LatencyFigures,
-    PlannedOp,
-    interleaved_calls,
-    peak_rss_bytes,
-    summarise_plan,
-)
+from sortformer_build.coreml.device_report import interleaved_calls, peak_rss_bytes, summarise_plan
 from sortformer_build.coreml.host import (
-    COULD_NOT_RUN_HERE,
     MACOS_FOR_SPECIFICATION,
-    ComputeUnits,
-    HostFacts,
-    SkipReason,
     availability,
     current_facts,
     required_macos,
     skip_reason,
 )
 from sortformer_build.coreml.targets import TARGET_FACTS, DeploymentTarget
+from sortformer_build.records.device import (
+    ComputeUnits,
+    Device,
+    DeviceReport,
+    HostFacts,
+    LatencyFigures,
+    PlannedOp,
+)
+from sortformer_build.records.steps import SkipReason
+from sortformer_build.text import NOT_MEASURED as MISSING
 
 # Foundation prints an NSError's userInfo as a dictionary: keys in order, four-space indents,
 # quoted values with backslash escapes (coremltools' Utils::handleError raises it as is).
@@ -156,8 +153,9 @@ def test_an_intel_mac_runs_the_checks_without_the_neural_engine() -> None:
     assert apple.detail == "Core ML on Apple M2 Pro, macOS 14.4.1, with the Neural Engine"
 
 
-def test_every_skip_reason_means_the_host_could_not_run_core_ml() -> None:
-    assert frozenset(SkipReason) == COULD_NOT_RUN_HERE
+def test_every_host_skip_reason_means_the_host_could_not_run_core_ml() -> None:
+    host_reasons = {SkipReason.not_macos, SkipReason.macos_too_old, SkipReason.no_native_library}
+    assert {reason for reason in SkipReason if reason.could_not_run_here} == host_reasons
 
 
 def test_cache_identity_names_the_os_and_the_chip() -> None:

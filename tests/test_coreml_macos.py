@@ -15,12 +15,12 @@ import pytest
 from sortformer_build import contract
 from sortformer_build.coreml import macos
 from sortformer_build.coreml.coreml_errors import CoreMLError
-from sortformer_build.coreml.host import ComputeUnits
 from sortformer_build.coreml.inputs import InputFill, declared_inputs, input_arrays
 from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.errors import BuildError
 from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.records.device import ComputeUnits
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 BENCH = str(Path(sys.executable).with_name("sortformer-build-bench"))

@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 
 from sortformer_build import contract
-from sortformer_build.coreml import macos
-from sortformer_build.coreml.host import COMPUTE_PLAN_MACOS, ComputeUnits, current_facts
+from sortformer_build.coreml import host, macos
+from sortformer_build.coreml.host import COMPUTE_PLAN_MACOS, current_facts
 from sortformer_build.coreml.inputs import InputFill, declared_inputs, input_arrays
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.records.device import ComputeUnits
 
 pytestmark = pytest.mark.skipif(
-    not macos.available(), reason="needs macOS 14 and coremltools' Core ML library"
+    host.for_target(DeploymentTarget.iOS17).skip is not None,
+    reason="needs macOS 14 and coremltools' Core ML library",
 )
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)

@@ -28,7 +28,8 @@ from sortformer_build.config import (
     VariantConfig,
     VerifyConfig,
 )
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.evaluate.annotations import DatasetError, read_rttm, write_rttm
 from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import Backend, nemo_backend, package_backend
@@ -54,6 +55,7 @@ CONVERSATION_AUDIO = DATA_DIR / "conversation.flac"
 CONVERSATION_RTTM = DATA_DIR / "conversation.rttm"
 SETTINGS = EvaluateConfig(dataset=DatasetKind.conversation)
 NEMO_DEFAULTS = resolve_postprocessing(PostProcessingConfig())
+CORE_ML = host.for_target(DeploymentTarget.iOS17)
 
 
 def _diarize(backend: Backend, dataset: Dataset, model, folder: Path) -> Diarization:
@@ -61,7 +63,9 @@ def _diarize(backend: Backend, dataset: Dataset, model, folder: Path) -> Diariza
 
 
 def _executor(package: Path) -> Backend:
-    return package_backend(package, DEFAULT, 64, EvaluationBackend.executor, ExecutorPrecision.float16)
+    return package_backend(
+        package, DEFAULT, 64, EvaluationBackend.executor, ExecutorPrecision.float16, DeploymentTarget.iOS17
+    )
 
 
 @pytest.fixture(scope="module")
@@ -294,10 +298,12 @@ def test_empty_audio_is_refused(tmp_path: Path) -> None:
         load_audio(CONVERSATION_AUDIO, offset=60.0)
 
 
-@pytest.mark.skipif(macos.available(), reason="Core ML runs on macOS")
+@pytest.mark.skipif(CORE_ML.skip is None, reason="Core ML runs here")
 def test_coreml_backend_says_it_needs_macos(package: Path) -> None:
-    backend = package_backend(package, DEFAULT, 64, EvaluationBackend.coreml, ExecutorPrecision.float16)
-    assert backend.step is None and backend.unavailable == macos.NEEDS_MACOS
+    backend = package_backend(
+        package, DEFAULT, 64, EvaluationBackend.coreml, ExecutorPrecision.float16, DeploymentTarget.iOS17
+    )
+    assert backend.step is None and backend.unavailable == CORE_ML.detail
     with pytest.raises(RuntimeError, match="needs macOS"):
         backend.predict(np.zeros((1, 128, 100), dtype=np.float32))
 

@@ -18,8 +18,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sortformer_build.cli.publish import register_schema
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host
 from sortformer_build.coreml.package import package_digest
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, Scoring
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import ReleaseIndex
@@ -299,13 +300,14 @@ def test_unverified_package_is_refused(unfinished: Path) -> None:
     assert run.stderr.count("\n") == 3 and not (unfinished / ".publish").exists()
 
 
-@pytest.mark.skipif(macos.available(), reason="macOS compiles .mlmodelc")
+@pytest.mark.skipif(host.for_target(DeploymentTarget.iOS17).skip is None, reason="Core ML compiles here")
 def test_compiled_models_are_refused_where_core_ml_cannot_compile(copy: Path) -> None:
     run = publish(copy, "dry_run=true")
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
-        "sortformer-build-publish: error: cannot stage .mlmodelc on Linux: compiling needs macOS; "
-        "publish from a Mac, or pass formats=[mlpackage] to stage the packages only"
+        "sortformer-build-publish: error: cannot stage .mlmodelc here: needs macOS (Core ML cannot "
+        "compile, load or run models on Linux); publish from a Mac, or pass formats=[mlpackage] to "
+        "stage the packages only"
     ]
     assert not (copy / ".publish").exists()
 

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sortformer_build.coreml.host import ComputeUnits, HostFacts, availability, current_facts, required_macos
+from sortformer_build.coreml.host import availability, current_facts, required_macos
 from sortformer_build.coreml.inputs import InputFill
 from sortformer_build.errors import BuildError
 from sortformer_build.records.base import Record
+from sortformer_build.records.device import ComputeUnits, HostFacts
 
 PROG = "sortformer-build-bench"
 
@@ -153,9 +154,10 @@ def bench(
     a: Path, b: Path, units: ComputeUnits, fill: InputFill, seed: int, warmup: int, calls: int
 ) -> BenchResult:
     from sortformer_build.coreml import macos
-    from sortformer_build.coreml.device_report import LatencyFigures, interleaved_calls
+    from sortformer_build.coreml.device_report import interleaved_calls
     from sortformer_build.coreml.inputs import declared_inputs, input_arrays
     from sortformer_build.coreml.package import read_package
+    from sortformer_build.records.device import LatencyFigures
 
     facts = current_facts()
     inputs = declared_inputs(a)

@@ -13,10 +13,12 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
-from enum import StrEnum
 
 from sortformer_build.coreml.coreml_errors import readable
+from sortformer_build.coreml.targets import TARGET_FACTS, DeploymentTarget
 from sortformer_build.records.base import Record
+from sortformer_build.records.device import HostFacts
+from sortformer_build.records.steps import Skip, SkipReason
 
 # The macOS release that first compiles each Core ML specification version: coremltools'
 # `AvailableTarget` aliases `macOS<N>` to the same specification versions (a test holds the two
@@ -34,66 +36,6 @@ MACOS_FOR_SPECIFICATION: dict[int, tuple[int, ...]] = {
 COMPUTE_PLAN_MACOS = (14, 4)
 
 
-class SkipReason(StrEnum):
-    """Why Core ML steps did not run on this host. Each means the host could not run them, never
-    that a model failed."""
-
-    not_macos = "not-macos"
-    macos_too_old = "macos-too-old"
-    no_native_library = "no-native-library"
-
-
-# The skip reasons under which publishing accepts an on-device check that did not run: all of
-# them say "could not run here"; any other skipped Core ML step is a problem.
-COULD_NOT_RUN_HERE = frozenset(SkipReason)
-
-
-class ComputeUnits(StrEnum):
-    """coremltools' `ComputeUnit` choices, by the names a command line takes."""
-
-    all = "all"
-    cpu_and_ne = "cpu_and_ne"
-    cpu_and_gpu = "cpu_and_gpu"
-    cpu_only = "cpu_only"
-
-    @property
-    def may_use_neural_engine(self) -> bool:
-        return self in (ComputeUnits.all, ComputeUnits.cpu_and_ne)
-
-
-class HostFacts(Record):
-    """The host as Core ML sees it."""
-
-    system: str  # platform.system(): Darwin, Linux, Windows
-    macos_version: str | None  # "14.4.1"; None off macOS
-    machine: str  # arm64, x86_64
-    chip: str | None  # "Apple M2 Pro", "Intel(R) Core(TM) i7-9750H ..."; None off macOS
-    # Apple silicon, also under Rosetta; Intel Macs have none, and there "all" means CPU and GPU.
-    neural_engine: bool
-    python_version: str
-    coremltools_version: str | None
-    native_library: bool  # coremltools.libcoremlpython imports
-    native_library_error: str | None = None
-
-    @property
-    def macos(self) -> tuple[int, ...]:
-        return version_tuple(self.macos_version) if self.macos_version else ()
-
-    def describe(self) -> str:
-        if self.macos_version is None:
-            return f"{self.system} {self.machine}"
-        return f"{self.chip or self.machine}, macOS {self.macos_version}"
-
-    def cache_identity(self) -> dict[str, str]:
-        """What a cached Core ML result (predictions, DER, timings) depends on beyond the model:
-        Core ML's compiler and kernels change with the OS, and devices differ by chip."""
-        return {
-            "macos": self.macos_version or "",
-            "chip": self.chip or self.machine,
-            "coremltools": self.coremltools_version or "",
-        }
-
-
 class CoreMLAvailability(Record):
     """Whether Core ML steps run here, and why not, in one line for a log or a manifest."""
 
@@ -102,16 +44,15 @@ class CoreMLAvailability(Record):
     # False on an Intel Mac: compute units "all" ran on CPU and GPU only.
     neural_engine: bool
 
+    def skipped(self) -> Skip | None:
+        return None if self.skip is None else Skip(reason=self.skip, detail=self.detail)
+
     @property
     def note(self) -> str | None:
         """What a passing check did not prove, said beside its figures."""
         if self.skip is None and not self.neural_engine:
             return "the Neural Engine was not exercised (this Mac has none)"
         return None
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def version_text(version: tuple[int, ...]) -> str:
@@ -149,6 +90,11 @@ def availability(facts: HostFacts, required: tuple[int, ...]) -> CoreMLAvailabil
         detail=_describe(reason, facts, required),
         neural_engine=facts.neural_engine and reason is None,
     )
+
+
+def for_target(target: DeploymentTarget) -> CoreMLAvailability:
+    """Whether this host compiles and runs models built for `target`."""
+    return availability(current_facts(), required_macos(TARGET_FACTS[target].max_specification_version))
 
 
 def _describe(reason: SkipReason | None, facts: HostFacts, required: tuple[int, ...]) -> str:

@@ -22,32 +22,22 @@ import numpy as np
 from sortformer_build.coreml import host
 from sortformer_build.coreml.child import run_in_child
 from sortformer_build.coreml.coreml_errors import CoreMLError, readable
-from sortformer_build.coreml.device_report import (
+from sortformer_build.coreml.device_report import peak_rss_bytes, summarise_plan, timed_calls
+from sortformer_build.coreml.inputs import InputFill, declared_inputs, input_arrays
+from sortformer_build.records.base import Record
+from sortformer_build.records.device import (
     ComputePlanSummary,
+    ComputeUnits,
     Device,
     DeviceReport,
     LatencyFigures,
     PlannedOp,
-    peak_rss_bytes,
-    summarise_plan,
-    timed_calls,
 )
-from sortformer_build.coreml.host import ComputeUnits
-from sortformer_build.coreml.inputs import InputFill, declared_inputs, input_arrays
-from sortformer_build.coreml.targets import DEFAULT_TARGET, TARGET_FACTS
-from sortformer_build.records.base import Record
 from sortformer_build.store import atomic
 
-NEEDS_MACOS = "needs macOS (Core ML cannot compile, load or run models on this platform)"
 # Neural Engine compilation of a large graph takes minutes on small devices and sometimes never
 # ends: a first prediction slower than this is a failed check, not a stalled build.
 FIRST_PREDICT_TIMEOUT = 1800.0
-
-
-def available() -> bool:
-    """Core ML can compile and run this project's default deployment target here."""
-    required = host.required_macos(TARGET_FACTS[DEFAULT_TARGET].max_specification_version)
-    return host.skip_reason(host.current_facts(), required) is None
 
 
 @dataclass

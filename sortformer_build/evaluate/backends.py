@@ -13,7 +13,8 @@ import numpy as np
 
 from sortformer_build.config import EvaluationBackend, ExecutorPrecision
 from sortformer_build.contract import StepFunction
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host, macos
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import Geometry
 from sortformer_build.kinds import kind_of
 
@@ -24,7 +25,7 @@ class Backend:
     geometry: Geometry
     d_model: int
     step: StepFunction | None  # None: cannot run on this platform
-    unavailable: str | None = None  # why not, e.g. macos.NEEDS_MACOS
+    unavailable: str | None = None  # why not, in words for this machine
 
     def predict(self, mel: np.ndarray) -> np.ndarray:
         """Speaker probabilities (output frames, speakers) of a whole recording."""
@@ -39,22 +40,22 @@ def nemo_backend(model: Any, geometry: Geometry) -> Backend:
 
 
 def package_backend(
-    package: Path, geometry: Geometry, d_model: int, kind: EvaluationBackend, precision: ExecutorPrecision
+    package: Path,
+    geometry: Geometry,
+    d_model: int,
+    kind: EvaluationBackend,
+    precision: ExecutorPrecision,
+    target: DeploymentTarget,
 ) -> Backend:
     """The package run by the executor (`precision` is its numeric mode, BLAS on every core), or
-    by Core ML with every compute unit; off macOS a Core ML backend says why it cannot run."""
+    by Core ML with every compute unit (compiled, its first prediction checked in a fresh
+    process); where Core ML cannot run a model built for `target`, the backend says why."""
     if kind is EvaluationBackend.executor:
         from sortformer_build.executor.step import package_step
 
         step = package_step(package, precision, blas_threads=None)
         return Backend(f"executor-{precision.value}", geometry, d_model, step)
-    if not macos.available():
-        return Backend(kind.value, geometry, d_model, None, macos.NEEDS_MACOS)
-    return Backend(kind.value, geometry, d_model, _coreml_step(macos.load_package(package)))
-
-
-def _coreml_step(model: Any) -> StepFunction:
-    def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: np.asarray(value) for name, value in model.predict(inputs).items()}
-
-    return step
+    found = host.for_target(target)
+    if found.skip is not None:
+        return Backend(kind.value, geometry, d_model, None, found.detail)
+    return Backend(kind.value, geometry, d_model, macos.load_package(package).predict)

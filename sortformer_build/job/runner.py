@@ -90,16 +90,15 @@ class Runner:
             self._stage(stage)
 
     def _stage(self, stage: Stage) -> None:
-        reason = stage.skip_reason(self.config)
-        if reason is not None:
+        skip = stage.skip(self.config)
+        if skip is not None:
             if self.mode is Mode.plan:
-                self.plans.append(
-                    StagePlan(
-                        name=stage.name, prediction=Prediction.skipped, skip=reason, why=reason.describe()
-                    )
+                plan = StagePlan(
+                    name=stage.name, prediction=Prediction.skipped, skip=skip.reason, why=skip.detail
                 )
+                self.plans.append(plan)
             else:
-                self.steps.skip(stage.name, reason)
+                self.steps.skip(stage.name, skip)
             return
         if isinstance(stage, CachedStage):
             self._cached(stage)

@@ -13,6 +13,7 @@ from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import Geometry
 from sortformer_build.records.base import Record, RecordError
+from sortformer_build.records.device import DeviceReport
 from sortformer_build.records.evaluation import DatasetEvaluation
 from sortformer_build.records.parity import ParityFigures
 from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
@@ -107,6 +108,7 @@ class Verification(Record):
 
     parity: ParityFigures | None = None  # None: parity did not run
     on_device: ParityFigures | None = None  # Core ML's own predictions (macOS)
+    device: DeviceReport | None = None  # the package on the Mac that built it
 
 
 class Manifest(Record):

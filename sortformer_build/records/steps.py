@@ -17,24 +17,25 @@ class StepStatus(StrEnum):
 
 
 class SkipReason(StrEnum):
-    """Why a stage did not run, as data: publishing accepts some reasons and refuses others."""
+    """Why a stage did not run, as data: publishing accepts the reasons that mean "this machine
+    could not run it" and refuses the others."""
 
-    needs_macos = "needs-macos"
-    parity_off = "parity-off"
+    not_macos = "not-macos"  # Core ML exists on macOS alone
+    macos_too_old = "macos-too-old"  # older than the deployment target needs
+    no_native_library = "no-native-library"  # coremltools has no Core ML library for this Python
+    parity_off = "parity-off"  # verify.parity=false
 
     @property
     def could_not_run_here(self) -> bool:
-        """The stage needs a platform this machine is not; another machine can run it."""
-        return self is SkipReason.needs_macos
-
-    def describe(self) -> str:
-        return _DESCRIPTIONS[self]
+        """Another machine (a Mac new enough, a Python coremltools supports) can run the stage."""
+        return self is not SkipReason.parity_off
 
 
-_DESCRIPTIONS = {
-    SkipReason.needs_macos: "needs macOS (Core ML cannot compile, load or run models on this platform)",
-    SkipReason.parity_off: "verify.parity=false",
-}
+class Skip(Record):
+    """A stage that will not run: why, as data, and in words for this machine."""
+
+    reason: SkipReason
+    detail: str
 
 
 class StepRecord(Record):

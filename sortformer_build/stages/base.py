@@ -17,7 +17,7 @@ from sortformer_build.config import BuildConfig
 from sortformer_build.records.base import Record
 from sortformer_build.records.manifest import ToolVersions
 from sortformer_build.records.status import Prediction
-from sortformer_build.records.steps import SkipReason
+from sortformer_build.records.steps import Skip
 from sortformer_build.stages.slots import GIVEN, Slot
 from sortformer_build.stages.steps import Outcome, StepLog
 from sortformer_build.store.cache import BuildCache
@@ -87,7 +87,7 @@ class Stage(ABC):
         """Whether the stage is part of a job with this config at all."""
         return True
 
-    def skip_reason(self, config: BuildConfig) -> SkipReason | None:
+    def skip(self, config: BuildConfig) -> Skip | None:
         """Why the stage would be recorded as skipped, or None when it runs."""
         return None
 

@@ -19,6 +19,7 @@ from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import Job, UncachedStage
 from sortformer_build.stages.slots import (
     CHECKPOINT,
+    DEVICE_REPORT,
     EVALUATION,
     EVALUATION_DIR,
     JOB_DIGEST,
@@ -33,7 +34,7 @@ from sortformer_build.store import atomic
 class DeliverStage(UncachedStage):
     name = "deliver"
     reads = (JOB_DIGEST, CHECKPOINT, PROGRAMS, PACKAGE)
-    reads_if_present = (PARITY, ON_DEVICE, EVALUATION, EVALUATION_DIR)
+    reads_if_present = (PARITY, ON_DEVICE, DEVICE_REPORT, EVALUATION, EVALUATION_DIR)
 
     def description(self, config: BuildConfig) -> str:
         return f"Delivering into {config.artifact_dir}"
@@ -98,6 +99,8 @@ def manifest_of(job: Job, content_sha256: str) -> Manifest:
         seconds=dict(job.steps.timings),
         job_digest=job.get(JOB_DIGEST).digest,
         config=config,
-        verification=Verification(parity=job.find(PARITY), on_device=job.find(ON_DEVICE)),
+        verification=Verification(
+            parity=job.find(PARITY), on_device=job.find(ON_DEVICE), device=job.find(DEVICE_REPORT)
+        ),
         evaluations=[] if evaluation is None else [evaluation],
     )

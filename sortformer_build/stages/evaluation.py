@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig, EvaluateConfig, EvaluationBackend
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host
 from sortformer_build.evaluate.diarize import Diarization
 from sortformer_build.evaluate.scoring import Comparison, ErrorBreakdown
 from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, RecordingDer, Scoring
 from sortformer_build.records.facts import DiarizationFacts
-from sortformer_build.records.steps import SkipReason, StepStatus
+from sortformer_build.records.steps import Skip, StepStatus
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.assemble import fp16_twin
 from sortformer_build.stages.base import CachedStage, Job, KeyFacts, UncachedStage
@@ -46,11 +46,11 @@ def _settings(config: BuildConfig) -> EvaluateConfig:
     return config.evaluate
 
 
-def _unavailable(config: BuildConfig) -> SkipReason | None:
+def _unavailable(config: BuildConfig) -> Skip | None:
     """Why the package cannot be run here to diarize, or None."""
-    if _settings(config).backend is EvaluationBackend.coreml and not macos.available():
-        return SkipReason.needs_macos
-    return None
+    if _settings(config).backend is not EvaluationBackend.coreml:
+        return None
+    return host.for_target(config.deployment_target).skipped()
 
 
 class _DiarizationStage(CachedStage[DiarizationFacts]):
@@ -125,7 +125,7 @@ class DiarizationStage(_DiarizationStage):
     reads = (NEMO, DATASET, PROGRAMS, PACKAGE)
     provides = (DIARIZATION,)
 
-    def skip_reason(self, config: BuildConfig) -> SkipReason | None:
+    def skip(self, config: BuildConfig) -> Skip | None:
         return _unavailable(config)
 
     def description(self, config: BuildConfig) -> str:
@@ -140,12 +140,17 @@ class DiarizationStage(_DiarizationStage):
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         settings = _settings(facts.config)
+        # Core ML's results depend on the OS and the chip that ran them.
+        device = (
+            host.current_facts().cache_identity() if settings.backend is EvaluationBackend.coreml else None
+        )
         return {
             "programs": facts.entry(ProgramsStage.name),
             "compressed": self._head(facts),
             "variant": facts.config.variant.geometry.metadata(),
             "backend": settings.backend.value,
             "precision": settings.precision.value,
+            "device": device,
             **self._common_key(facts),
         }
 
@@ -158,7 +163,9 @@ class DiarizationStage(_DiarizationStage):
         settings = _settings(job.config)
         d_model = job.get(PROGRAMS).d_model
         geometry = job.config.variant.geometry
-        backend = package_backend(package, geometry, d_model, settings.backend, settings.precision)
+        backend = package_backend(
+            package, geometry, d_model, settings.backend, settings.precision, job.config.deployment_target
+        )
         return self._diarize(job, backend, folder)
 
     def accept(self, job: Job, folder: Path, facts: DiarizationFacts) -> None:
@@ -206,7 +213,7 @@ class EvaluationStage(UncachedStage):
     def applies(self, config: BuildConfig) -> bool:
         return config.evaluate is not None
 
-    def skip_reason(self, config: BuildConfig) -> SkipReason | None:
+    def skip(self, config: BuildConfig) -> Skip | None:
         return _unavailable(config)
 
     def description(self, config: BuildConfig) -> str:

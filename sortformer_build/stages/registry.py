@@ -50,5 +50,5 @@ def job_stages(config: BuildConfig) -> list[Stage]:
     order: a stage that would run but reads what none of the job's earlier running stages
     provides fails here, before any work."""
     stages = [stage for stage in STAGES if stage.applies(config)]
-    check_order((stage for stage in stages if stage.skip_reason(config) is None), registry=False)
+    check_order((stage for stage in stages if stage.skip(config) is None), registry=False)
     return stages

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from sortformer_build.checkpoint.sources import Checkpoint
     from sortformer_build.evaluate.datasets import LazyDataset
     from sortformer_build.evaluate.diarize import Diarization
+    from sortformer_build.records.device import DeviceReport
     from sortformer_build.records.evaluation import DatasetEvaluation
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.stages.assemble import StagedPackage
@@ -48,6 +49,7 @@ REFERENCE: Slot[ReferenceData] = Slot("NeMo's reference outputs")
 FP16_OUTPUTS: Slot[Outputs] = Slot("fp16 package's outputs")
 PARITY: Slot[ParityFigures] = Slot("parity figures")
 ON_DEVICE: Slot[ParityFigures] = Slot("Core ML figures")
+DEVICE_REPORT: Slot[DeviceReport] = Slot("device report")
 NEMO_DIARIZATION: Slot[Diarization] = Slot("NeMo's diarization")
 DIARIZATION: Slot[Diarization] = Slot("the package's diarization")
 TWIN_DIARIZATION: Slot[Diarization] = Slot("the fp16 twin's diarization")

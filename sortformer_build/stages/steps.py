@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sortformer_build.errors import BuildError
-from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
+from sortformer_build.records.steps import Skip, StepRecord, StepStatus
 
 log = logging.getLogger("sortformer_build")
 
@@ -66,11 +66,11 @@ class StepLog:
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
 
-    def skip(self, name: str, reason: SkipReason) -> None:
-        log.info("Skipping %s: %s", name, reason.describe())
+    def skip(self, name: str, skip: Skip) -> None:
+        log.info("Skipping %s: %s", name, skip.detail)
         self.steps.append(
             StepRecord(
-                name=name, status=StepStatus.skipped, seconds=0.0, detail=reason.describe(), skip=reason
+                name=name, status=StepStatus.skipped, seconds=0.0, detail=skip.detail, skip=skip.reason
             )
         )
 

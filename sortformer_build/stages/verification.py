@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host, macos
 from sortformer_build.kinds import kind_of
+from sortformer_build.records.device import ComputeUnits
 from sortformer_build.records.facts import NoFacts, ReferenceFacts
-from sortformer_build.records.steps import SkipReason, StepStatus
+from sortformer_build.records.steps import Skip, SkipReason, StepStatus
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.assemble import fp16_twin
 from sortformer_build.stages.base import CachedStage, Job, KeyFacts, UncachedStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.slots import (
+    DEVICE_REPORT,
     FP16_OUTPUTS,
     NEMO,
     ON_DEVICE,
@@ -146,8 +148,10 @@ class ParityStage(UncachedStage):
     reads = (PROGRAMS, PACKAGE, REFERENCE, FP16_OUTPUTS)
     provides = (PARITY,)
 
-    def skip_reason(self, config: BuildConfig) -> SkipReason | None:
-        return None if config.verify.parity else SkipReason.parity_off
+    def skip(self, config: BuildConfig) -> Skip | None:
+        return (
+            None if config.verify.parity else Skip(reason=SkipReason.parity_off, detail="verify.parity=false")
+        )
 
     def description(self, config: BuildConfig) -> str:
         precision = config.verify.precision.value
@@ -179,16 +183,18 @@ class ParityStage(UncachedStage):
 
 
 class OnDeviceStage(UncachedStage):
-    """Core ML itself, where it exists: compile to .mlmodelc, load with all compute units, and
-    (with parity on) predict the per-call cases and compare with NeMo."""
+    """Core ML itself, where it runs: compile to .mlmodelc, a first prediction in a fresh process
+    (a model that kills its process fails the check, not the build), the device report (load,
+    latency, memory, where the ops run), and, with parity on, Core ML's predictions of the
+    per-call cases against NeMo under the compression's on-device gates."""
 
     name = "on-device"
     reads = (PACKAGE,)
     reads_if_present = (REFERENCE,)
-    provides = (ON_DEVICE,)
+    provides = (ON_DEVICE, DEVICE_REPORT)
 
-    def skip_reason(self, config: BuildConfig) -> SkipReason | None:
-        return None if macos.available() else SkipReason.needs_macos
+    def skip(self, config: BuildConfig) -> Skip | None:
+        return host.for_target(config.deployment_target).skipped()
 
     def description(self, config: BuildConfig) -> str:
         return "Compiling, loading with all compute units and predicting with Core ML"
@@ -201,13 +207,15 @@ class OnDeviceStage(UncachedStage):
         compiled = ArtifactPaths.beside(package).compiled
         reference = job.find(REFERENCE)
         with self.step(job) as step:
-            macos.compile_package(package, compiled)
-            loaded = macos.load_compiled(compiled)
-            step.detail = "compiled and loaded"
+            report = macos.measure_device(package, compiled, ComputeUnits.all)
+            job.put(DEVICE_REPORT, report)
+            step.detail = report.one_line()
             if reference is not None:
+                loaded = macos.load_compiled(compiled)
                 figures = kind_of(config.variant.geometry).device_figures(loaded.predict, reference)
-                step.detail = figures.summary()
-                failures = gate(figures, config.compression.gates, config.verify.max_emb_error_ratio)
+                step.detail += f"; {figures.summary()}"
+                gates = config.compression.on_device_gates
+                failures = gate(figures, gates, config.verify.max_emb_error_ratio)
                 if failures:
                     raise StepFailed(f"Core ML predictions differ from NeMo: {'; '.join(failures)}")
                 job.put(ON_DEVICE, figures)

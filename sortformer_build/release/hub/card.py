@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from sortformer_build import text
 from sortformer_build.coreml.targets import TARGET_FACTS
 from sortformer_build.kinds import kind_of
+from sortformer_build.records.device import DeviceReport
 from sortformer_build.records.evaluation import DerRates
 from sortformer_build.records.manifest import RANDOM_WEIGHT_SOURCES, Manifest
 from sortformer_build.records.release import Provenance
@@ -57,7 +58,9 @@ class CardFacts:
     path_in_repo: str
     formats: list[str]
     # How the compiled models were checked at publish time, in words.
-    core_ml_check: str
+    # Each compiled model measured on the Mac that publishes, by release stem; empty when only
+    # packages are staged (where Core ML cannot compile).
+    device_reports: dict[str, DeviceReport]
     provenance: Provenance
 
 
@@ -137,6 +140,7 @@ def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: Car
         _models_table(models),
         _parity_table(models),
         _der_section(models),
+        _device_section(models, facts),
         _sources_table(models),
         _files_section(models, facts),
         _build_section(release, models, facts),
@@ -293,7 +297,54 @@ def _files_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> st
         "## Files\n\n"
         f"{folders}: one {suffixes} per model. "
         f"`{facts.path_in_repo}/release.json` lists every file of the release with its size and sha256, "
-        f"and each model's build manifest digest. Core ML check at publish: {facts.core_ml_check}."
+        "and each model's build manifest digest."
+    )
+
+
+def _device_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
+    """What each compiled model did on the Mac that published it, or that nothing ran there."""
+    if not facts.device_reports:
+        return (
+            "## On device\n\nNot measured: only packages were staged, where Core ML cannot compile; "
+            "compile and check them on a Mac."
+        )
+    rows = []
+    for _, manifest in models:
+        report = facts.device_reports.get(manifest.release_stem)
+        if report is None:
+            continue
+        latency, plan = report.latency, report.compute_plan
+        rows.append(
+            [
+                f"`{manifest.release_stem}`",
+                report.machine.describe(),
+                report.compute_units.value,
+                text.seconds(report.compile_seconds),
+                text.seconds(report.load_seconds),
+                text.seconds(report.first_predict_seconds),
+                NOT_MEASURED if latency is None else f"{latency.median_ms:.2f} / {latency.p95_ms:.2f} ms",
+                text.megabytes(report.peak_rss_bytes),
+                NOT_MEASURED
+                if plan is None or not report.neural_engine_in_play
+                else text.percent(plan.op_share.neural_engine),
+            ]
+        )
+    header = [
+        "model",
+        "machine",
+        "compute units",
+        "compile",
+        "load",
+        "first prediction",
+        "per call median / p95",
+        "peak memory",
+        "ops on the Neural Engine",
+    ]
+    notes = sorted({note for report in facts.device_reports.values() for note in report.notes()})
+    return (
+        "## On device\n\nEach `.mlmodelc` was compiled from its verified package on the Mac that "
+        "published it; its first prediction ran in a fresh process, then calls were timed after a "
+        "warm-up.\n\n" + markdown_table(header, rows) + "".join(f"\n- {note}" for note in notes)
     )
 
 

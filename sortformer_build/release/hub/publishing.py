@@ -9,7 +9,7 @@ from sortformer_build.release.hub.checks import release_problems
 from sortformer_build.release.hub.config import PublishConfig
 from sortformer_build.release.hub.errors import PublishError, ReleaseRefused
 from sortformer_build.release.hub.release import Release, read_release
-from sortformer_build.release.hub.tree import release_folder, require_platform, stage_release
+from sortformer_build.release.hub.tree import release_folder, require_formats, require_platform, stage_release
 from sortformer_build.release.hub.upload import (
     ADD,
     Operation,
@@ -26,8 +26,9 @@ MB = 1e6
 def publish(settings: PublishConfig) -> None:
     """Check, stage and upload (or, in a dry run, list) the release; raise PublishError if unfit."""
     folder = release_folder(settings.path_in_repo)
-    require_platform(settings.format_values)
+    require_formats(settings.format_values)
     release = read_release(Path(settings.output_dir))
+    require_platform(settings.format_values, {manifest.deployment_target for manifest in release.manifests()})
     problems = release_problems(release)
     if problems:
         raise ReleaseRefused(settings.output_dir, problems)

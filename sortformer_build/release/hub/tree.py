@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host, macos
+from sortformer_build.coreml.coreml_errors import CoreMLError
+from sortformer_build.coreml.targets import DeploymentTarget
+from sortformer_build.records.device import ComputeUnits, DeviceReport
 from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
 from sortformer_build.release.hub.card import CardFacts, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
@@ -50,39 +52,48 @@ def release_folder(path_in_repo: str) -> str:
     return path.as_posix()
 
 
-def require_platform(formats: list[Format]) -> None:
-    """Refuse `.mlmodelc` where Core ML cannot compile."""
+def require_formats(formats: list[Format]) -> None:
     if not formats:
         raise PublishError(
             "formats is empty: choose mlmodelc (what the runtime downloads), mlpackage or both"
         )
-    if Format.mlmodelc in formats and not macos.available():
-        raise PublishError(
-            f"cannot stage .mlmodelc on {platform.system()}: compiling {macos.NEEDS_MACOS.split(' (')[0]}; "
-            "publish from a Mac, or pass formats=[mlpackage] to stage the packages only"
-        )
+
+
+def require_platform(formats: list[Format], targets: set[DeploymentTarget]) -> None:
+    """Refuse `.mlmodelc` where Core ML cannot compile models built for `targets`."""
+    if Format.mlmodelc not in formats:
+        return
+    for target in sorted(targets):
+        found = host.for_target(target)
+        if found.skip is not None:
+            raise PublishError(
+                f"cannot stage .mlmodelc here: {found.detail}; "
+                "publish from a Mac, or pass formats=[mlpackage] to stage the packages only"
+            )
 
 
 def stage_release(release: Release, settings: PublishConfig, provenance: Provenance) -> StagedRelease:
     folder = release_folder(settings.path_in_repo)
     formats = settings.format_values
-    require_platform(formats)
-    facts = CardFacts(
-        repo_id=settings.repo_id,
-        path_in_repo=folder,
-        formats=[value.value for value in formats],
-        core_ml_check=_core_ml_check(formats),
-        provenance=provenance,
-    )
     with atomic.staged(settings.staging_root) as partial:
         partial.mkdir()
         model_folders = []
+        reports = {}
         for model in release.models:
             assert model.manifest is not None, "stage only a release without problems"
             for value in formats:
                 relative = f"{folder}/{model.manifest.release_stem}.{value.value}"
-                _stage_model(model.paths.package, partial / relative, value)
+                report = _stage_model(model.paths.package, partial / relative, value)
+                if report is not None:
+                    reports[model.manifest.release_stem] = report
                 model_folders.append(relative)
+        facts = CardFacts(
+            repo_id=settings.repo_id,
+            path_in_repo=folder,
+            formats=[value.value for value in formats],
+            device_reports=reports,
+            provenance=provenance,
+        )
         write_card(partial / CARD_FILE, release, facts, settings.card)
         files = describe_files(partial)
         index = f"{folder}/{RELEASE_FILE}"
@@ -91,27 +102,18 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
     return StagedRelease(settings.staging_root, files, model_folders)
 
 
-def _core_ml_check(formats: list[Format]) -> str:
-    if Format.mlmodelc in formats:
-        return (
-            f"every `.mlmodelc` was compiled from its verified package and loaded with all compute "
-            f"units on macOS {platform.mac_ver()[0]}"
-        )
-    return "none here: packages only, staged where Core ML cannot compile; compile them on a Mac"
-
-
-def _stage_model(package: Path, destination: Path, value: Format) -> None:
+def _stage_model(package: Path, destination: Path, value: Format) -> DeviceReport | None:
+    """Copy the package, or compile it and measure it on this Mac (first prediction in a fresh
+    process, latency, memory, where its ops run)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     if value is Format.mlpackage:
         shutil.copytree(package, destination)
-        return
-    log.info("Compiling %s and loading it with all compute units", package)
+        return None
+    log.info("Compiling %s and measuring it with all compute units", package)
     try:
-        macos.compile_package(package, destination)
-        macos.load_compiled(destination)
-    except Exception as error:  # Core ML reports compile and load failures with many types
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PublishError(f"{package} does not compile and load with Core ML: {first}") from None
+        return macos.measure_device(package, destination, ComputeUnits.all)
+    except CoreMLError as error:
+        raise PublishError(f"{package} does not compile, load and predict with Core ML: {error}") from None
 
 
 def describe_files(root: Path) -> list[StagedFile]:
