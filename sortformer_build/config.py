@@ -264,6 +264,11 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError(f"checkpoint.source must be one of {', '.join(sources)}, got {checkpoint.source!r}")
     if checkpoint.source == CheckpointSource.local and not checkpoint.path:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
+    if checkpoint.source != CheckpointSource.local and checkpoint.path:
+        raise ConfigError(
+            f"checkpoint.path is read only with checkpoint=local, not checkpoint={checkpoint.source}: "
+            "add checkpoint=local to build from the file"
+        )
     if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
     if config.evaluate is not None:

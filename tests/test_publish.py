@@ -17,12 +17,13 @@ from huggingface_hub import ModelCard, metadata_load
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from sortformer_build.cli.publish import register_schema
+from sortformer_build.cli.publish import UPLOAD_REFUSED, register_schema
 from sortformer_build.coreml import host
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, Scoring
 from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.release import ReleaseIndex
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.tree import StagedRelease, describe_files
@@ -34,7 +35,8 @@ from .test_cli_tiny import markdown_rows
 PUBLISH = str(Path(sys.executable).with_name("sortformer-build-publish"))
 # The runtime's layout: <set>/<precision folder>/<file name>.mlmodelc: every variant, both precisions.
 VARIANTS, FOLDERS = tuple(ALL_VARIANTS), ("fp16", "palettized")
-PACKAGES = ("formats=[mlpackage]",)
+# The tiny release is random weights: these dry runs and uploads are of a test release.
+PACKAGES = ("formats=[mlpackage]", "allow_synthetic=true")
 
 
 def publish(folder: Path, *args: str, env: dict[str, str] | None = None) -> Run:
@@ -327,10 +329,34 @@ def test_offline_upload_fails_in_one_line_and_keeps_the_staged_tree(copy: Path) 
 
 
 def test_random_weights_are_not_uploaded(copy: Path) -> None:
-    run = publish(copy, *PACKAGES, env={"HF_HUB_OFFLINE": "0"})
-    assert run.returncode == 1
-    assert "built from tiny random weights, not NVIDIA's: refusing to upload" in run.stderr
+    run = publish(copy, "formats=[mlpackage]", env={"HF_HUB_OFFLINE": "0"})
+    assert run.returncode == UPLOAD_REFUSED
+    assert run.stderr.strip().splitlines() == [
+        "sortformer-build-publish: an upload would be refused: 1 reason(s)",
+        "  the release was built from tiny random weights, not NVIDIA's (allow_synthetic=true to upload "
+        "it anyway, e.g. to a test repo)",
+    ]
     assert not (copy / ".publish").exists()
+
+
+def test_a_dry_run_says_why_an_upload_would_be_refused(copy: Path) -> None:
+    """Random weights, a model short of the release set, another folder than the runtime's:
+    one line per reason and a distinct exit; the tree is staged for inspection all the same."""
+    matrix = ReleaseMatrix.read(copy / "matrix.json")
+    kept = [row for row in matrix.rows if row.package != "fp16/SortformerEfficient_v2.1.mlpackage"]
+    matrix.model_copy(update={"rows": kept}).write(copy / "matrix.json")
+    run = publish(copy, "formats=[mlpackage]", "dry_run=true", "path_in_repo=v4")
+    assert run.returncode == UPLOAD_REFUSED, run.output
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == "sortformer-build-publish: an upload would be refused: 3 reason(s)"
+    assert "tiny random weights" in lines[1]
+    assert lines[2].startswith(
+        "  1 of the 16 models of the release set are missing (fp16/SortformerEfficient_v2.1)"
+    )
+    assert "the runtime downloads from FluidInference/diar-streaming-sortformer-coreml v3/, not" in lines[3]
+    assert (copy / ".publish" / "v4" / "release.json").is_file()
+    allowed = publish(copy, "formats=[mlpackage]", "dry_run=true", "path_in_repo=v4", "allow_partial=true")
+    assert allowed.returncode == UPLOAD_REFUSED and "1 reason(s)" in allowed.stderr
 
 
 def test_a_failure_while_staging_keeps_the_previous_staged_tree(copy: Path) -> None:

@@ -71,6 +71,8 @@ def _checkpoint(
         origin = f"{source.value} random weights, seed {config.seed}, version {version}"
         if not (obtain or reused):
             return None
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint.path {path} is a folder: give the .nemo file itself")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     sha256 = file_sha256(path, layout.checkpoint_digests)

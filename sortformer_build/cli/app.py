@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.cli.preflight import check_command_line, describe_config_error
 from sortformer_build.cli.workers import parallel_jobs
 from sortformer_build.config import (
     BuildConfig,
@@ -32,6 +33,7 @@ from sortformer_build.errors import BuildError
 from sortformer_build.job.build import BuildResult, build
 from sortformer_build.job.plan import plan_job
 from sortformer_build.records.status import JobPlan, JobStatus
+from sortformer_build.release.matrix import verification_summary
 
 log = logging.getLogger("sortformer_build")
 
@@ -123,8 +125,11 @@ def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> tuple[
             "manifest": str(outcome.manifest_path),
         }
     )
+    if outcome.up_to_date and not outcome.evaluated:
+        # Nothing ran: say what the delivered package's manifest vouches for.
+        return done, f"Up to date: {outcome.package} [{verification_summary(outcome.manifest)}]"
     statuses = ", ".join(f"{step.name} {step.status.value}" for step in outcome.manifest.steps)
-    return done, f"{'Up to date' if outcome.up_to_date else 'Built'}: {outcome.package} [{statuses}]"
+    return done, f"{'Evaluated' if outcome.evaluated else 'Built'}: {outcome.package} [{statuses}]"
 
 
 def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str, keep_going: bool) -> bool:
@@ -138,7 +143,7 @@ def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str,
 def describe(error: BaseException) -> str:
     """One line a user can act on."""
     if isinstance(error, OmegaConfBaseException):
-        return f"invalid configuration: {str(error).splitlines()[0]}"
+        return f"invalid configuration: {describe_config_error(error)}"
     if isinstance(error, OSError) and not isinstance(error, BuildError):
         return f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}"
     return str(error)
@@ -195,4 +200,10 @@ def main() -> None:
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
     if not OmegaConf.has_resolver("sortformer_build_parallel_jobs"):
         OmegaConf.register_new_resolver("sortformer_build_parallel_jobs", parallel_jobs)
+    problem = check_command_line(sys.argv[1:])
+    if problem is not None:
+        print(f"sortformer-build: error: {problem.message}", file=sys.stderr)
+        if problem.hint:
+            print(f"  {problem.hint}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()

@@ -37,16 +37,19 @@ _EVALUATION_NOTES = [
 
 
 def groups_help() -> str:
-    with _hydra() as loader:
+    with hydra_loader() as loader:
         variants = [_composed("variant", option) for option in loader.get_group_options("variant")]
         compressions = [
             _composed("compression", option) for option in loader.get_group_options("compression")
         ]
         checkpoints = loader.get_group_options("checkpoint")
         datasets = loader.get_group_options("evaluate")
-    rules = "; ".join(f"{kind.name}: {kind.latency_rule}" for kind in KINDS)
-    lines = [f"== Variants: geometry, checkpoint version, file name; latency ({rules}) =="]
+    lines = ["== Variants: file name, latency, geometry =="]
     lines += [kind_of(config.variant.geometry).help_line(config.variant) for config in variants]
+    for kind in KINDS:
+        ours = [config.variant for config in variants if kind_of(config.variant.geometry) is kind]
+        lines += [f"  {note}" for note in kind.help_notes(ours)]
+        lines.append(f"  {kind.name} latency: {kind.latency_rule}")
     lines.append("== Compressions (release folder) ==")
     lines += [_compression_line(config) for config in compressions]
     lines.append("== Checkpoints (weight sources) ==")
@@ -74,7 +77,7 @@ def _composed(group: str, option: str) -> BuildConfig:
 
 
 @contextmanager
-def _hydra() -> Iterator:
+def hydra_loader() -> Iterator:
     """Hydra's config loader: the running app's when `--help` renders, else a fresh one."""
     if GlobalHydra.instance().is_initialized():
         yield GlobalHydra.instance().config_loader()

@@ -15,6 +15,7 @@ from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import Backend
 from sortformer_build.evaluate.datasets import Dataset, Recording
 from sortformer_build.evaluate.segments import PostProcessing, speaker_labels
+from sortformer_build.progress import counted
 from sortformer_build.records.evaluation import RecordingRun
 from sortformer_build.records.facts import DiarizationFacts
 from sortformer_build.verify.reference import SAMPLE_RATE
@@ -65,12 +66,9 @@ def diarize(
     backend: Backend, dataset: Dataset, features: Features, postprocessing: PostProcessing, folder: Path
 ) -> Diarization:
     """Diarize every recording of `dataset` with `backend`, writing its RTTMs into `folder`."""
-    from tqdm import tqdm
-
     folder.mkdir(parents=True, exist_ok=True)
-    # Shown on a terminal only (disable=None); the stage logs its own lines.
-    recordings = tqdm(
-        dataset.recordings, desc=f"  {backend.name} on {dataset.name}", unit=" recordings", disable=None
+    recordings = counted(
+        dataset.recordings, len(dataset.recordings), f"{backend.name} on {dataset.name}", "recordings"
     )
     results = tuple(
         _diarize(backend, recording, features, postprocessing, folder) for recording in recordings

@@ -31,7 +31,8 @@ class BuildResult:
     package: Path
     manifest_path: Path
     manifest: Manifest
-    up_to_date: bool
+    up_to_date: bool  # the package: nothing was rebuilt
+    evaluated: bool = False  # an up-to-date package, evaluated on a dataset it had no evaluation for
 
 
 def build(config: BuildConfig) -> BuildResult:
@@ -41,27 +42,42 @@ def build(config: BuildConfig) -> BuildResult:
     stages = job_stages(config)
     layout = config.cache_layout
     log.info("Build cache: %s", layout.root)
+    ensure_writable(layout.root, "cache folder")
     paths = ArtifactPaths.of(config)
-    ensure_writable(paths.folder)
+    made = [folder for folder in (paths.folder, *paths.folder.parents) if not folder.exists()]
+    ensure_writable(paths.folder, "output folder")
     atomic.sweep_stale_partials(paths.folder)  # what killed jobs left behind
     uses = Uses()
+    delivered = False
     try:
         with job_scratch(layout.scratch) as scratch, atomic.scratch_folder(paths.folder) as staging:
             cache = BuildCache(layout.build, enabled=config.cache, scratch=scratch, uses=uses)
             runner = Runner(Mode.build, config, stages, cache, staging)
             runner.run_checkpoint()
             current = runner.published()
+            if current is not None and runner.evaluation_missing(current):
+                log.info(
+                    "%s is up to date; evaluating it on a dataset it has no evaluation for", paths.package
+                )
+                runner.run_rest()
+                delivered = True
+                return BuildResult(paths.package, paths.manifest, Manifest.read(paths.manifest), True, True)
             if current is not None:
                 log.info(
                     "%s is up to date (same checkpoint, config, tools and code); nothing to build",
                     paths.package,
                 )
                 for evaluation in current.evaluations:
-                    log_table(evaluation)
+                    log_table(evaluation, current.checkpoint.random_weights)
+                delivered = True
                 return BuildResult(paths.package, paths.manifest, current, up_to_date=True)
             runner.run_rest()
+            delivered = True
     finally:
         uses.release()
+        if not delivered:  # a failed job leaves no empty folder behind it
+            for folder in made:
+                atomic.remove_if_empty(folder)
         if config.cache:
             enforce_budget(layout.build, config.cache_max_gb)
     manifest = Manifest.read(paths.manifest)
@@ -69,11 +85,12 @@ def build(config: BuildConfig) -> BuildResult:
     return BuildResult(paths.package, paths.manifest, manifest, up_to_date=False)
 
 
-def ensure_writable(folder: Path) -> None:
+def ensure_writable(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = atomic.partial_path(folder / "probe")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"output folder {folder} is not writable: {error.strerror or error}") from None
+        hint = " (set cache_dir=... or $SORTFORMER_BUILD_CACHE)" if what == "cache folder" else ""
+        raise OutputError(f"{what} {folder} is not writable: {error.strerror or error}{hint}") from None

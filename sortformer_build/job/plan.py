@@ -26,7 +26,8 @@ def plan_job(config: BuildConfig) -> JobPlan:
     cache = BuildCache(config.cache_layout.build, enabled=config.cache)
     runner = Runner(Mode.plan, config, job_stages(config), cache)
     runner.run_checkpoint(checkpoint)
-    up_to_date = runner.published() is not None
+    current = runner.published()
+    up_to_date = current is not None and not runner.evaluation_missing(current)
     if not up_to_date:
         runner.run_rest()
     return JobPlan(

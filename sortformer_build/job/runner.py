@@ -19,6 +19,7 @@ from sortformer_build.records.steps import StepStatus
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import Board, CachedStage, Job, JobDigest, KeyFacts, Stage, UncachedStage
 from sortformer_build.stages.checkpoint import CheckpointStage
+from sortformer_build.stages.registry import EVALUATION_ONLY, STAGES, job_stages
 from sortformer_build.stages.slots import CHECKPOINT, DATASET, JOB_DIGEST
 from sortformer_build.stages.steps import StepLog
 from sortformer_build.store.cache import BuildCache
@@ -55,10 +56,11 @@ class Runner:
     checkpoint_sha256: str | None = None
 
     def __post_init__(self) -> None:
+        # Every file of an evaluation dataset is read and checked before any stage runs.
         if self.config.evaluate is not None:
-            from sortformer_build.evaluate.datasets import LazyDataset
+            from sortformer_build.evaluate.datasets import load_checked
 
-            self.board.put(DATASET, LazyDataset(self.config.evaluate, self.config.cache_layout.file_digests))
+            self.board.put(DATASET, load_checked(self.config.evaluate, self.config.cache_layout.file_digests))
 
     def run_checkpoint(self, found: Checkpoint | None = None) -> Checkpoint | None:
         """The first stage: nothing else can be keyed without the checkpoint's digest. A dry run
@@ -79,11 +81,22 @@ class Runner:
         return checkpoint
 
     def published(self) -> Manifest | None:
-        """The artifact's manifest if it is published, intact and of this very job."""
+        """The artifact's manifest if its package is delivered, intact and of this very job (its
+        evaluation on this job's dataset may still be missing: see `evaluation_missing`)."""
         identity = self.board.find(JOB_DIGEST)
         if identity is None or not self.config.cache:
             return None
         return published_manifest(self.config, identity.digest)
+
+    def evaluation_missing(self, manifest: Manifest) -> bool:
+        """Whether the job evaluates on a dataset (or with settings, or code) the delivered
+        package has no evaluation for; then only the evaluation stages run."""
+        identity = self.board.find(JOB_DIGEST)
+        assert identity is not None, "known once the checkpoint is"
+        if identity.evaluation is None or manifest.evaluation(identity.evaluation) is not None:
+            return False
+        self.stages = job_stages(self.config, EVALUATION_ONLY)
+        return True
 
     def run_rest(self) -> None:
         for stage in self.stages[1:]:
@@ -147,12 +160,21 @@ class Runner:
 
     def dataset_sha256(self) -> str | None:
         dataset = self.board.find(DATASET)
-        return None if dataset is None else dataset.get().sha256
+        return None if dataset is None else dataset.sha256
 
     def job_digest(self, checkpoint_sha256: str) -> JobDigest:
-        code = fingerprint(sorted({type(stage).__module__ for stage in self.stages}))
-        key = job_key(self.config, checkpoint_sha256, self.versions, self.dataset_sha256(), code)
-        return JobDigest(digest=digest_of(key), code=code)
+        code = fingerprint(sorted({type(stage).__module__ for stage in self.stages if not stage.evaluates}))
+        key = job_key(self.config, checkpoint_sha256, self.versions, code)
+        evaluation = None
+        if self.config.evaluate is not None:
+            evaluation_code = fingerprint(
+                sorted({type(stage).__module__ for stage in STAGES if stage.evaluates})
+            )
+            settings = config_dict(self.config)["evaluate"]
+            evaluation = digest_of(
+                {"settings": settings, "dataset": self.dataset_sha256(), "code": evaluation_code}
+            )
+        return JobDigest(digest=digest_of(key), code=code, evaluation=evaluation)
 
     def _job(self, stage: Stage) -> Job:
         assert self.staging is not None, "a build stages its artifact"
@@ -167,27 +189,18 @@ def _built(stage: CachedStage[Any], job: Job, folder: Path) -> Any:
     return facts
 
 
-def job_key(
-    config: BuildConfig,
-    checkpoint_sha256: str,
-    versions: ToolVersions,
-    dataset_sha256: str | None,
-    code: str,
-) -> dict[str, Any]:
-    """Everything a published artifact and its manifest depend on (not where files go): the
-    settings that shape it, the weights, the tools and the code of the job's stages; an
-    evaluation adds its settings and the content of its dataset."""
+def job_key(config: BuildConfig, checkpoint_sha256: str, versions: ToolVersions, code: str) -> dict[str, Any]:
+    """Everything a delivered package and its verification depend on (not where files go, not
+    its evaluations, which are keyed apart): the settings that shape it, the weights, the tools
+    and the code of the stages that build and verify it."""
     plain = config_dict(config)
     shaping = {name: plain[name] for name in ("variant", "compression", "deployment_target", "verify")}
-    key: dict[str, Any] = {
+    return {
         "config": shaping,
         "checkpoint": checkpoint_sha256,
         "versions": versions.model_dump(),
         "code": code,
     }
-    if config.evaluate is not None:
-        key["evaluation"] = {"settings": plain["evaluate"], "dataset": dataset_sha256}
-    return key
 
 
 def published_manifest(config: BuildConfig, digest: str) -> Manifest | None:

@@ -71,6 +71,10 @@ class ModelKind(ABC):
     def help_line(self, variant: VariantConfig) -> str:
         """The variant option in one line of --help."""
 
+    def help_notes(self, variants: list[VariantConfig]) -> list[str]:
+        """What --help says once about these variant options, below their lines."""
+        return []
+
     # Conversion and assembly.
     @abstractmethod
     def what(self, geometry: Geometry) -> str:

@@ -56,12 +56,25 @@ class StreamingKind(ModelKind):
         geometry = _streaming(variant.geometry)
         period = f"period {geometry.spkcache_update_period}"
         if geometry.effective_update_period != geometry.spkcache_update_period:
-            period += f" (runs as {geometry.effective_update_period})"
+            period += "*"
         return (
             f"  {variant.name:<15} {variant.file_name:<27} latency {geometry.latency_seconds:>5.2f} s"
             f"  chunk {geometry.chunk_len:>3}  fifo {geometry.fifo_len:>3}"
             f"  spkcache {geometry.spkcache_len}  {period}"
         )
+
+    def help_notes(self, variants: list[VariantConfig]) -> list[str]:
+        clamped = sorted(
+            {
+                (geometry.spkcache_update_period, geometry.effective_update_period)
+                for geometry in (_streaming(variant.geometry) for variant in variants)
+                if geometry.effective_update_period != geometry.spkcache_update_period
+            }
+        )
+        if not clamped:
+            return []
+        runs = ", ".join(f"{period} runs as {effective}" for period, effective in clamped)
+        return [f"* NVIDIA's preset period; NeMo and the runtimes clamp it to [chunk, fifo + chunk]: {runs}"]
 
     def what(self, geometry: Geometry) -> str:
         return f"the pre-encoder and head for a {_streaming(geometry).chunk_mel_frames}-frame chunk"

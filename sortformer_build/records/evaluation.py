@@ -39,8 +39,11 @@ class RecordingDer(Record):
 class DatasetEvaluation(Record):
     """One dataset diarized by the artifact and scored; one per dataset in a manifest."""
 
-    dataset: str  # its name
+    dataset: str  # its name: a manifest keeps one evaluation per dataset name
     dataset_sha256: str  # of every file it reads (see `evaluate.datasets.dataset_digest`)
+    # Of everything the evaluation depends on beyond the package: the dataset's content, the
+    # evaluation settings and the code of the evaluation stages (see `job.runner`).
+    digest: str
     backend: str  # what ran the artifact: `executor-float16`, `coreml`
     scoring: Scoring
     der_vs_truth: DerRates | None  # overall; None when the dataset has no ground truth
@@ -52,7 +55,7 @@ class DatasetEvaluation(Record):
     audio_seconds: float
     real_time_factor: float  # the artifact's diarization: processing seconds per audio second
     nemo_real_time_factor: float
-    rttm_dir: str  # the artifact's and NeMo's RTTMs, beside the package
+    rttm_dir: str  # the artifact's and NeMo's RTTMs: `<file name>.evaluation/<dataset>/`
 
     def summary(self) -> str:
         """One line: the three comparisons."""

@@ -126,11 +126,15 @@ class Manifest(Record):
     code: str
     steps: list[StepRecord]
     seconds: dict[str, float]  # per stage, and the parts of stages (restore, trace, convert)
+    # Of everything the package depends on (not where files go, not its evaluations).
     job_digest: str
     config: BuildConfig  # as composed, overrides applied
     verification: Verification = Field(default_factory=Verification)
     # One per dataset the artifact was evaluated on, in the order they were added.
     evaluations: list[DatasetEvaluation] = Field(default_factory=list)
+
+    def evaluation(self, digest: str) -> DatasetEvaluation | None:
+        return next((evaluation for evaluation in self.evaluations if evaluation.digest == digest), None)
 
     def step(self, name: str) -> StepRecord | None:
         return next((step for step in self.steps if step.name == name), None)

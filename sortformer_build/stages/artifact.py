@@ -45,9 +45,13 @@ class ArtifactPaths:
         return self.folder / f"{self.name}{MANIFEST_SUFFIX}"
 
     @property
-    def evaluation(self) -> Path:
-        """`artifact/` and `nemo/`: one RTTM per recording of the evaluation."""
+    def evaluations(self) -> Path:
+        """One folder per evaluated dataset (see `evaluation`)."""
         return self.folder / f"{self.name}{EVALUATION_SUFFIX}"
+
+    def evaluation(self, dataset: str) -> Path:
+        """`artifact/` and `nemo/`: one RTTM per recording of the dataset."""
+        return self.evaluations / dataset
 
     @property
     def release_path(self) -> str:

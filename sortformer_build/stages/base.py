@@ -79,6 +79,8 @@ class Job:
 
 class Stage(ABC):
     name: ClassVar[str]
+    # Part of an evaluation: its code keys the evaluation, not the package.
+    evaluates: ClassVar[bool] = False
     reads: ClassVar[tuple[Slot[Any], ...]] = ()
     reads_if_present: ClassVar[tuple[Slot[Any], ...]] = ()
     provides: ClassVar[tuple[Slot[Any], ...]] = ()
@@ -119,11 +121,12 @@ class UncachedStage(Stage):
 
 @dataclass(frozen=True)
 class JobDigest:
-    """What a published artifact depends on, as a digest (see `job.runner.job_key`), and the
-    digest of the code the job's stages run."""
+    """What a delivered package depends on, as a digest (see `job.runner.job_key`), the digest
+    of the code its stages run, and (when the job evaluates) what its evaluation depends on."""
 
     digest: str
     code: str
+    evaluation: str | None
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class DeliverStage(UncachedStage):
                 for source, final in (
                     (staged.package, paths.package),
                     (staged.compiled, paths.compiled),
-                    (job.find(EVALUATION_DIR), paths.evaluation),
+                    (job.find(EVALUATION_DIR), paths.evaluations),
                 ):
                     if source is not None and source.exists():
                         atomic.replace(source, final)

@@ -18,23 +18,27 @@ from sortformer_build.evaluate.diarize import Diarization
 from sortformer_build.evaluate.scoring import Comparison, ErrorBreakdown
 from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, RecordingDer, Scoring
 from sortformer_build.records.facts import DiarizationFacts
+from sortformer_build.records.manifest import RANDOM_WEIGHT_SOURCES, Manifest
 from sortformer_build.records.steps import Skip, StepStatus
 from sortformer_build.stages.artifact import ArtifactPaths
-from sortformer_build.stages.assemble import fp16_twin
+from sortformer_build.stages.assemble import StagedPackage, fp16_twin
 from sortformer_build.stages.base import CachedStage, Job, KeyFacts, UncachedStage
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.slots import (
+    CHECKPOINT,
     DATASET,
     DIARIZATION,
     EVALUATION,
     EVALUATION_DIR,
+    JOB_DIGEST,
     NEMO,
     NEMO_DIARIZATION,
     PACKAGE,
     PROGRAMS,
     TWIN_DIARIZATION,
 )
+from sortformer_build.store import atomic
 
 RTTM_FOLDER = "rttm"
 
@@ -57,6 +61,7 @@ class _DiarizationStage(CachedStage[DiarizationFacts]):
     """A dataset diarized by one backend: one RTTM per recording, in the entry's `rttm/`."""
 
     facts_type = DiarizationFacts
+    evaluates = True
 
     def applies(self, config: BuildConfig) -> bool:
         return config.evaluate is not None
@@ -79,7 +84,7 @@ class _DiarizationStage(CachedStage[DiarizationFacts]):
         from sortformer_build.verify.reference import mel_features
 
         features = partial(mel_features, job.get(NEMO).get())  # the checkpoint's own preprocessor
-        dataset = job.get(DATASET).get().dataset
+        dataset = job.get(DATASET).dataset
         postprocessing = resolve_postprocessing(_settings(job.config).postprocessing)
         return diarize(backend, dataset, features, postprocessing, folder / RTTM_FOLDER).facts()
 
@@ -206,7 +211,8 @@ class EvaluationStage(UncachedStage):
     RTTMs staged for publishing beside the package."""
 
     name = "evaluation"
-    reads = (DATASET, DIARIZATION, NEMO_DIARIZATION)
+    evaluates = True
+    reads = (JOB_DIGEST, CHECKPOINT, DATASET, DIARIZATION, NEMO_DIARIZATION)
     reads_if_present = (TWIN_DIARIZATION,)
     provides = (EVALUATION, EVALUATION_DIR)
 
@@ -225,7 +231,7 @@ class EvaluationStage(UncachedStage):
             job.put(EVALUATION, evaluation)
             job.put(EVALUATION_DIR, _stage_rttms(job))
             step.status, step.detail = StepStatus.scored, evaluation.summary()
-        log_table(evaluation)
+        log_table(evaluation, job.get(CHECKPOINT).source in RANDOM_WEIGHT_SOURCES)
 
 
 AGAINST_TRUTH, AGAINST_NEMO = "ground truth", "nemo"
@@ -235,7 +241,7 @@ def score(job: Job) -> DatasetEvaluation:
     from sortformer_build.evaluate.scoring import compare
 
     settings = _settings(job.config)
-    loaded = job.get(DATASET).get()
+    loaded = job.get(DATASET)
     dataset = loaded.dataset
     ours, nemo = job.get(DIARIZATION), job.get(NEMO_DIARIZATION)
     truth = {r.name: r.rttm for r in dataset.recordings if r.rttm is not None} if dataset.has_truth else None
@@ -257,9 +263,12 @@ def score(job: Job) -> DatasetEvaluation:
         )
         change = round(100.0 * (base.overall.der - twin_base.overall.der), 4)
     by_truth = {} if vs_truth is None else {score.name: score.errors for score in vs_truth.recordings}
+    digest = job.get(JOB_DIGEST).evaluation
+    assert digest is not None, "an evaluating job's digest covers its evaluation"
     return DatasetEvaluation(
         dataset=dataset.name,
         dataset_sha256=loaded.sha256,
+        digest=digest,
         backend=ours.backend,
         scoring=Scoring(collar=settings.collar, scored_overlap=not settings.skip_overlap),
         der_vs_truth=None if vs_truth is None else _rates(vs_truth.overall),
@@ -276,7 +285,7 @@ def score(job: Job) -> DatasetEvaluation:
         audio_seconds=round(ours.audio_seconds, 3),
         real_time_factor=round(ours.real_time_factor, 4),
         nemo_real_time_factor=round(nemo.real_time_factor, 4),
-        rttm_dir=str(ArtifactPaths.of(job.config).evaluation),
+        rttm_dir=str(ArtifactPaths.of(job.config).evaluation(dataset.name)),
     )
 
 
@@ -290,14 +299,75 @@ def _rates(errors: ErrorBreakdown) -> DerRates:
 
 
 def _stage_rttms(job: Job) -> Path:
-    """The package's and NeMo's RTTMs, staged to be published beside the package."""
-    staged = ArtifactPaths.of(job.config).staged(job.staging).evaluation
+    """The package's and NeMo's RTTMs, staged to be delivered beside the package: the staged
+    `<file name>.evaluation/` holds this dataset's folder."""
+    staged = ArtifactPaths.of(job.config).staged(job.staging)
+    dataset = job.get(DATASET).dataset.name
     for name, diarization in (("artifact", job.get(DIARIZATION)), ("nemo", job.get(NEMO_DIARIZATION))):
-        shutil.copytree(diarization.folder, staged / name)
-    return staged
+        shutil.copytree(diarization.folder, staged.evaluation(dataset) / name)
+    return staged.evaluations
 
 
-def log_table(evaluation: DatasetEvaluation) -> None:
+class PublishedPackageStage(UncachedStage):
+    """Evaluating a delivered, up-to-date package on another dataset: the package is the one in
+    the output folder, as it is (never rebuilt, never moved)."""
+
+    name = "delivered-package"
+    evaluates = True
+    provides = (PACKAGE,)
+
+    def description(self, config: BuildConfig) -> str:
+        return "Taking the delivered package, unchanged"
+
+    def execute(self, job: Job) -> None:
+        package = ArtifactPaths.of(job.config).package
+        with self.step(job) as step:
+            step.status, step.detail = StepStatus.cached, str(package)
+        job.put(PACKAGE, StagedPackage(package, job.config.verify.precision))
+
+
+class DeliverEvaluationStage(UncachedStage):
+    """The new dataset's RTTMs into place beside the package, and its evaluation added to the
+    manifest (one per dataset: a dataset evaluated again replaces its entry); the package is not
+    touched."""
+
+    name = "deliver-evaluation"
+    evaluates = True
+    reads = (EVALUATION, EVALUATION_DIR)
+
+    def description(self, config: BuildConfig) -> str:
+        return f"Adding the evaluation to the manifest in {config.artifact_dir}"
+
+    def execute(self, job: Job) -> None:
+        paths = ArtifactPaths.of(job.config)
+        evaluation = job.get(EVALUATION)
+        staged = job.get(EVALUATION_DIR) / evaluation.dataset
+        with atomic.lock(paths.folder / paths.name):
+            with self.step(job) as step:
+                paths.evaluations.mkdir(exist_ok=True)
+                atomic.replace(staged, paths.evaluation(evaluation.dataset))
+                step.detail = str(paths.evaluation(evaluation.dataset))
+            manifest = Manifest.read(paths.manifest)
+            evaluations = [kept for kept in manifest.evaluations if kept.dataset != evaluation.dataset]
+            ran = {step.name: step for step in job.steps.steps if step.name in EVALUATION_STEPS}
+            steps = [ran.pop(step.name, step) for step in manifest.steps]
+            updated = manifest.model_copy(
+                update={"evaluations": [*evaluations, evaluation], "steps": [*steps, *ran.values()]}
+            )
+            updated.write(paths.manifest)
+
+
+# The steps of an evaluation, whose records an evaluation on another dataset replaces.
+EVALUATION_STEPS = (
+    NemoDiarizationStage.name,
+    DiarizationStage.name,
+    TwinDiarizationStage.name,
+    EvaluationStage.name,
+    DeliverEvaluationStage.name,
+)
+
+
+def log_table(evaluation: DatasetEvaluation, random_weights: bool) -> None:
     """The DER table, per recording and overall, in the job's log (and console)."""
     log.info(
         "DER of %s on %s (%s), rates of scored speech:",
@@ -305,6 +375,8 @@ def log_table(evaluation: DatasetEvaluation) -> None:
         evaluation.dataset,
         evaluation.scoring.describe(),
     )
+    if random_weights and evaluation.der_vs_truth is not None:
+        log.info("  random weights: DER against the ground truth is not meaningful (against NeMo it is)")
     rows = [(row.recording, row.vs_truth, row.vs_nemo) for row in evaluation.recordings]
     rows.append(("overall", evaluation.der_vs_truth, evaluation.der_vs_nemo))
     log.info("  | recording | vs ground truth | missed | false alarm | confusion | vs NeMo |")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from sortformer_build.checkpoint.sources import Checkpoint
-    from sortformer_build.evaluate.datasets import LazyDataset
+    from sortformer_build.evaluate.datasets import LoadedDataset
     from sortformer_build.evaluate.diarize import Diarization
     from sortformer_build.records.device import DeviceReport
     from sortformer_build.records.evaluation import DatasetEvaluation
@@ -37,7 +37,7 @@ class Slot(Generic[T]):
 
 # Given by the runner before any stage.
 JOB_DIGEST: Slot[JobDigest] = Slot("job digest")
-DATASET: Slot[LazyDataset] = Slot("evaluation dataset")  # when the job evaluates
+DATASET: Slot[LoadedDataset] = Slot("evaluation dataset")  # when the job evaluates
 
 CHECKPOINT: Slot[Checkpoint] = Slot("checkpoint")
 NEMO: Slot[LazyModel] = Slot("NeMo model")

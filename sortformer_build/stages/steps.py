@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sortformer_build.errors import BuildError
+from sortformer_build.progress import heartbeat
 from sortformer_build.records.steps import Skip, StepRecord, StepStatus
 
 log = logging.getLogger("sortformer_build")
@@ -41,7 +42,8 @@ class StepLog:
         outcome = Outcome()
         start = time.perf_counter()
         try:
-            yield outcome
+            with heartbeat(name):
+                yield outcome
         except BaseException as error:
             outcome.status = StepStatus.failed
             outcome.detail = one_line(error)
@@ -63,7 +65,8 @@ class StepLog:
     def timed(self, name: str, description: str) -> Iterator[None]:
         log.info("  %s...", description)
         start = time.perf_counter()
-        yield
+        with heartbeat(name):
+            yield
         self.timings[name] = round(time.perf_counter() - start, 3)
 
     def skip(self, name: str, skip: Skip) -> None:

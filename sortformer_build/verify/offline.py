@@ -12,6 +12,7 @@ import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.geometry import NUM_SPEAKERS, SUBSAMPLING_FACTOR, OfflineGeometry
+from sortformer_build.progress import counted
 from sortformer_build.records.parity import CallFigures
 from sortformer_build.verify import reference
 from sortformer_build.verify.parity import agreement, merge, rounded
@@ -87,16 +88,13 @@ def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction)
     model: windows overlapping by OFFLINE_OVERLAP_FRAMES output frames; each window's speaker
     columns are permuted to agree best with the timeline over the overlap (a window numbers
     speakers by arrival, its own), then averaged there."""
-    from tqdm import tqdm
-
     total = math.ceil(mel.shape[2] / SUBSAMPLING_FACTOR)
     timeline = np.zeros((total, NUM_SPEAKERS), dtype=np.float32)
     stride = geometry.output_frames - OFFLINE_OVERLAP_FRAMES
     windows = 1 + math.ceil(max(0, total - geometry.output_frames) / stride)
-    # Shown on a terminal only, like the streaming loop's chunks.
-    progress = tqdm(total=windows, desc="  window by window", unit=" windows", leave=False, disable=None)
-    start = filled = 0
-    while filled < total:
+    filled = 0
+    for index in counted(range(windows), windows, "window by window", "windows"):
+        start = index * stride
         chunk = mel[:, :, start * SUBSAMPLING_FACTOR :][:, :, : geometry.window_frames]
         padded = np.zeros((1, mel.shape[1], geometry.window_frames), dtype=np.float32)
         padded[:, :, : chunk.shape[2]] = chunk
@@ -108,9 +106,6 @@ def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction)
             timeline[start:filled] = (timeline[start:filled] + preds[:overlap]) / 2
         timeline[filled : start + preds.shape[0]] = preds[overlap:]
         filled = start + preds.shape[0]
-        start += stride
-        progress.update()
-    progress.close()
     return timeline
 
 
