@@ -132,7 +132,8 @@ class Runner:
             self.plans.append(StagePlan(name=stage.name, prediction=self._predict(stage, key)))
             return
         job = self._job(stage)
-        with stage.step(job) as step:
+        served = self._predict(stage, key) is Prediction.hit
+        with job.steps.step(stage.name, stage.description(self.config), announce=not served) as step:
             entry = self.cache.fetch(
                 stage.cache_name, key, lambda folder: _built(stage, job, folder).model_dump(mode="json")
             )

@@ -36,9 +36,12 @@ class StepLog:
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def step(self, name: str, description: str) -> Iterator[Outcome]:
-        """Time the block; it may set `.status` and `.detail` on the yielded outcome."""
-        log.info("%s...", description)
+    def step(self, name: str, description: str, announce: bool = True) -> Iterator[Outcome]:
+        """Time the block; it may set `.status` and `.detail` on the yielded outcome. Without
+        `announce` (a stage the cache will serve) only the outcome is logged, under the stage's
+        name: the description says what it would have done."""
+        if announce:
+            log.info("%s...", description)
         outcome = Outcome()
         start = time.perf_counter()
         try:
@@ -55,7 +58,8 @@ class StepLog:
             )
             self.timings[name] = seconds
         log.info(
-            "  %s in %.1f s%s",
+            "  %s%s in %.1f s%s",
+            "" if announce else f"{name}: ",
             outcome.status.value,
             seconds,
             f" ({outcome.detail})" if outcome.detail else "",
