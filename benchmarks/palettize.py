@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from results import Results
 
 from sortformer_build.coreml import palettizer
 from sortformer_build.coreml.palettize import WEIGHT_THRESHOLD
@@ -140,29 +141,48 @@ def decoded_mse(weight: np.ndarray, palette: tuple[np.ndarray, np.ndarray]) -> f
     return float(np.mean((weight.astype(np.float64).reshape(-1) - decoded) ** 2))
 
 
-def compare_engines(weights: dict[str, np.ndarray], bits: list[int], workers: int, baseline: bool) -> None:
+def compare_engines(
+    weights: dict[str, np.ndarray], bits: list[int], workers: int, baseline: bool, results: Results
+) -> None:
     largest = max(weights.values(), key=np.size)
-    print(f"\n{len(weights)} tensors, {sum(w.size for w in weights.values()) / 1e6:.1f} M weights (fp16)")
-    print(
-        f"MB: tracemalloc peak while palettizing the largest tensor {largest.shape}; ours: {workers} threads"
-    )
-    header = f"{'bits':>4} {'ours s':>8} {'ours MB':>8}"
-    if baseline:
-        header += f" {'ct s':>8} {'ct MB':>8} {'speed-up':>9} {'MSE ratio max':>14} {'mean':>10} {'> 1':>4}"
-    print(header)
     start = time.perf_counter()
     palettizer.palettize_tensors({"warm-up": largest[:8]}, bits[0], workers=workers)
-    print(f"(once per process: compiling our kernels took {time.perf_counter() - start:.2f} s, not counted)")
+    compile_seconds = time.perf_counter() - start
+    header = ["bits", "ours", "ours peak MB"]
+    if baseline:
+        header += [
+            "coremltools",
+            "coremltools peak MB",
+            "speed-up",
+            "MSE ratio ours/coremltools, max",
+            "mean",
+            "tensors > 1",
+        ]
+    rows = []
     for nbits in bits:
         ours = run_ours(weights, nbits, workers)
-        ours_mb = traced_peak_mb(palettizer.palettize_tensor, largest, nbits)
-        row = f"{nbits:>4} {ours.seconds:>8.2f} {ours_mb:>8.1f}"
+        row = [
+            str(nbits),
+            f"{ours.seconds:.2f} s",
+            f"{traced_peak_mb(palettizer.palettize_tensor, largest, nbits):.1f}",
+        ]
         if baseline:
-            row += " " + baseline_columns(weights, nbits, ours, largest)
-        print(row, flush=True)
+            row += baseline_columns(weights, nbits, ours, largest)
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    size = sum(w.size for w in weights.values()) / 1e6
+    results.table(
+        f"The head's {len(weights)} tensors ({size:.1f} M fp16 weights); ours on {workers} threads; peak MB:"
+        f" tracemalloc while palettizing the largest tensor {largest.shape}",
+        header,
+        rows,
+    )
+    results.note(f"Compiling our kernels, once per process and not counted above: {compile_seconds:.2f} s.")
 
 
-def baseline_columns(weights: dict[str, np.ndarray], nbits: int, ours: EngineRun, largest: np.ndarray) -> str:
+def baseline_columns(
+    weights: dict[str, np.ndarray], nbits: int, ours: EngineRun, largest: np.ndarray
+) -> list[str]:
     theirs = run_coremltools(weights, nbits)
     ratios = np.array(
         [
@@ -170,11 +190,14 @@ def baseline_columns(weights: dict[str, np.ndarray], nbits: int, ours: EngineRun
             for name, w in weights.items()
         ]
     )
-    return (
-        f"{theirs.seconds:>8.2f} {traced_peak_mb(coremltools_kmeans, largest, nbits):>8.1f}"
-        f" {theirs.seconds / ours.seconds:>8.1f}x {ratios.max():>14.10f} {ratios.mean():>10.7f}"
-        f" {int(np.sum(ratios > 1)):>4}"
-    )
+    return [
+        f"{theirs.seconds:.2f} s",
+        f"{traced_peak_mb(coremltools_kmeans, largest, nbits):.1f}",
+        f"{theirs.seconds / ours.seconds:.1f}x",
+        f"{ratios.max():.10f}",
+        f"{ratios.mean():.7f}",
+        str(int(np.sum(ratios > 1))),
+    ]
 
 
 def chained_linear_model(weights: Mapping[str, np.ndarray]):
@@ -248,21 +271,20 @@ def palettize_model(model, **palettizer_options):
     return cto.palettize_weights(model, config)
 
 
-def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> None:
+def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int, results: Results) -> None:
     layers = {name: weights[name] for name in END_TO_END_LAYERS}
     model = chained_linear_model(layers)
     size = sum(map(np.size, layers.values())) / 1e6
-    print(
-        f"\nend to end: palettize_weights on {len(layers)} linear layers ({size:.1f} M weights), {nbits} bits"
-    )
 
     start = time.perf_counter()
     kmeans_model = palettize_model(model, mode="kmeans", nbits=nbits)
-    print(f"  mode=kmeans (coremltools)            {time.perf_counter() - start:7.2f} s")
+    rows = [["mode=kmeans (coremltools)", f"{time.perf_counter() - start:.2f} s", ""]]
 
     hook = HookTimer(palettizer.lut_function(nbits))
     custom_model, seconds, stats = profiled(lambda: palettize_model(model, mode="custom", lut_function=hook))
-    print(f"  mode=custom, our lut_function        {seconds:7.2f} s  (profiled; hook {hook.seconds:.2f} s)")
+    rows.append(
+        ["mode=custom, our lut_function (profiled)", f"{seconds:.2f} s", f"in the hook {hook.seconds:.2f} s"]
+    )
 
     start = time.perf_counter()
     palettes = palettizer.palettize_tensors(layers, nbits, workers=workers)
@@ -273,16 +295,29 @@ def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> N
     hook = HookTimer(palettizer.lut_function(nbits, luts))
     start = time.perf_counter()
     palettize_model(model, mode="custom", lut_function=hook)
-    print(
-        f"  mode=custom, LUTs computed ahead     {time.perf_counter() - start:7.2f} s"
-        f"  (+{ahead:.2f} s ahead; in the hook {hook.seconds:.2f} s)"
+    rows.append(
+        [
+            "mode=custom, tables computed ahead",
+            f"{time.perf_counter() - start:.2f} s",
+            f"+{ahead:.2f} s ahead; in the hook {hook.seconds:.2f} s",
+        ]
     )
-    print("  coremltools' own stages in the profiled custom run (cumulative):")
-    for function, spent in stage_seconds(stats).items():
-        print(f"    {COREMLTOOLS_STAGES[function]:<42} {spent:6.2f} s  ({function})")
+    rows += [
+        [
+            f"coremltools: {COREMLTOOLS_STAGES[function]} ({function})",
+            f"{spent:.2f} s",
+            "cumulative, profiled run",
+        ]
+        for function, spent in stage_seconds(stats).items()
+    ]
+    results.table(
+        f"End to end: palettize_weights on {len(layers)} linear layers ({size:.1f} M weights), {nbits} bits",
+        ["run", "seconds", "detail"],
+        rows,
+    )
     kinds = sorted({signature[0] for signature in lut_ops(custom_model).values()})
     same = lut_ops(kmeans_model) == lut_ops(custom_model)
-    print(f"  same ops, input shapes and dtypes as mode=kmeans: {same}; ops: {kinds}")
+    results.note(f"Same ops, input shapes and dtypes as mode=kmeans: {same}; ops: {', '.join(kinds)}.")
 
 
 def main() -> None:
@@ -300,10 +335,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    results = Results("palettize")
     weights = head_weights(args.weights)
-    compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools)
+    compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools, results=results)
     if not args.skip_end_to_end:
-        end_to_end(weights, 6, args.workers)
+        end_to_end(weights, 6, args.workers, results)
+    results.write()
 
 
 if __name__ == "__main__":
