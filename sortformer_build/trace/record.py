@@ -1,0 +1,274 @@
+"""Recording traces: NeMo's own loop on one recording (the reference a release ships), and the
+same loop with a package run by the executor (for the comparison evaluation reports).
+
+Streaming models go through `verify.reference.stream` (NeMo's chunk loader and
+`streaming_update_async`), observed chunk by chunk; offline models through
+`evaluate.backends.tile_windows`, observed window by window.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sortformer_build import contract
+from sortformer_build.config import ExecutorPrecision
+from sortformer_build.evaluate.segments import PostProcessing
+from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry, StreamingGeometry
+from sortformer_build.trace import format as trace_format
+from sortformer_build.trace.format import (
+    ChunkEntry,
+    FeatureFacts,
+    ModelKind,
+    RecordingFacts,
+    Segment,
+    Trace,
+    TraceHeader,
+    TraceIndex,
+    TraceWriter,
+    WindowEntry,
+)
+from sortformer_build.verify.reference import SAMPLE_RATE, ChunkStep, StepFunction
+
+# Pre-encoder embeddings (the chunk's, and the speaker cache and FIFO made of them) are stored in
+# float16: the contract lets a model return them in float16, and a correct fp16 model already
+# differs from NeMo's by far more than float16 rounding (about 5e-4 of their magnitude).
+# Probabilities, features, lengths and the silence profile stay exact.
+EMBEDDINGS = np.float16
+EMBEDDING_TENSORS = (
+    contract.SPKCACHE,
+    contract.FIFO,
+    contract.CHUNK_EMBS,
+    trace_format.STATE_SPKCACHE,
+    trace_format.STATE_FIFO,
+)
+NEMO = "nemo"
+
+
+class StreamRecorder:
+    """An observer of `verify.reference.stream` writing each chunk into a trace."""
+
+    def __init__(self, writer: TraceWriter, geometry: StreamingGeometry) -> None:
+        self.writer = writer
+        self.geometry = geometry
+
+    def __call__(self, step: ChunkStep) -> None:
+        state = step.state
+        valid = int(step.outputs[contract.CHUNK_EMB_LENGTHS][0]) - step.left_context - step.right_context
+        tensors = {
+            **{name: np.asarray(value) for name, value in step.inputs.items()},
+            contract.SPEAKER_PREDS: self._contract_preds(step.outputs[contract.SPEAKER_PREDS]),
+            contract.CHUNK_EMBS: step.outputs[contract.CHUNK_EMBS],
+            contract.CHUNK_EMB_LENGTHS: step.outputs[contract.CHUNK_EMB_LENGTHS].astype(np.int32),
+            trace_format.CHUNK_PREDS: step.chunk_preds.astype(np.float32),
+            trace_format.STATE_SPKCACHE: state.spkcache.numpy(),
+            trace_format.STATE_SPKCACHE_LENGTHS: state.spkcache_lengths.numpy().astype(np.int32),
+            trace_format.STATE_SPKCACHE_PREDS: state.spkcache_preds.numpy().astype(np.float32),
+            trace_format.STATE_FIFO: state.fifo.numpy(),
+            trace_format.STATE_FIFO_LENGTHS: state.fifo_lengths.numpy().astype(np.int32),
+            trace_format.STATE_FIFO_PREDS: state.fifo_preds.numpy().astype(np.float32),
+            trace_format.STATE_MEAN_SIL_EMB: state.mean_sil_emb.numpy().astype(np.float32),
+            trace_format.STATE_N_SIL_FRAMES: state.n_sil_frames.numpy().astype(np.int32),
+        }
+        for name in EMBEDDING_TENSORS:
+            tensors[name] = tensors[name].astype(EMBEDDINGS)
+        # NeMo does not say when it compressed; the cache and FIFO only lose frames when it does.
+        frames_in = int(step.inputs[contract.SPKCACHE_LENGTHS][0] + step.inputs[contract.FIFO_LENGTHS][0])
+        frames_out = int(state.spkcache_lengths[0] + state.fifo_lengths[0])
+        tensors[trace_format.STATE_COMPRESSED] = np.array([frames_in + max(valid, 0) > frames_out])
+        entry = ChunkEntry(
+            index=step.index,
+            mel_start=step.mel_start,
+            mel_frames=step.mel_frames,
+            left_context=step.left_context,
+            right_context=step.right_context,
+            tensors=(),
+        )
+        # Every state tensor above went through astype, which copies: the loop's next update
+        # changes some of them in place.
+        self.writer.add_chunk(entry, tensors)
+
+    def _contract_preds(self, preds: np.ndarray) -> np.ndarray:
+        """NeMo's step predicts over the valid packed frames only; a Core ML model returns all
+        `prediction_frames`: zeros stand for the rest, which no comparison reads."""
+        padded = np.zeros((1, self.geometry.prediction_frames, preds.shape[2]), dtype=np.float32)
+        padded[:, : preds.shape[1]] = preds
+        return padded
+
+
+def record_stream(
+    geometry: StreamingGeometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
+) -> np.ndarray:
+    """NeMo's streaming loop over `mel` with `step` as the model, every chunk recorded; the
+    final probabilities (output frames, speakers)."""
+    from sortformer_build.verify.reference import stream, streaming_modules
+
+    modules = streaming_modules(geometry, d_model)
+    return stream(modules, geometry, mel, step, StreamRecorder(writer, geometry)).preds
+
+
+def record_windows(
+    geometry: OfflineGeometry, mel: np.ndarray, step: StepFunction, writer: TraceWriter
+) -> np.ndarray:
+    """The offline tiling over `mel` with `step` as the model, every window recorded; the
+    stitched probabilities (output frames, speakers)."""
+    from sortformer_build.evaluate.backends import OFFLINE_OVERLAP_FRAMES, tile_windows
+
+    stride = (geometry.output_frames - OFFLINE_OVERLAP_FRAMES) * SUBSAMPLING_FACTOR
+    counter = itertools.count()
+
+    def window(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = step(inputs)
+        index = next(counter)
+        preds = np.asarray(outputs[contract.OFFLINE_PREDS], dtype=np.float32)
+        entry = WindowEntry(
+            index=index, mel_start=index * stride, mel_frames=int(inputs[contract.MEL_LENGTH][0]), tensors=()
+        )
+        writer.add_window(entry, {**inputs, contract.OFFLINE_PREDS: preds})
+        return outputs
+
+    return tile_windows(mel, geometry, window)
+
+
+def _record_model(
+    geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
+) -> tuple[ModelKind, np.ndarray]:
+    if isinstance(geometry, OfflineGeometry):
+        return ModelKind.offline, record_windows(geometry, mel, step, writer)
+    return ModelKind.streaming, record_stream(geometry, d_model, mel, step, writer)
+
+
+def nemo_trace(
+    model: Any,
+    geometry: Geometry,
+    audio_path: Path,
+    folder: Path,
+    name: str,
+    checkpoint_sha256: str,
+    postprocessing: PostProcessing,
+) -> TraceIndex:
+    """NeMo's own loop for `geometry` on the recording at `audio_path`, written to
+    `<folder>/<name>.safetensors` and `.json`: the audio, NeMo's features with no dither, every
+    chunk (or window), the final probabilities and NeMo's segments. `name`: the model's file name."""
+    from sortformer_build.evaluate.audio import load_audio
+    from sortformer_build.evaluate.backends import nemo_backend
+    from sortformer_build.store.provenance import tool_versions
+    from sortformer_build.verify.reference import mel_features
+
+    if model.preprocessor.training:
+        raise trace_format.TraceError("the model is in training mode: its features would be dithered")
+    audio = load_audio(audio_path)
+    mel = mel_features(model, audio)
+    writer = TraceWriter()
+    writer.add_recording(trace_format.AUDIO, audio)
+    writer.add_recording(trace_format.MEL, mel)
+    step = nemo_backend(model, geometry).step
+    assert step is not None, "NeMo runs everywhere"
+    kind, preds = _record_model(geometry, int(model.encoder.d_model), mel, step, writer)
+    writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
+    segments, rttm = _segments(preds, postprocessing, audio_path.stem, folder)
+    header = TraceHeader(
+        kind=kind,
+        name=name,
+        producer=NEMO,
+        geometry=asdict(geometry),
+        checkpoint_sha256=checkpoint_sha256,
+        tools=tool_versions(),
+        recording=RecordingFacts(
+            name=audio_path.stem,
+            sha256=trace_format.file_sha256(audio_path),
+            sample_rate=SAMPLE_RATE,
+            samples=int(audio.size),
+        ),
+        features=_features(model, mel),
+        postprocessing=asdict(postprocessing),
+        segments=segments,
+        rttm=rttm,
+    )
+    return writer.write(folder, header)
+
+
+def package_trace(
+    reference: Trace,
+    package: Path,
+    precision: ExecutorPrecision,
+    folder: Path,
+    package_sha256: str | None,
+    blas_threads: int | None = None,
+) -> TraceIndex:
+    """The same loop on the reference trace's features with the package run by the executor in
+    `precision` (BLAS on `blas_threads`, None: every core), written as a trace of the package
+    into `folder` under the reference's name."""
+    from sortformer_build.store.provenance import tool_versions
+    from sortformer_build.verify.compare import package_step
+
+    index = reference.index
+    mel = reference.tensor(trace_format.MEL)
+    writer = TraceWriter()
+    writer.add_recording(trace_format.MEL, mel)
+    step = package_step(package, precision, blas_threads)
+    d_model = _d_model(index)
+    _, preds = _record_model(index.model_geometry, d_model, mel, step, writer)
+    writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
+    segments, rttm = None, None
+    if index.postprocessing is not None:
+        postprocessing = PostProcessing(**index.postprocessing)
+        segments, rttm = _segments(preds, postprocessing, index.recording.name, folder)
+    header = index.header().model_copy(
+        update={
+            "producer": f"executor-{precision.value}",
+            "package_sha256": package_sha256,
+            "tools": tool_versions(),
+            "segments": segments,
+            "rttm": rttm,
+        }
+    )
+    return writer.write(folder, header)
+
+
+def _d_model(index: TraceIndex) -> int:
+    """The embedding width, from the speaker cache's shape (offline traces have none)."""
+    spec = index.chunk_tensors.get(contract.SPKCACHE)
+    return 0 if spec is None or spec.shape[-1] is None else spec.shape[-1]
+
+
+def _segments(
+    preds: np.ndarray, postprocessing: PostProcessing, recording: str, scratch_parent: Path
+) -> tuple[tuple[Segment, ...], str]:
+    """NeMo's post-processing of `preds`: the segments, and the RTTM NeMo's writer makes."""
+    from sortformer_build.evaluate.annotations import write_rttm
+    from sortformer_build.evaluate.segments import speaker_labels
+    from sortformer_build.store import atomic
+
+    labels = speaker_labels(preds, postprocessing)
+    segments = tuple(
+        Segment(start=float(start), end=float(end), speaker=speaker)
+        for start, end, speaker in (line.split() for line in labels)
+    )
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    with atomic.scratch_folder(scratch_parent) as scratch:
+        path = scratch / f"{recording}.rttm"
+        write_rttm(path, labels, recording)
+        return segments, path.read_text()
+
+
+def _features(model: Any, mel: np.ndarray) -> FeatureFacts:
+    featurizer = model.preprocessor.featurizer
+    return FeatureFacts(
+        n_mels=int(featurizer.nfilt),
+        n_fft=int(featurizer.n_fft),
+        win_length=int(featurizer.win_length),
+        hop_length=int(featurizer.hop_length),
+        window=str(model.cfg.preprocessor.get("window", "hann")),
+        normalize=str(featurizer.normalize),
+        preemph=None if featurizer.preemph is None else float(featurizer.preemph),
+        mag_power=float(featurizer.mag_power),
+        log_zero_guard_value=float(featurizer.log_zero_guard_value),
+        dither=0.0,
+        training_dither=float(featurizer.dither),
+        frames=int(mel.shape[2]),
+    )
