@@ -2,6 +2,7 @@
 
     sortformer-build-trace compare REFERENCE CANDIDATE [--tolerances FILE] [--json FILE]
     sortformer-build-trace show TRACE
+    sortformer-build-trace schema            (the index's JSON Schema, docs/trace-index.schema.json)
 
 Exit status: 0 when the candidate follows the reference within tolerance, 1 when they part,
 2 for input that cannot be compared (one line on stderr says why).
@@ -38,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--json", type=Path, help="also write the figures to this file")
     show = commands.add_parser("show", help="what a trace holds", description="Summarise a trace.")
     show.add_argument("trace", type=Path, help="a trace (.safetensors or .json)")
+    commands.add_parser("schema", help="print the JSON Schema of a trace's index")
     arguments = parser.parse_args(argv)
+    if arguments.command == "schema":
+        print(index_schema(), end="")
+        return 0
     paths = [arguments.trace] if arguments.command == "show" else [arguments.reference, arguments.candidate]
     try:
         # Before anything heavy is imported: a mistyped path is answered at once.
@@ -51,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return BAD_INPUT
+
+
+def index_schema() -> str:
+    import json
+
+    from sortformer_build.trace.format import TraceIndex
+
+    return json.dumps(TraceIndex.model_json_schema(), indent=1) + "\n"
 
 
 def _check_path(path: Path | None) -> None:

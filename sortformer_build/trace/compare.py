@@ -113,8 +113,8 @@ def describe_excess(difference: TensorDifference) -> str:
         return difference.note or "shapes differ"
     if difference.unmatched is not None and difference.unmatched > difference.tolerance.unmatched:
         return (
-            f"{difference.unmatched:.1%} of the cache frames have no counterpart within "
-            f"{difference.bound:.3g} (tolerated: {difference.tolerance.unmatched:.0%})"
+            f"{difference.unmatched:.1%} of cache frames unmatched within {difference.bound:.3g} "
+            f"(> {difference.tolerance.unmatched:.0%})"
         )
     text = f"error {difference.error:.3g} > {difference.bound:.3g}"
     return f"{text}; {difference.note}" if difference.note else text
@@ -315,7 +315,9 @@ def _measure(
     bound = tolerance.atol + tolerance.rtol * float(np.abs(reference).max(initial=0.0))
     difference = np.abs(ours.astype(np.float64) - reference)
     if frames is None or unordered <= 0:
-        return _Measure(float(difference.max(initial=0.0)), bound)
+        # A single value (a length, a flag): say both.
+        note = f"{ours.flat[0]} where the reference has {theirs.flat[0]}" if ours.size == 1 else None
+        return _Measure(float(difference.max(initial=0.0)), bound, note=note)
     ordered = np.moveaxis(difference, frames.axis, 0)[unordered:]
     closest = _closest(
         np.moveaxis(theirs, frames.axis, 0)[:unordered], np.moveaxis(ours, frames.axis, 0)[:unordered]

@@ -194,7 +194,7 @@ class TraceWriter:
     _by_content: dict[tuple[str, tuple[int, ...], bytes], str] = field(default_factory=dict)
 
     def add(self, name: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # a copy: the caller's loop goes on changing its buffers
         if array.dtype not in DTYPES:
             raise TypeError(f"{name}: a trace holds {', '.join(map(str, DTYPES))}, not {array.dtype}")
         key = (DTYPES[array.dtype], array.shape, hashlib.sha256(array.tobytes()).digest())

@@ -20,6 +20,7 @@ from sortformer_build.config import ExecutorPrecision
 from sortformer_build.evaluate.segments import PostProcessing
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry, StreamingGeometry
 from sortformer_build.trace import format as trace_format
+from sortformer_build.trace.compare import TraceComparison, compare_traces
 from sortformer_build.trace.format import (
     ChunkEntry,
     FeatureFacts,
@@ -31,6 +32,8 @@ from sortformer_build.trace.format import (
     TraceIndex,
     TraceWriter,
     WindowEntry,
+    read_trace,
+    trace_files,
 )
 from sortformer_build.verify.reference import SAMPLE_RATE, ChunkStep, StepFunction
 
@@ -47,6 +50,7 @@ EMBEDDING_TENSORS = (
     trace_format.STATE_FIFO,
 )
 NEMO = "nemo"
+COMPARISON_FILE = "comparison.json"
 
 
 class StreamRecorder:
@@ -88,8 +92,6 @@ class StreamRecorder:
             right_context=step.right_context,
             tensors=(),
         )
-        # Every state tensor above went through astype, which copies: the loop's next update
-        # changes some of them in place.
         self.writer.add_chunk(entry, tensors)
 
     def _contract_preds(self, preds: np.ndarray) -> np.ndarray:
@@ -228,6 +230,24 @@ def package_trace(
         }
     )
     return writer.write(folder, header)
+
+
+def package_against_nemo(
+    reference_path: Path,
+    package: Path,
+    precision: ExecutorPrecision,
+    folder: Path,
+    package_sha256: str | None,
+    blas_threads: int | None = None,
+) -> TraceComparison:
+    """The package's trace (written into `folder`) against NeMo's at `reference_path`: the
+    figures evaluation records, also written to `folder`/COMPARISON_FILE."""
+
+    reference = read_trace(reference_path)
+    index = package_trace(reference, package, precision, folder, package_sha256, blas_threads)
+    comparison = compare_traces(reference, read_trace(trace_files(folder, index.name)[1]))
+    comparison.write(folder / COMPARISON_FILE)
+    return comparison
 
 
 def _d_model(index: TraceIndex) -> int:
