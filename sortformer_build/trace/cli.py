@@ -112,7 +112,7 @@ def _compare(reference_path: Path, candidate_path: Path, tolerances: Path | None
 
 
 def _show(path: Path) -> None:
-    from sortformer_build.trace.format import STATE_COMPRESSED, ModelKind, read_trace
+    from sortformer_build.trace.format import STATE_COMPRESSED, TraceKind, read_trace
 
     trace = read_trace(path)
     index = trace.index
@@ -133,7 +133,7 @@ def _show(path: Path) -> None:
             f"{features.hop_length} ({features.window}), {features.normalize} normalisation, dither "
             f"{features.dither:g} (training: {features.training_dither:g}), {features.frames} frames"
         )
-    if index.kind is ModelKind.streaming:
+    if index.kind is TraceKind.streaming:
         compressed = [
             entry.index
             for entry in index.chunks

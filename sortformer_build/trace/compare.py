@@ -15,7 +15,7 @@ from sortformer_build import contract
 from sortformer_build.geometry import SUBSAMPLING_FACTOR
 from sortformer_build.records.base import Record
 from sortformer_build.trace import format as trace_format
-from sortformer_build.trace.format import ChunkEntry, ModelKind, Trace, TraceError, TraceIndex, WindowEntry
+from sortformer_build.trace.format import ChunkEntry, Trace, TraceError, TraceIndex, TraceKind, WindowEntry
 from sortformer_build.trace.tolerances import DEFAULT_TOLERANCES, FLOW, FRAMING, Tolerance, Tolerances
 
 
@@ -191,7 +191,7 @@ class _Scope:
 
     @classmethod
     def of(cls, index: TraceIndex) -> _Scope:
-        if index.kind is ModelKind.streaming:
+        if index.kind is TraceKind.streaming:
             return cls("chunk", CHUNK_FRAMES)
         return cls("window", WINDOW_FRAMES)
 
@@ -415,7 +415,7 @@ def _chunk_of(index: TraceIndex) -> Callable[[str, int], int]:
         trace_format.MEL: 1,
         trace_format.AUDIO: 1 / SAMPLES_PER_MEL_FRAME,
     }
-    if index.kind is ModelKind.streaming:
+    if index.kind is TraceKind.streaming:
         chunk_mel_frames = index.geometry["chunk_len"] * SUBSAMPLING_FACTOR
         return lambda name, at: int(at * per_mel_frame.get(name, 1)) // chunk_mel_frames
     starts = [entry.mel_start for entry in index.windows]

@@ -60,7 +60,7 @@ class TraceError(BuildError):
     """A trace that cannot be read, or two traces that cannot be compared."""
 
 
-class ModelKind(StrEnum):
+class TraceKind(StrEnum):
     streaming = "streaming"  # chunks through NeMo's state update
     offline = "offline"  # whole windows, stitched
 
@@ -128,7 +128,7 @@ class TraceHeader(Record):
 
     format: Literal["sortformer-trace"] = FORMAT
     format_version: int = FORMAT_VERSION
-    kind: ModelKind
+    kind: TraceKind
     name: str  # the model's file name, e.g. Sortformer_v2.1
     producer: str  # what computed the outputs: nemo, executor-float16, a host runtime
     geometry: dict[str, int]  # the variant's geometry fields

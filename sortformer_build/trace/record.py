@@ -24,12 +24,12 @@ from sortformer_build.trace.compare import TraceComparison, compare_traces
 from sortformer_build.trace.format import (
     ChunkEntry,
     FeatureFacts,
-    ModelKind,
     RecordingFacts,
     Segment,
     Trace,
     TraceHeader,
     TraceIndex,
+    TraceKind,
     TraceWriter,
     WindowEntry,
     read_trace,
@@ -138,10 +138,10 @@ def record_windows(
 
 def _record_model(
     geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
-) -> tuple[ModelKind, np.ndarray]:
+) -> tuple[TraceKind, np.ndarray]:
     if isinstance(geometry, OfflineGeometry):
-        return ModelKind.offline, record_windows(geometry, mel, step, writer)
-    return ModelKind.streaming, record_stream(geometry, d_model, mel, step, writer)
+        return TraceKind.offline, record_windows(geometry, mel, step, writer)
+    return TraceKind.streaming, record_stream(geometry, d_model, mel, step, writer)
 
 
 def nemo_trace(
