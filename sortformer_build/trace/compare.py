@@ -22,23 +22,30 @@ from sortformer_build.trace.tolerances import DEFAULT_TOLERANCES, FLOW, FRAMING,
 @dataclass(frozen=True)
 class Frames:
     """The frames of a tensor that are compared: along `axis`, as many as the reference's
-    `valid` length tensors (same chunk) add up to; the leading `unordered` ones as a set."""
+    `valid` length tensors (same chunk) add up to. The leading `unordered` ones are compared as
+    a set: each reference frame against the candidate's closest. With `history`, all of them
+    are: each candidate frame against every frame the reference's stream has made so far."""
 
     axis: int
     valid: tuple[str, ...]
     unordered: tuple[str, ...] = ()
+    history: bool = False
 
 
 _CACHE = (contract.SPKCACHE_LENGTHS,)
 _STATE_CACHE = (trace_format.STATE_SPKCACHE_LENGTHS,)
+# Which frames the speaker cache keeps is decided by near-equal scores wherever a speaker's
+# probabilities saturate: float16 noise then keeps another frame of the same speaker, and every
+# later frame moves. The kept frames' probabilities still match as a set; their embeddings must
+# be frames the stream made (a chunk's own frames, or the silence profile), whichever were kept.
 CHUNK_FRAMES = {
     contract.CHUNK: Frames(1, (contract.CHUNK_LENGTHS,)),
-    contract.SPKCACHE: Frames(1, _CACHE, _CACHE),
+    contract.SPKCACHE: Frames(1, _CACHE, history=True),
     contract.FIFO: Frames(1, (contract.FIFO_LENGTHS,)),
     contract.CHUNK_EMBS: Frames(1, (contract.CHUNK_EMB_LENGTHS,)),
     # The packed sequence the head predicts over: cache, FIFO, chunk, then padding.
     contract.SPEAKER_PREDS: Frames(1, (*_CACHE, contract.FIFO_LENGTHS, contract.CHUNK_EMB_LENGTHS), _CACHE),
-    trace_format.STATE_SPKCACHE: Frames(1, _STATE_CACHE, _STATE_CACHE),
+    trace_format.STATE_SPKCACHE: Frames(1, _STATE_CACHE, history=True),
     trace_format.STATE_SPKCACHE_PREDS: Frames(1, _STATE_CACHE, _STATE_CACHE),
     trace_format.STATE_FIFO: Frames(1, (trace_format.STATE_FIFO_LENGTHS,)),
     trace_format.STATE_FIFO_PREDS: Frames(1, (trace_format.STATE_FIFO_LENGTHS,)),
@@ -113,7 +120,7 @@ def describe_excess(difference: TensorDifference) -> str:
         return difference.note or "shapes differ"
     if difference.unmatched is not None and difference.unmatched > difference.tolerance.unmatched:
         return (
-            f"{difference.unmatched:.1%} of cache frames unmatched within {difference.bound:.3g} "
+            f"{difference.unmatched:.1%} of the cache's frames unmatched within {difference.bound:.3g} "
             f"(> {difference.tolerance.unmatched:.0%})"
         )
     text = f"error {difference.error:.3g} > {difference.bound:.3g}"
@@ -279,10 +286,14 @@ def _unit_difference(
 ) -> TensorDifference:
     held = {entry.index for entry in scope.entries(candidate.index) if name in entry.tensors}
     frames = scope.frames.get(name)
+    history = _History(reference) if frames is not None and frames.history else None
     worst = _Worst(tolerance)
-    # Unchanged state is stored once and aliased: equal stored pairs need one comparison.
-    measured: dict[tuple[str, str, int, int], _Measure] = {}
+    # Unchanged state is stored once and aliased: equal stored content needs one comparison. A
+    # history only grows, so a content's first measure stands for its repeats.
+    measured: dict[tuple[str, ...], _Measure] = {}
     for entry in scope.entries(reference.index):
+        if history is not None:
+            history.add(entry.index)
         if name not in entry.tensors or entry.index not in held:
             continue
         full = scope.full_name(entry.index, name)
@@ -290,13 +301,50 @@ def _unit_difference(
         if frames is not None:
             lengths = [int(reference.tensor(scope.full_name(entry.index, n))[0]) for n in frames.valid]
             valid, unordered = sum(lengths), sum(lengths[: len(frames.unordered)])
-        key = (reference.stored_name(full), candidate.stored_name(full), valid, unordered)
+        theirs = "" if history is not None else reference.stored_name(full)
+        key = (theirs, candidate.stored_name(full), str(valid), str(unordered))
         if key not in measured:
+            pool = None if history is None else history.frames()
             measured[key] = _measure(
-                candidate.tensor(full), reference.tensor(full), frames, valid, unordered, tolerance
+                candidate.tensor(full), reference.tensor(full), frames, valid, unordered, tolerance, pool
             )
         worst.add(entry.index, measured[key])
     return worst.difference(scope.key(name), scope.unit, lambda at: at)
+
+
+class _History:
+    """Every frame the reference's stream could have put into its speaker cache by a chunk:
+    each chunk's own frames (context trimmed) and each silence profile. A reference without
+    the chunk's frames (not NeMo's) contributes its cache as it is."""
+
+    def __init__(self, reference: Trace) -> None:
+        self.reference = reference
+        self.rows: list[np.ndarray] = []
+        self._stored: set[str] = set()
+
+    def add(self, index: int) -> None:
+        trace, entry = self.reference, self.reference.index.chunks[index]
+        if trace.has(trace_format.chunk_name(index, contract.CHUNK_EMBS)):
+            frames = int(trace.chunk(index, contract.CHUNK_EMB_LENGTHS)[0])
+            embs = trace.chunk(index, contract.CHUNK_EMBS)
+            self.rows.append(embs[0, entry.left_context : frames - entry.right_context])
+        elif trace.has(trace_format.chunk_name(index, trace_format.STATE_SPKCACHE)):
+            frames = int(trace.chunk(index, trace_format.STATE_SPKCACHE_LENGTHS)[0])
+            self._add_once(index, trace_format.STATE_SPKCACHE, frames)
+        # Compression fills the slots of silent speakers with the silence profile (zeros before
+        # any silent frame).
+        self._add_once(index, trace_format.STATE_MEAN_SIL_EMB, 1)
+
+    def _add_once(self, index: int, name: str, frames: int) -> None:
+        full = trace_format.chunk_name(index, name)
+        stored = self.reference.stored_name(full)
+        if stored not in self._stored and self.reference.has(full):
+            self._stored.add(stored)
+            value = self.reference.tensor(full)
+            self.rows.append(value.reshape(-1, value.shape[-1])[:frames])
+
+    def frames(self) -> np.ndarray:
+        return np.concatenate(self.rows) if self.rows else np.zeros((0, 1), np.float32)
 
 
 def _measure(
@@ -306,6 +354,7 @@ def _measure(
     valid: int,
     unordered: int,
     tolerance: Tolerance,
+    history: np.ndarray | None = None,
 ) -> _Measure:
     if frames is not None and ours.ndim == theirs.ndim:
         ours, theirs = _take(ours, frames.axis, valid), _take(theirs, frames.axis, valid)
@@ -314,29 +363,32 @@ def _measure(
     reference = theirs.astype(np.float64)
     bound = tolerance.atol + tolerance.rtol * float(np.abs(reference).max(initial=0.0))
     difference = np.abs(ours.astype(np.float64) - reference)
-    if frames is None or unordered <= 0:
+    if frames is not None and history is not None:
+        closest = _closest(np.moveaxis(ours, frames.axis, 0), history)
+        ordered = np.zeros(0)
+    elif frames is not None and unordered > 0:
+        closest = _closest(np.moveaxis(theirs, frames.axis, 0)[:unordered], np.moveaxis(ours, frames.axis, 0))
+        ordered = np.moveaxis(difference, frames.axis, 0)[unordered:]
+    else:
         # A single value (a length, a flag): say both.
         note = f"{ours.flat[0]} where the reference has {theirs.flat[0]}" if ours.size == 1 else None
         return _Measure(float(difference.max(initial=0.0)), bound, note=note)
-    ordered = np.moveaxis(difference, frames.axis, 0)[unordered:]
-    closest = _closest(
-        np.moveaxis(theirs, frames.axis, 0)[:unordered], np.moveaxis(ours, frames.axis, 0)[:unordered]
-    )
     matched = closest[closest <= bound]
     error = max(float(ordered.max(initial=0.0)), float(matched.max(initial=0.0)))
-    return _Measure(error, bound, unmatched=float(np.mean(closest > bound)))
+    return _Measure(error, bound, unmatched=float(np.mean(closest > bound)) if closest.size else 0.0)
 
 
-def _closest(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """For each reference frame, max |difference| to the closest candidate frame."""
-    theirs = reference.reshape(reference.shape[0], -1).astype(np.float32)
-    ours = candidate.reshape(candidate.shape[0], -1).astype(np.float32)
-    closest = np.empty(theirs.shape[0], dtype=np.float64)
-    block = 16  # reference frames at a time: the block x frames x features temporary stays small
-    for start in range(0, theirs.shape[0], block):
-        distances = np.abs(theirs[start : start + block, None, :] - ours[None, :, :]).max(axis=2)
-        closest[start : start + block] = distances.min(axis=1, initial=np.inf)
-    return closest
+def _closest(frames: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """For each frame, max |difference| to the frame of `pool` nearest to it (Euclidean)."""
+    ours, theirs = (
+        array.reshape(array.shape[0], int(np.prod(array.shape[1:]))).astype(np.float32)
+        for array in (frames, pool)
+    )
+    if theirs.shape[0] == 0 or ours.shape[1] != theirs.shape[1]:
+        return np.full(ours.shape[0], np.inf)
+    squared = (theirs * theirs).sum(axis=1)[None, :] - 2.0 * ours @ theirs.T
+    nearest = squared.argmin(axis=1)
+    return np.abs(ours - theirs[nearest]).max(axis=1, initial=0.0).astype(np.float64)
 
 
 def _recording_difference(

@@ -1,15 +1,12 @@
 """How far a candidate trace may stray from the reference, tensor by tensor, and what a tensor
 that strays usually says about the loop that wrote it. Data, overridable from a JSON file
-(`Tolerances`: `{"tensors": {"preds": {"atol": 0.05}}}`, merged over the defaults).
+(`Tolerances`: `{"tensors": {"preds": {"atol": 0.1}}}`, merged over the defaults).
 
-The defaults pass a correct fp16 model driven by a correct loop, and no loop with a wrong step:
-probabilities within 0.02 (an fp16 model's per-step error is a few 1e-3, and the state it feeds
-back adds a little); embeddings within 5 % of their largest magnitude (fp16 embeddings differ by
-far less, but the silence profile averages popped frames chosen by a threshold on fp16
-probabilities, and the cache holds copies of it); features within 0.01 (a float32 mel of another
-FFT library; a frame shifted by one differs by about 1); lengths and flags exactly; the count of
-silent frames within one frame plus 2 %, as a popped frame's probabilities can sum to within
-float16 noise of the silence threshold.
+The defaults pass a correct fp16 model driven by a correct loop, and no loop with a wrong step
+(docs/traces.md gives the measurements behind each): probabilities and embeddings leave room for
+the error an fp16 model feeds back through the state; the count of silent frames for a popped
+frame whose probabilities sum to within float16 noise of the silence threshold; lengths and
+flags are exact.
 """
 
 from __future__ import annotations
@@ -50,12 +47,15 @@ WINDOW_MEL_LENGTH = trace_format.window_key(contract.MEL_LENGTH)
 WINDOW_PREDS = trace_format.window_key(contract.OFFLINE_PREDS)
 
 EXACT = Tolerance()
-_PROBABILITIES = Tolerance(atol=0.02)
+_PROBABILITIES = Tolerance(atol=0.05)
 _EMBEDDINGS = Tolerance(rtol=0.05)
 # NeMo's compression keeps the top-scoring frames per speaker; near-equal scores let float16
-# noise keep another frame of the same speaker, which shifts every later frame's position.
+# noise keep another frame of the same speaker, which shifts every later frame's position: the
+# cache is compared as a set (compare.CHUNK_FRAMES), and a share of its frames may go unmatched.
 _CACHE_EMBEDDINGS = Tolerance(rtol=0.05, unmatched=0.05)
-_CACHE_PROBABILITIES = Tolerance(atol=0.02, unmatched=0.05)
+# The cache's probabilities are copies made when its frames were popped, not fed-back outputs:
+# a frame kept by a near tie has near-equal ones, so they are held to a per-step error.
+_CACHE_PROBABILITIES = Tolerance(atol=0.02, unmatched=0.1)
 _FEATURES = Tolerance(atol=0.01)
 
 DEFAULT_TOLERANCES = Tolerances(
@@ -66,7 +66,7 @@ DEFAULT_TOLERANCES = Tolerances(
         contract.SPKCACHE: _CACHE_EMBEDDINGS,
         contract.FIFO: _EMBEDDINGS,
         contract.CHUNK_EMBS: _EMBEDDINGS,
-        contract.SPEAKER_PREDS: _CACHE_PROBABILITIES,
+        contract.SPEAKER_PREDS: Tolerance(atol=0.05, unmatched=0.05),
         trace_format.CHUNK_PREDS: _PROBABILITIES,
         trace_format.STATE_SPKCACHE: _CACHE_EMBEDDINGS,
         trace_format.STATE_SPKCACHE_PREDS: _CACHE_PROBABILITIES,
