@@ -2,7 +2,7 @@
 full-size synthetic v2.1 checkpoint (the released weights have the same shapes, so the same
 sizes).
 
-    .venv/bin/python benchmarks/trace_size.py [--work DIR]
+    .venv/bin/python benchmarks/trace_size.py [--work DIR] [VARIANT ...]
 
 Prints per variant: chunks (windows), seconds to record, the trace's size (arrays + index), how
 many names are aliases of content stored once, and what the trace would weigh with its
@@ -21,6 +21,7 @@ from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
 from sortformer_build.config import CheckpointConfig, PostProcessingConfig, VariantConfig
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.segments import resolve_postprocessing
+from sortformer_build.store.layout import CacheLayout
 from sortformer_build.trace.format import read_trace, trace_files
 from sortformer_build.trace.record import nemo_trace
 
@@ -31,14 +32,15 @@ CONF = Path(__file__).parents[1] / "conf" / "variant"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmark-trace-size"))
+    parser.add_argument("variants", nargs="*", default=list(VARIANTS), help="variant options (default: all)")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
-    checkpoint = resolve_checkpoint(CheckpointConfig(source="synthetic"), "v2.1", work / "checkpoints")
+    checkpoint = resolve_checkpoint(CheckpointConfig(source="synthetic"), "v2.1", CacheLayout(work))
     model = load_model(checkpoint)
     postprocessing = resolve_postprocessing(PostProcessingConfig())
     print("| variant | chunks (windows) | seconds | trace MB | aliased names | MB with float32 embeddings |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in VARIANTS:
+    for name in arguments.variants:
         fields = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
         assert isinstance(fields, dict)
         fields.pop("defaults")

@@ -7,22 +7,18 @@ are enums, so OmegaConf rejects a typo when the config is composed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 
-import platformdirs
 from omegaconf import MISSING
 
-from sortformer_build.coreml.palettize import PalettizerEngine
-from sortformer_build.coreml.palettizer import SUPPORTED_NBITS
-from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
+from sortformer_build.coreml.targets import DEFAULT_TARGET, LUT_NBITS, DeploymentTarget
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry, validate_geometry
+from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry
+from sortformer_build.store.layout import CacheLayout
 
 CHECKPOINT_VERSIONS = ("v2", "v2.1")
-CACHE_ENVIRONMENT_VARIABLE = "SORTFORMER_BUILD_CACHE"
 
 
 class ConfigError(BuildError, ValueError):
@@ -40,6 +36,11 @@ class ExecutorPrecision(StrEnum):
     # float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
     float16 = "float16"
     float32 = "float32"
+
+
+class PalettizerEngine(StrEnum):
+    fast = "fast"  # sortformer-build's histogram k-means (`coreml.palettizer`)
+    coremltools = "coremltools"  # coremltools' own k-means
 
 
 class VariantMode(StrEnum):
@@ -126,6 +127,9 @@ class CompressionConfig:
     # Part of the published release (the runtime downloads it), or an experiment.
     release: bool = False
     gates: GateConfig = field(default_factory=GateConfig)
+    # Core ML's own predictions on the per-call cases (macOS), against NeMo. No stream and no
+    # twin run on the device, so only the per-call thresholds apply.
+    on_device_gates: GateConfig = field(default_factory=GateConfig)
 
     @property
     def is_fp16(self) -> bool:
@@ -209,6 +213,23 @@ class EvaluateConfig:
     precision: ExecutorPrecision = ExecutorPrecision.float16
 
 
+class TraceRecording(StrEnum):
+    conversation = "conversation"  # the short meeting shipped with the package
+    file = "file"  # an audio file: trace.path
+
+
+@dataclass
+class TraceConfig:
+    """A reference trace for host runtimes (docs/traces.md): NeMo's own loop on one recording,
+    chunk by chunk, delivered under <output_dir>/traces/ (every compression of a model shares
+    it); the package's own trace, run by the executor, is compared with it."""
+
+    recording: TraceRecording = MISSING
+    path: str | None = None  # with trace=file: the audio file
+    # The executor's numeric mode for the package's own trace.
+    precision: ExecutorPrecision = ExecutorPrecision.float16
+
+
 @dataclass
 class BuildConfig:
     variant: VariantConfig = MISSING
@@ -224,46 +245,20 @@ class BuildConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     # None: no evaluation (the `evaluate` group picks a dataset).
     evaluate: EvaluateConfig | None = None
+    # None: no reference trace (the `trace` group picks the recording).
+    trace: TraceConfig | None = None
     # Say what the job would build and which cache entries it would reuse; build nothing.
     dry_run: bool = False
     # Keep the libraries' own progress bars and warnings (coremltools draws one per pass).
     verbose: bool = False
 
     @property
-    def cache_root(self) -> Path:
-        return cache_root(self.cache_dir)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.cache_root / "checkpoints"
-
-    @property
-    def build_cache_dir(self) -> Path:
-        return self.cache_root / "build"
-
-    @property
-    def digest_memo_dir(self) -> Path:
-        """Remembered package digests, by file stamps (see `coreml.package.package_digest`)."""
-        return self.cache_root / "package-digests"
-
-    @property
-    def file_digest_memo_dir(self) -> Path:
-        """Remembered digests of evaluation files, by path, size and mtime."""
-        return self.cache_root / "file-digests"
+    def cache_layout(self) -> CacheLayout:
+        return CacheLayout.at(self.cache_dir)
 
     @property
     def artifact_dir(self) -> Path:
         return Path(self.output_dir) / self.compression.folder
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    """Holds `checkpoints/` (weights the project makes), `build/` (stage results) and `scratch/`:
-    `cache_dir`, else $SORTFORMER_BUILD_CACHE, else the user's cache folder."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENVIRONMENT_VARIABLE):
-        return Path(os.environ[CACHE_ENVIRONMENT_VARIABLE]).expanduser()
-    return Path(platformdirs.user_cache_dir("sortformer-build"))
 
 
 def validate_config(config: BuildConfig) -> list[str]:
@@ -273,8 +268,8 @@ def validate_config(config: BuildConfig) -> list[str]:
             f"variant.version must be one of {', '.join(CHECKPOINT_VERSIONS)}, got {config.variant.version!r}"
         )
     nbits = config.compression.nbits
-    if nbits is not None and nbits not in SUPPORTED_NBITS:
-        raise ConfigError(f"compression.nbits must be one of {SUPPORTED_NBITS} or null, got {nbits}")
+    if nbits is not None and nbits not in LUT_NBITS:
+        raise ConfigError(f"compression.nbits must be one of {LUT_NBITS} or null, got {nbits}")
     if nbits is not None and config.compression.gates.min_twin_decision_agreement is None:
         raise ConfigError(
             f"compression {config.compression.name} palettizes but sets no "
@@ -288,11 +283,18 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError(f"checkpoint.source must be one of {', '.join(sources)}, got {checkpoint.source!r}")
     if checkpoint.source == CheckpointSource.local and not checkpoint.path:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
+    if checkpoint.source != CheckpointSource.local and checkpoint.path:
+        raise ConfigError(
+            f"checkpoint.path is read only with checkpoint=local, not checkpoint={checkpoint.source}: "
+            "add checkpoint=local to build from the file"
+        )
     if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
     if config.evaluate is not None:
         _validate_evaluate(config.evaluate)
-    warnings = validate_geometry(config.variant.geometry)
+    if config.trace is not None:
+        _validate_trace(config.trace)
+    warnings = config.variant.geometry.validate()
     # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
     # in the manifest; a warning is for geometries a user changed.
     return warnings if not config.variant.released else []
@@ -304,6 +306,15 @@ def _validate_evaluate(settings: EvaluateConfig) -> None:
         raise ConfigError(f"evaluate={kind} needs evaluate.path=/path/to/the/{kind}")
     if settings.collar < 0:
         raise ConfigError(f"evaluate.collar must be 0 or more seconds, got {settings.collar}")
+
+
+def _validate_trace(settings: TraceConfig) -> None:
+    if settings.recording is TraceRecording.file and not settings.path:
+        raise ConfigError("trace=file needs trace.path=/path/to/audio (a file NeMo's preprocessor reads)")
+    if settings.recording is not TraceRecording.file and settings.path:
+        raise ConfigError("trace.path is read only with trace=file: add trace=file to trace that recording")
+    if settings.path and not Path(settings.path).is_file():
+        raise ConfigError(f"trace.path: {settings.path} is not a file")
 
 
 def config_dict(config: BuildConfig) -> dict[str, object]:

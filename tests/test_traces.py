@@ -32,14 +32,19 @@ from sortformer_build.config import (
     VerifyConfig,
 )
 from sortformer_build.evaluate.audio import load_audio
-from sortformer_build.evaluate.backends import nemo_backend, tile_windows
+from sortformer_build.evaluate.backends import nemo_backend
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.segments import resolve_postprocessing
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.job.build import build
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.release import ReleaseIndex
+from sortformer_build.records.steps import StepStatus
+from sortformer_build.records.trace import TraceComparison
 from sortformer_build.store.digests import file_sha256
+from sortformer_build.store.layout import CacheLayout
 from sortformer_build.trace import format as trace_format
-from sortformer_build.trace.compare import TraceComparison, compare_traces
+from sortformer_build.trace.compare import compare_traces
 from sortformer_build.trace.format import Trace, TraceWriter, read_trace, trace_files
 from sortformer_build.trace.record import (
     COMPARISON_FILE,
@@ -48,9 +53,11 @@ from sortformer_build.trace.record import (
     package_against_nemo,
     package_trace,
 )
+from sortformer_build.verify.offline import tile_windows
 from sortformer_build.verify.reference import mel_features, nemo_step, stream, streaming_modules
 
-from .conftest import TINY_D_MODEL, Run
+from .conftest import RELEASE, TINY_D_MODEL, Run, run_cli
+from .test_publish import publish as _publish
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 EFFICIENT = StreamingGeometry(25, 1, 7, 40, 188, 31)
@@ -490,7 +497,7 @@ def test_a_full_size_packages_trace_follows_nemos(tmp_path: Path, shared_cache: 
     from sortformer_build.checkpoint.sources import resolve_checkpoint
 
     source = CheckpointConfig(source="synthetic")
-    checkpoint = resolve_checkpoint(source, "v2.1", shared_cache / "checkpoints")
+    checkpoint = resolve_checkpoint(source, "v2.1", CacheLayout(shared_cache))
     package = _build(source, tmp_path / "output", shared_cache)
     nemo_trace(
         load_model(checkpoint),
@@ -508,11 +515,53 @@ def test_a_full_size_packages_trace_follows_nemos(tmp_path: Path, shared_cache: 
     assert run.returncode == 0, run.output
 
 
-def test_the_checked_in_index_schema_is_current() -> None:
-    """Host runtimes generate their index types from it: it must say what the code writes."""
-    run = _trace_cli("schema")
-    assert run.returncode == 0
-    checked_in = Path(__file__).parents[1] / "docs" / "trace-index.schema.json"
-    assert checked_in.read_text() == run.stdout, (
-        "run: sortformer-build-trace schema > docs/trace-index.schema.json"
+TRACED_SWEEP = ("--multirun", "variant=default", "compression=fp16,palettized6", "checkpoint=tiny")
+
+
+@pytest.fixture(scope="module")
+def traced_release(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """Default's fp16 and 6-bit packages, built through the console script with trace=conversation."""
+    work = tmp_path_factory.mktemp("traced-release")
+    run = run_cli(*TRACED_SWEEP, "trace=conversation", f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 0, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+def test_a_build_with_a_trace_delivers_nemos_trace_beside_the_packages(traced_release: Path) -> None:
+    name = RELEASE["default"][0]
+    index = traced_release / "traces" / f"{name}.json"
+    trace = read_trace(index)
+    assert trace.index.producer == "nemo" and trace.index.recording.name == "conversation"
+    manifests = [Manifest.read(traced_release / folder / f"{name}.json") for folder in ("fp16", "palettized")]
+    for manifest in manifests:
+        delivered = manifest.trace
+        assert delivered is not None and delivered.index == f"traces/{name}.json"
+        assert delivered.arrays_sha256 == trace.index.arrays.sha256 == file_sha256(trace.path, index.parent)
+        assert delivered.comparison is not None and delivered.comparison.compared_count == len(
+            trace.index.chunks
+        )
+        steps = {step.name: step.status for step in manifest.steps}
+        assert steps["nemo-trace"] in (StepStatus.built, StepStatus.cached)
+    fp16, palettized = (manifest.trace.comparison for manifest in manifests if manifest.trace is not None)
+    assert fp16 is not None and not fp16.parted, fp16.summary()
+    assert palettized is not None and palettized.candidate == "executor-float16"
+
+
+def test_a_publish_dry_run_ships_the_traces(traced_release: Path) -> None:
+    name = RELEASE["default"][0]
+    run = _publish(
+        traced_release, "dry_run=true", "formats=[mlpackage]", "allow_synthetic=true", "allow_partial=true"
     )
+    assert run.returncode == 0, run.output
+    staged = traced_release / ".publish"
+    document = ReleaseIndex.read(staged / "v3" / "release.json")
+    files = {entry.path_in_repo: entry.sha256 for entry in document.files}
+    for suffix in (".json", ".safetensors"):
+        path = f"v3/traces/{name}{suffix}"
+        assert files[path] == file_sha256(staged / path, staged.parent / "memo")
+        assert (staged / path).read_bytes() == (traced_release / "traces" / f"{name}{suffix}").read_bytes()
+    assert {model.trace for model in document.models} == {f"v3/traces/{name}.json"}
+    assert len(document.models) == 2
+    card = (staged / "README.md").read_text()
+    assert "## Reference traces" in card and f"`v3/traces/{name}.json`" in card
+    assert "sortformer-build-trace compare" in card

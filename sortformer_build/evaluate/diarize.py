@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,23 +15,13 @@ from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import Backend
 from sortformer_build.evaluate.datasets import Dataset, Recording
 from sortformer_build.evaluate.segments import PostProcessing, speaker_labels
+from sortformer_build.progress import counted
+from sortformer_build.records.evaluation import RecordingRun
+from sortformer_build.records.facts import DiarizationFacts
 from sortformer_build.verify.reference import SAMPLE_RATE
 
 # 16 kHz mono audio -> the checkpoint's mel features (1, 128, mel frames).
 Features = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class RecordingResult:
-    name: str
-    audio_seconds: float
-    seconds: float  # wall time, audio loading to RTTM
-    regions: Regions  # where its hypothesis is scored
-
-    @classmethod
-    def from_facts(cls, facts: dict[str, Any]) -> RecordingResult:
-        regions = tuple((float(start), float(end)) for start, end in facts.pop("regions"))
-        return cls(regions=regions, **facts)
 
 
 @dataclass(frozen=True)
@@ -41,7 +30,7 @@ class Diarization:
 
     backend: str
     folder: Path
-    recordings: tuple[RecordingResult, ...]
+    recordings: tuple[RecordingRun, ...]
 
     @property
     def rttms(self) -> dict[str, Path]:
@@ -49,7 +38,7 @@ class Diarization:
 
     @property
     def regions(self) -> dict[str, Regions]:
-        return {result.name: result.regions for result in self.recordings}
+        return {result.name: tuple(result.regions) for result in self.recordings}
 
     @property
     def audio_seconds(self) -> float:
@@ -64,26 +53,22 @@ class Diarization:
         """Processing seconds per second of audio (below 1: faster than real time)."""
         return self.seconds / self.audio_seconds if self.audio_seconds else 0.0
 
-    def facts(self) -> dict[str, Any]:
-        """JSON-plain, for the build cache (the RTTMs are the entry's files)."""
-        return {"backend": self.backend, "recordings": [asdict(result) for result in self.recordings]}
+    def facts(self) -> DiarizationFacts:
+        """What the build cache keeps beside the RTTMs."""
+        return DiarizationFacts(backend=self.backend, recordings=list(self.recordings))
 
     @classmethod
-    def from_facts(cls, folder: Path, facts: dict[str, Any]) -> Diarization:
-        recordings = tuple(RecordingResult.from_facts(dict(result)) for result in facts["recordings"])
-        return cls(str(facts["backend"]), folder, recordings)
+    def from_facts(cls, folder: Path, facts: DiarizationFacts) -> Diarization:
+        return cls(facts.backend, folder, tuple(facts.recordings))
 
 
 def diarize(
     backend: Backend, dataset: Dataset, features: Features, postprocessing: PostProcessing, folder: Path
 ) -> Diarization:
     """Diarize every recording of `dataset` with `backend`, writing its RTTMs into `folder`."""
-    from tqdm import tqdm
-
     folder.mkdir(parents=True, exist_ok=True)
-    # Shown on a terminal only (disable=None); the stage logs its own lines.
-    recordings = tqdm(
-        dataset.recordings, desc=f"  {backend.name} on {dataset.name}", unit=" recordings", disable=None
+    recordings = counted(
+        dataset.recordings, len(dataset.recordings), f"{backend.name} on {dataset.name}", "recordings"
     )
     results = tuple(
         _diarize(backend, recording, features, postprocessing, folder) for recording in recordings
@@ -93,16 +78,16 @@ def diarize(
 
 def _diarize(
     backend: Backend, recording: Recording, features: Features, postprocessing: PostProcessing, folder: Path
-) -> RecordingResult:
+) -> RecordingRun:
     started = time.perf_counter()
     audio = load_audio(recording.audio, recording.offset, recording.duration)
     preds = backend.predict(features(audio))
     labels = speaker_labels(preds, postprocessing, recording.offset)
     write_rttm(folder / f"{recording.name}.rttm", labels, recording.name)
     seconds = audio.size / SAMPLE_RATE
-    return RecordingResult(
+    return RecordingRun(
         name=recording.name,
         audio_seconds=seconds,
         seconds=time.perf_counter() - started,
-        regions=recording.regions(seconds),
+        regions=list(recording.regions(seconds)),
     )

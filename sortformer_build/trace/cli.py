@@ -2,7 +2,8 @@
 
     sortformer-build-trace compare REFERENCE CANDIDATE [--tolerances FILE] [--json FILE]
     sortformer-build-trace show TRACE
-    sortformer-build-trace schema            (the index's JSON Schema, docs/trace-index.schema.json)
+
+The index's JSON Schema is schemas/trace-index.schema.json.
 
 Exit status: 0 when the candidate follows the reference within tolerance, 1 when they part,
 2 for input that cannot be compared (one line on stderr says why).
@@ -39,11 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--json", type=Path, help="also write the figures to this file")
     show = commands.add_parser("show", help="what a trace holds", description="Summarise a trace.")
     show.add_argument("trace", type=Path, help="a trace (.safetensors or .json)")
-    commands.add_parser("schema", help="print the JSON Schema of a trace's index")
     arguments = parser.parse_args(argv)
-    if arguments.command == "schema":
-        print(index_schema(), end="")
-        return 0
     paths = [arguments.trace] if arguments.command == "show" else [arguments.reference, arguments.candidate]
     try:
         # Before anything heavy is imported: a mistyped path is answered at once.
@@ -56,14 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return BAD_INPUT
-
-
-def index_schema() -> str:
-    import json
-
-    from sortformer_build.trace.format import TraceIndex
-
-    return json.dumps(TraceIndex.model_json_schema(), indent=1) + "\n"
 
 
 def _check_path(path: Path | None) -> None:
@@ -112,12 +101,12 @@ def _compare(reference_path: Path, candidate_path: Path, tolerances: Path | None
 
 
 def _show(path: Path) -> None:
-    from sortformer_build.trace.format import STATE_COMPRESSED, TraceKind, read_trace
+    from sortformer_build.trace.format import STATE_COMPRESSED, read_trace
 
     trace = read_trace(path)
     index = trace.index
-    print(f"{trace.path}: {index.kind.value} trace of {index.name} by {index.producer}")
-    print(f"geometry: {index.model_geometry.describe()}")
+    print(f"{trace.path}: {index.kind} trace of {index.name} by {index.producer}")
+    print(f"geometry: {index.geometry.describe()}")
     print(f"checkpoint sha256: {index.checkpoint_sha256}")
     print(f"package content sha256: {index.package_sha256 or 'none (NeMo itself)'}")
     recording = index.recording
@@ -133,14 +122,14 @@ def _show(path: Path) -> None:
             f"{features.hop_length} ({features.window}), {features.normalize} normalisation, dither "
             f"{features.dither:g} (training: {features.training_dither:g}), {features.frames} frames"
         )
-    if index.kind is TraceKind.streaming:
+    if index.chunks:
         compressed = [
             entry.index
             for entry in index.chunks
             if STATE_COMPRESSED in entry.tensors and bool(trace.chunk(entry.index, STATE_COMPRESSED)[0])
         ]
         print(f"chunks: {len(index.chunks)}; speaker cache compressed in {len(compressed)}: {compressed}")
-    else:
+    if index.windows:
         print(f"windows: {len(index.windows)} starting at mel frames {[w.mel_start for w in index.windows]}")
     if index.segments is not None:
         print(f"segments: {len(index.segments)} (NeMo's post-processing: {index.postprocessing})")

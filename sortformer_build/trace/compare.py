@@ -4,7 +4,6 @@ tolerance. The candidate may hold only some tensors and some chunks."""
 
 from __future__ import annotations
 
-import bisect
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,10 +12,21 @@ import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.geometry import SUBSAMPLING_FACTOR
-from sortformer_build.records.base import Record
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.trace import (
+    ChunkEntry,
+    TensorDifference,
+    Tolerance,
+    Tolerances,
+    TraceComparison,
+    TraceIndex,
+    WindowEntry,
+    chunk_name,
+    window_name,
+)
 from sortformer_build.trace import format as trace_format
-from sortformer_build.trace.format import ChunkEntry, Trace, TraceError, TraceIndex, TraceKind, WindowEntry
-from sortformer_build.trace.tolerances import DEFAULT_TOLERANCES, FLOW, FRAMING, Tolerance, Tolerances
+from sortformer_build.trace.format import Trace, TraceError
+from sortformer_build.trace.tolerances import DEFAULT_TOLERANCES, FLOW, FRAMING
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ CHUNK_FRAMES = {
     trace_format.STATE_FIFO: Frames(1, (trace_format.STATE_FIFO_LENGTHS,)),
     trace_format.STATE_FIFO_PREDS: Frames(1, (trace_format.STATE_FIFO_LENGTHS,)),
 }
+CHUNK = "chunk"  # the unit of a trace with chunks (`ModelKind.trace_unit`); any other has windows
 WINDOW_FRAMES = {contract.MEL: Frames(2, (contract.MEL_LENGTH,))}
 # Whole-recording tensors: their time axis, and what one step along it is.
 RECORDING_TIME = {
@@ -60,77 +71,10 @@ RECORDING_TIME = {
 SAMPLES_PER_MEL_FRAME = 160  # 10 ms at 16 kHz
 
 
-class TensorDifference(Record):
-    """One tensor of the candidate against the reference."""
-
-    tensor: str  # its name without the chunk (window) index
-    unit: str  # what `first_at` counts: chunk, window, sample, mel frame, output frame
-    compared: int  # chunks (windows) compared; 1 for a whole-recording tensor
-    max_error: float  # max |difference| over everything compared (set-compared frames: matched ones)
-    max_unmatched: float | None = None  # set-compared frames: the largest share without a counterpart
-    tolerance: Tolerance
-    first_at: int | None = None  # where it first leaves its tolerance; None: it never does
-    chunk: int | None = None  # the chunk (window) `first_at` falls in
-    error: float | None = None  # max |difference| there; None: the shapes differ
-    bound: float | None = None  # what the tolerance allowed there
-    unmatched: float | None = None  # the share of set-compared frames without a counterpart there
-    note: str | None = None  # e.g. the shapes, when they differ
-
-    @property
-    def parted(self) -> bool:
-        return self.first_at is not None
-
-
-class TraceComparison(Record):
-    """What `compare_traces` found: the figures a manifest records."""
-
-    reference: str  # producer of each trace
-    candidate: str
-    unit: str  # chunk or window
-    reference_count: int  # chunks (windows) in each trace
-    candidate_count: int
-    compared_count: int
-    tensors: tuple[TensorDifference, ...]  # in data-flow order
-    not_compared: tuple[str, ...]  # tensors of the reference the candidate lacks
-    first_chunk: int | None  # the first chunk (window) where any tensor parts; None: none does
-    first_tensor: str | None
-
-    @property
-    def parted(self) -> bool:
-        return self.first_tensor is not None
-
-    def first(self) -> TensorDifference | None:
-        return next((d for d in self.tensors if d.tensor == self.first_tensor), None)
-
-    def summary(self) -> str:
-        """One line for a log or a manifest step."""
-        compared = f"{self.compared_count} {self.unit}s, {len(self.tensors)} tensors"
-        first = self.first()
-        if first is None:
-            return f"{self.candidate} follows {self.reference} within tolerance over {compared}"
-        return (
-            f"{self.candidate} parts from {self.reference} at {self.unit} {self.first_chunk}, first in "
-            f"{first.tensor} ({describe_excess(first)}; {compared})"
-        )
-
-
-def describe_excess(difference: TensorDifference) -> str:
-    """By how much a parted tensor left its tolerance, in words."""
-    if difference.error is None:
-        return difference.note or "shapes differ"
-    if difference.unmatched is not None and difference.unmatched > difference.tolerance.unmatched:
-        return (
-            f"{difference.unmatched:.1%} of the cache's frames unmatched within {difference.bound:.3g} "
-            f"(> {difference.tolerance.unmatched:.0%})"
-        )
-    text = f"error {difference.error:.3g} > {difference.bound:.3g}"
-    return f"{text}; {difference.note}" if difference.note else text
-
-
 def check_comparable(reference: TraceIndex, candidate: TraceIndex, names: tuple[str, str]) -> None:
     """TraceError unless both are traces of one model (kind, geometry, checkpoint) on one recording."""
     facts = (
-        ("model kind", reference.kind.value, candidate.kind.value),
+        ("model kind", reference.kind, candidate.kind),
         ("geometry", reference.geometry, candidate.geometry),
         ("checkpoint sha256", reference.checkpoint_sha256, candidate.checkpoint_sha256),
         ("recording sha256", reference.recording.sha256, candidate.recording.sha256),
@@ -198,13 +142,12 @@ class _Scope:
 
     @classmethod
     def of(cls, index: TraceIndex) -> _Scope:
-        if index.kind is TraceKind.streaming:
-            return cls("chunk", CHUNK_FRAMES)
-        return cls("window", WINDOW_FRAMES)
+        unit = kind_of(index.geometry).trace_unit
+        return cls(unit, CHUNK_FRAMES if unit == CHUNK else WINDOW_FRAMES)
 
     @property
     def streaming(self) -> bool:
-        return self.unit == "chunk"
+        return self.unit == CHUNK
 
     def entries(self, index: TraceIndex) -> tuple[ChunkEntry, ...] | tuple[WindowEntry, ...]:
         return index.chunks if self.streaming else index.windows
@@ -216,9 +159,7 @@ class _Scope:
         return name if self.streaming else trace_format.window_key(name)
 
     def full_name(self, index: int, name: str) -> str:
-        return (
-            trace_format.chunk_name(index, name) if self.streaming else trace_format.window_name(index, name)
-        )
+        return chunk_name(index, name) if self.streaming else window_name(index, name)
 
 
 def _keys(index: TraceIndex) -> list[str]:
@@ -324,11 +265,11 @@ class _History:
 
     def add(self, index: int) -> None:
         trace, entry = self.reference, self.reference.index.chunks[index]
-        if trace.has(trace_format.chunk_name(index, contract.CHUNK_EMBS)):
+        if trace.has(chunk_name(index, contract.CHUNK_EMBS)):
             frames = int(trace.chunk(index, contract.CHUNK_EMB_LENGTHS)[0])
             embs = trace.chunk(index, contract.CHUNK_EMBS)
             self.rows.append(embs[0, entry.left_context : frames - entry.right_context])
-        elif trace.has(trace_format.chunk_name(index, trace_format.STATE_SPKCACHE)):
+        elif trace.has(chunk_name(index, trace_format.STATE_SPKCACHE)):
             frames = int(trace.chunk(index, trace_format.STATE_SPKCACHE_LENGTHS)[0])
             self._add_once(index, trace_format.STATE_SPKCACHE, frames)
         # Compression fills the slots of silent speakers with the silence profile (zeros before
@@ -336,7 +277,7 @@ class _History:
         self._add_once(index, trace_format.STATE_MEAN_SIL_EMB, 1)
 
     def _add_once(self, index: int, name: str, frames: int) -> None:
-        full = trace_format.chunk_name(index, name)
+        full = chunk_name(index, name)
         stored = self.reference.stored_name(full)
         if stored not in self._stored and self.reference.has(full):
             self._stored.add(stored)
@@ -461,17 +402,14 @@ def _take(array: np.ndarray, axis: int, frames: int) -> np.ndarray:
 
 def _chunk_of(index: TraceIndex) -> Callable[[str, int], int]:
     """Maps a position along a whole-recording tensor to the chunk (window) holding it: for a
-    window, the last one starting at or before it."""
+    window, the last one starting at or before it (the kind knows)."""
     per_mel_frame = {
         trace_format.PREDS: SUBSAMPLING_FACTOR,
         trace_format.MEL: 1,
         trace_format.AUDIO: 1 / SAMPLES_PER_MEL_FRAME,
     }
-    if index.kind is TraceKind.streaming:
-        chunk_mel_frames = index.geometry["chunk_len"] * SUBSAMPLING_FACTOR
-        return lambda name, at: int(at * per_mel_frame.get(name, 1)) // chunk_mel_frames
-    starts = [entry.mel_start for entry in index.windows]
-    return lambda name, at: max(0, bisect.bisect_right(starts, int(at * per_mel_frame.get(name, 1))) - 1)
+    kind = kind_of(index.geometry)
+    return lambda name, at: kind.trace_entry_at(index, int(at * per_mel_frame.get(name, 1)))
 
 
 def rows(comparison: TraceComparison) -> Iterator[tuple[str, ...]]:
@@ -480,7 +418,7 @@ def rows(comparison: TraceComparison) -> Iterator[tuple[str, ...]]:
         where = "-" if not difference.parted else f"{difference.unit} {difference.first_at}"
         if difference.parted and difference.unit not in ("chunk", "window"):
             where += f" ({comparison.unit} {difference.chunk})"
-        excess = describe_excess(difference) if difference.parted else "-"
+        excess = difference.excess() if difference.parted else "-"
         maximum = f"{difference.max_error:.3g}"
         if difference.max_unmatched is not None:
             maximum += f", {difference.max_unmatched:.1%} unmatched"

@@ -13,19 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import Geometry, geometry_from_dict
-from sortformer_build.records.base import Record, RecordError
+from sortformer_build.records.base import RecordError
+from sortformer_build.records.trace import (
+    TRACE_FORMAT,
+    TRACE_FORMAT_VERSION,
+    ArraysFile,
+    ChunkEntry,
+    TensorSpec,
+    TraceHeader,
+    TraceIndex,
+    WindowEntry,
+    chunk_name,
+    window_name,
+)
 
-FORMAT = "sortformer-trace"
-FORMAT_VERSION = 1
 ARRAYS_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".json"
 
@@ -56,130 +63,13 @@ DTYPES = {
 }
 
 
-class TraceError(BuildError):
-    """A trace that cannot be read, or two traces that cannot be compared."""
-
-
-class TraceKind(StrEnum):
-    streaming = "streaming"  # chunks through NeMo's state update
-    offline = "offline"  # whole windows, stitched
-
-
-class TensorSpec(Record):
-    dtype: str  # safetensors dtype name: F32, F16, I32, BOOL
-    shape: tuple[int | None, ...]  # None: this dimension differs between chunks
-
-
-class ChunkEntry(Record):
-    index: int
-    mel_start: int  # the recording's mel frame at which the `chunk` input starts (left context included)
-    mel_frames: int  # mel frames of the recording in `chunk`; the rest is zero padding
-    left_context: int  # output frames of left context the state update leaves out of the chunk
-    right_context: int
-    tensors: tuple[str, ...]  # names held for this chunk: `chunk/<index>/<name>` in the arrays
-
-
-class WindowEntry(Record):
-    index: int
-    mel_start: int  # the recording's mel frame at which the window starts
-    mel_frames: int  # mel frames of the recording in it; the rest is zero padding
-    tensors: tuple[str, ...]  # `window/<index>/<name>` in the arrays
-
-
-class RecordingFacts(Record):
-    name: str
-    sha256: str  # of the audio file as given
-    sample_rate: int  # of the audio the features were computed from
-    samples: int
-
-
-class FeatureFacts(Record):
-    """NeMo's preprocessor as it ran (`FilterbankFeatures`): deterministic, since it adds
-    dither only in training mode."""
-
-    n_mels: int
-    n_fft: int
-    win_length: int  # samples
-    hop_length: int  # samples
-    window: str
-    normalize: str
-    preemph: float | None
-    mag_power: float
-    log_zero_guard_value: float
-    dither: float  # what was added: 0
-    training_dither: float  # what the checkpoint adds in training mode only
-    frames: int
-
-
-class Segment(Record):
-    start: float  # seconds
-    end: float
-    speaker: str
-
-
-class ArraysFile(Record):
-    file: str  # beside the index
-    bytes: int
-    sha256: str
-
-
-class TraceHeader(Record):
-    """What a trace is of, and who made it."""
-
-    format: Literal["sortformer-trace"] = FORMAT
-    format_version: int = FORMAT_VERSION
-    kind: TraceKind
-    name: str  # the model's file name, e.g. Sortformer_v2.1
-    producer: str  # what computed the outputs: nemo, executor-float16, a host runtime
-    geometry: dict[str, int]  # the variant's geometry fields
-    checkpoint_sha256: str
-    package_sha256: str | None = None  # the package's content digest; NeMo's own trace has none
-    tools: dict[str, str] = Field(default_factory=dict)
-    recording: RecordingFacts
-    features: FeatureFacts | None = None
-    postprocessing: dict[str, float] | None = None  # NeMo's PostProcessingParams in force
-    segments: tuple[Segment, ...] | None = None
-    rttm: str | None = None  # NeMo's RTTM writer's output for the segments
-
-
-class TraceIndex(TraceHeader):
-    """The header, and what the arrays file holds."""
-
-    arrays: ArraysFile
-    # Whole-recording tensors, stored under their own name.
-    tensors: dict[str, TensorSpec] = Field(default_factory=dict)
-    chunk_tensors: dict[str, TensorSpec] = Field(default_factory=dict)
-    window_tensors: dict[str, TensorSpec] = Field(default_factory=dict)
-    aliases: dict[str, str] = Field(default_factory=dict)  # name -> the stored name holding the same content
-    chunks: tuple[ChunkEntry, ...] = ()
-    windows: tuple[WindowEntry, ...] = ()
-
-    def header(self) -> TraceHeader:
-        return TraceHeader(**{name: getattr(self, name) for name in TraceHeader.model_fields})
-
-    @property
-    def model_geometry(self) -> Geometry:
-        return geometry_from_dict(self.geometry)
-
-    def names(self) -> list[str]:
-        """Every tensor name the trace holds, stored or aliased."""
-        names = list(self.tensors)
-        names += [chunk_name(entry.index, name) for entry in self.chunks for name in entry.tensors]
-        names += [window_name(entry.index, name) for entry in self.windows for name in entry.tensors]
-        return names
-
-
-def chunk_name(index: int, name: str) -> str:
-    return f"chunk/{index}/{name}"
-
-
-def window_name(index: int, name: str) -> str:
-    return f"window/{index}/{name}"
-
-
 def window_key(name: str) -> str:
     """A window tensor's name without its index (chunk tensors go by their bare name)."""
     return f"window/{name}"
+
+
+class TraceError(BuildError):
+    """A trace that cannot be read, or two traces that cannot be compared."""
 
 
 @dataclass
@@ -227,7 +117,7 @@ class TraceWriter:
         from sortformer_build.store import atomic
 
         arrays_path, index_path = trace_files(folder, header.name)
-        content = save(self.arrays, metadata={"format": FORMAT, "index": index_path.name})
+        content = save(self.arrays, metadata={"format": TRACE_FORMAT, "index": index_path.name})
         with atomic.staged(arrays_path) as temporary:
             temporary.write_bytes(content)
         index = TraceIndex(
@@ -353,12 +243,12 @@ def _read_index(path: Path) -> TraceIndex:
         document = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise TraceError(f"{path} is not a trace index (JSON): {error}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise TraceError(f"{path} is not a trace index: its `format` is not {FORMAT!r}")
-    if document.get("format_version") != FORMAT_VERSION:
+    if not isinstance(document, dict) or document.get("format") != TRACE_FORMAT:
+        raise TraceError(f"{path} is not a trace index: its `format` is not {TRACE_FORMAT!r}")
+    if document.get("format_version") != TRACE_FORMAT_VERSION:
         raise TraceError(
             f"{path} is trace format version {document.get('format_version')!r}; this sortformer-build "
-            f"reads version {FORMAT_VERSION}"
+            f"reads version {TRACE_FORMAT_VERSION}"
         )
     try:
         return TraceIndex.parse(text, str(path))

@@ -1,9 +1,9 @@
 """Recording traces: NeMo's own loop on one recording (the reference a release ships), and the
 same loop with a package run by the executor (for the comparison evaluation reports).
 
-Streaming models go through `verify.reference.stream` (NeMo's chunk loader and
-`streaming_update_async`), observed chunk by chunk; offline models through
-`evaluate.backends.tile_windows`, observed window by window.
+The model kind drives the recording (`ModelKind.record_trace`): a streaming model through
+`verify.reference.stream` (NeMo's chunk loader and `streaming_update_async`), observed chunk by
+chunk; an offline model through `verify.offline.tile_windows`, observed window by window.
 """
 
 from __future__ import annotations
@@ -17,25 +17,24 @@ import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.config import ExecutorPrecision
+from sortformer_build.contract import StepFunction
 from sortformer_build.evaluate.segments import PostProcessing
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry, StreamingGeometry
-from sortformer_build.trace import format as trace_format
-from sortformer_build.trace.compare import TraceComparison, compare_traces
-from sortformer_build.trace.format import (
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.trace import (
     ChunkEntry,
     FeatureFacts,
     RecordingFacts,
     Segment,
-    Trace,
+    TraceComparison,
     TraceHeader,
     TraceIndex,
-    TraceKind,
-    TraceWriter,
     WindowEntry,
-    read_trace,
-    trace_files,
 )
-from sortformer_build.verify.reference import SAMPLE_RATE, ChunkStep, StepFunction
+from sortformer_build.trace import format as trace_format
+from sortformer_build.trace.compare import compare_traces
+from sortformer_build.trace.format import Trace, TraceWriter, read_trace, trace_files
+from sortformer_build.verify.reference import SAMPLE_RATE, ChunkStep
 
 # Pre-encoder embeddings (the chunk's, and the speaker cache and FIFO made of them) are stored in
 # float16: the contract lets a model return them in float16, and a correct fp16 model already
@@ -118,7 +117,7 @@ def record_windows(
 ) -> np.ndarray:
     """The offline tiling over `mel` with `step` as the model, every window recorded; the
     stitched probabilities (output frames, speakers)."""
-    from sortformer_build.evaluate.backends import OFFLINE_OVERLAP_FRAMES, tile_windows
+    from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
 
     stride = (geometry.output_frames - OFFLINE_OVERLAP_FRAMES) * SUBSAMPLING_FACTOR
     counter = itertools.count()
@@ -136,14 +135,6 @@ def record_windows(
     return tile_windows(mel, geometry, window)
 
 
-def _record_model(
-    geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
-) -> tuple[TraceKind, np.ndarray]:
-    if isinstance(geometry, OfflineGeometry):
-        return TraceKind.offline, record_windows(geometry, mel, step, writer)
-    return TraceKind.streaming, record_stream(geometry, d_model, mel, step, writer)
-
-
 def nemo_trace(
     model: Any,
     geometry: Geometry,
@@ -157,7 +148,6 @@ def nemo_trace(
     `<folder>/<name>.safetensors` and `.json`: the audio, NeMo's features with no dither, every
     chunk (or window), the final probabilities and NeMo's segments. `name`: the model's file name."""
     from sortformer_build.evaluate.audio import load_audio
-    from sortformer_build.evaluate.backends import nemo_backend
     from sortformer_build.store.provenance import tool_versions
     from sortformer_build.verify.reference import mel_features
 
@@ -168,18 +158,17 @@ def nemo_trace(
     writer = TraceWriter()
     writer.add_recording(trace_format.AUDIO, audio)
     writer.add_recording(trace_format.MEL, mel)
-    step = nemo_backend(model, geometry).step
-    assert step is not None, "NeMo runs everywhere"
-    kind, preds = _record_model(geometry, int(model.encoder.d_model), mel, step, writer)
+    kind = kind_of(geometry)
+    preds = kind.record_trace(geometry, int(model.encoder.d_model), mel, kind.nemo_call(model), writer)
     writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
     segments, rttm = _segments(preds, postprocessing, audio_path.stem, folder)
     header = TraceHeader(
-        kind=kind,
+        kind=kind.name,
         name=name,
         producer=NEMO,
-        geometry=asdict(geometry),
+        geometry=geometry,
         checkpoint_sha256=checkpoint_sha256,
-        tools=tool_versions(),
+        tools=tool_versions().model_dump(),
         recording=RecordingFacts(
             name=audio_path.stem,
             sha256=trace_format.file_sha256(audio_path),
@@ -205,16 +194,15 @@ def package_trace(
     """The same loop on the reference trace's features with the package run by the executor in
     `precision` (BLAS on `blas_threads`, None: every core), written as a trace of the package
     into `folder` under the reference's name."""
+    from sortformer_build.executor.step import package_step
     from sortformer_build.store.provenance import tool_versions
-    from sortformer_build.verify.compare import package_step
 
     index = reference.index
     mel = reference.tensor(trace_format.MEL)
     writer = TraceWriter()
     writer.add_recording(trace_format.MEL, mel)
     step = package_step(package, precision, blas_threads)
-    d_model = _d_model(index)
-    _, preds = _record_model(index.model_geometry, d_model, mel, step, writer)
+    preds = kind_of(index.geometry).record_trace(index.geometry, _d_model(index), mel, step, writer)
     writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
     segments, rttm = None, None
     if index.postprocessing is not None:
@@ -224,7 +212,7 @@ def package_trace(
         update={
             "producer": f"executor-{precision.value}",
             "package_sha256": package_sha256,
-            "tools": tool_versions(),
+            "tools": tool_versions().model_dump(),
             "segments": segments,
             "rttm": rttm,
         }

@@ -14,31 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sortformer_build import contract
-from sortformer_build.records.base import Record
+from sortformer_build.records.trace import Tolerance, Tolerances
 from sortformer_build.trace import format as trace_format
 from sortformer_build.trace.format import TraceError
-
-
-class Tolerance(Record):
-    """A difference is within tolerance when max |candidate - reference| over the valid frames
-    is at most atol + rtol x max |reference| over the same frames. Speaker-cache frames are
-    compared as a set (each reference frame against its closest candidate frame), and up to
-    `unmatched` of them (a share) may have no candidate frame within that bound."""
-
-    atol: float = 0.0
-    rtol: float = 0.0
-    unmatched: float = 0.0
-
-
-class Tolerances(Record):
-    tensors: dict[str, Tolerance]
-
-    def of(self, name: str) -> Tolerance:
-        return self.tensors.get(name, EXACT)
-
-    def merged(self, overrides: Tolerances) -> Tolerances:
-        return Tolerances(tensors={**self.tensors, **overrides.tensors})
-
 
 # Tables are keyed by a tensor's name without its index: `spkcache` for `chunk/<i>/spkcache`,
 # `window/mel` for `window/<i>/mel`, `mel` for the whole recording's features.
@@ -46,7 +24,6 @@ WINDOW_MEL = trace_format.window_key(contract.MEL)
 WINDOW_MEL_LENGTH = trace_format.window_key(contract.MEL_LENGTH)
 WINDOW_PREDS = trace_format.window_key(contract.OFFLINE_PREDS)
 
-EXACT = Tolerance()
 _PROBABILITIES = Tolerance(atol=0.05)
 _EMBEDDINGS = Tolerance(rtol=0.05)
 # NeMo's compression keeps the top-scoring frames per speaker; near-equal scores let float16

@@ -12,8 +12,9 @@ import numpy as np
 
 from sortformer_build.config import ExecutorPrecision, VerifyConfig
 from sortformer_build.geometry import FRAME_SECONDS, OfflineGeometry, StreamingGeometry
+from sortformer_build.records.parity import ParityFigures
 from sortformer_build.verify import reference
-from sortformer_build.verify.parity import ParityFigures, compare_steps, compare_streams, run_cases
+from sortformer_build.verify.parity import compare_calls, compare_streams, run_cases
 from sortformer_build.verify.reference import StepFunction, StreamResult
 
 Outputs = list[dict[str, np.ndarray]]
@@ -85,27 +86,6 @@ def load_outputs(folder: Path) -> Outputs:
     return _load(folder / OUTPUTS_FILE)[1]
 
 
-def package_step(package: Path, precision: ExecutorPrecision, blas_threads: int | None = 1) -> StepFunction:
-    """The package as a step function, run by the executor on `blas_threads` BLAS threads (None:
-    the library's default, every core). Verification keeps one: its work is a few steps, the
-    parallelism comes from running jobs side by side, and two threads per job on two busy cores
-    made each matmul several times slower."""
-    from threadpoolctl import ThreadpoolController
-
-    from sortformer_build.executor import load_package
-
-    model = load_package(package)
-    if blas_threads is None:
-        return lambda inputs: model.predict(inputs, precision=precision.value)
-    blas = ThreadpoolController()  # scans the loaded libraries once, not on every step
-
-    def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with blas.limit(limits=blas_threads, user_api="blas"):
-            return model.predict(inputs, precision=precision.value)
-
-    return step
-
-
 def package_figures(
     step: StepFunction,
     data: ReferenceData,
@@ -122,9 +102,9 @@ def package_figures(
     mel, stream = need_stream(data)
     return ParityFigures(
         precision=precision.value,
-        per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases),
+        per_call_vs_nemo=compare_calls(ours, data.outputs, data.cases),
         streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, mel, step), stream),
-        per_step_vs_fp16=None if twin is None else compare_steps(ours, twin, data.cases),
+        per_call_vs_fp16=None if twin is None else compare_calls(ours, twin, data.cases),
     )
 
 
@@ -148,8 +128,8 @@ def window_figures(
     ours = outputs if outputs is not None else run_cases(step, data.cases)
     return ParityFigures(
         precision=precision.value,
-        per_step_vs_nemo=compare_windows(ours, data.outputs),
-        per_step_vs_fp16=None if twin is None else compare_windows(ours, twin),
+        per_call_vs_nemo=compare_windows(ours, data.outputs),
+        per_call_vs_fp16=None if twin is None else compare_windows(ours, twin),
     )
 
 
@@ -165,7 +145,7 @@ def device_figures(
 ) -> ParityFigures:
     """Core ML's own predictions (macOS) for the per-step inputs, against NeMo."""
     ours = device_outputs(predict, data)
-    return ParityFigures(precision="core_ml", per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases))
+    return ParityFigures(precision="core_ml", per_call_vs_nemo=compare_calls(ours, data.outputs, data.cases))
 
 
 def _stream_arrays(stream: StreamResult) -> dict[str, np.ndarray]:

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from sortformer_build import contract
+from sortformer_build.contract import StepFunction
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, StreamingGeometry
+from sortformer_build.progress import counted
 
 SAMPLE_RATE = 16000
 
@@ -27,9 +29,6 @@ CHUNK_CASES = (
     ("full cache and FIFO, full chunk", 1.0, 1.0, 1.0),
     ("short last chunk, partly filled cache and FIFO", 0.3, 1.0, 0.55),
 )
-
-# One model call of the streaming loop: the six contract inputs in, the three outputs out.
-StepFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -169,7 +168,6 @@ def stream(
     `step` in place of the model: fixed-size inputs in, NeMo's state update on the outputs;
     `observer` sees each chunk after the update."""
     import torch
-    from tqdm import tqdm
 
     features = torch.from_numpy(mel)
     state = modules.init_streaming_state(batch_size=1, async_streaming=True)
@@ -180,15 +178,8 @@ def stream(
         feat_seq_offset=torch.zeros(1, dtype=torch.long),
     )
     chunks = 0
-    # Shown on a terminal only (disable=None): a sweep's log gets the stage's own lines.
-    progress = tqdm(
-        loader,
-        total=math.ceil(mel.shape[2] / (geometry.chunk_len * SUBSAMPLING_FACTOR)),
-        desc="  streaming chunk by chunk",
-        unit=" chunks",
-        leave=False,
-        disable=None,
-    )
+    expected = math.ceil(mel.shape[2] / (geometry.chunk_len * SUBSAMPLING_FACTOR))
+    progress = counted(loader, expected, "streaming chunk by chunk", "chunks")
     for index, chunk, chunk_lengths, left_offset, right_offset in progress:
         inputs = _step_inputs(geometry, chunk.numpy(), int(chunk_lengths), state)
         outputs = step(inputs)
