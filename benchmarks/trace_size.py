@@ -41,10 +41,10 @@ def main() -> None:
     print("| variant | chunks (windows) | seconds | trace MB | aliased names | MB with float32 embeddings |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in arguments.variants:
-        fields = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
-        assert isinstance(fields, dict)
+        fields = OmegaConf.load(CONF / f"{name}.yaml")
         fields.pop("defaults")
-        variant = VariantConfig(**fields)
+        variant = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VariantConfig), fields))
+        assert isinstance(variant, VariantConfig)
         started = time.perf_counter()
         index = nemo_trace(
             model,

@@ -4,6 +4,7 @@ tensor where they part; bad input refused in one line."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -48,7 +49,7 @@ from sortformer_build.trace.compare import compare_traces
 from sortformer_build.trace.format import Trace, TraceWriter, read_trace, trace_files
 from sortformer_build.trace.record import (
     COMPARISON_FILE,
-    StreamRecorder,
+    Recorder,
     nemo_trace,
     package_against_nemo,
     package_trace,
@@ -395,7 +396,8 @@ def _host_loop(reference: Path, folder: Path, wrong: WrongLoop, model: Any) -> P
     modules = wrong.modules(num_spks=4, fc_d_model=TINY_D_MODEL, **asdict(DEFAULT)).eval()
     writer = TraceWriter()
     writer.add_recording(trace_format.MEL, mel)
-    preds = stream(modules, DEFAULT, mel, wrong.step(nemo_step(model)), StreamRecorder(writer, DEFAULT)).preds
+    record = functools.partial(Recorder(writer).chunk, prediction_frames=DEFAULT.prediction_frames)
+    preds = stream(modules, DEFAULT, mel, wrong.step(nemo_step(model)), record).preds
     writer.add_recording(trace_format.PREDS, preds)
     updates = {"producer": "a host loop", "features": None, "segments": None, "rttm": None, "tools": {}}
     writer.write(folder, trace.index.header().model_copy(update=updates))

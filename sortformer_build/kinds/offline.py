@@ -4,6 +4,7 @@ a recording is covered by overlapping windows."""
 from __future__ import annotations
 
 import bisect
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +13,8 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.layout import OFFLINE_PROGRAM, SUBSAMPLING_WEIGHTS
-from sortformer_build.geometry import Geometry, OfflineGeometry
-from sortformer_build.kinds.base import Contract, ModelKind, Predict
+from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry
+from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.trace.format import TraceWriter
     from sortformer_build.verify.compare import Outputs, ReferenceData
 
 
@@ -142,11 +142,21 @@ class OfflineKind(ModelKind):
         return tile_windows(mel, _offline(geometry), step)
 
     def record_trace(
-        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
+        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder
     ) -> np.ndarray:
-        from sortformer_build.trace.record import record_windows
+        from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
 
-        return record_windows(_offline(geometry), mel, step, writer)
+        offline = _offline(geometry)
+        stride = (offline.output_frames - OFFLINE_OVERLAP_FRAMES) * SUBSAMPLING_FACTOR
+        windows = itertools.count()
+
+        def window(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = step(inputs)
+            index = next(windows)
+            recorder.window(index, index * stride, inputs, outputs)
+            return outputs
+
+        return tile_windows(mel, offline, window)
 
     def trace_entry_at(self, index: TraceIndex, mel_frame: int) -> int:
         starts = [entry.mel_start for entry in index.windows]

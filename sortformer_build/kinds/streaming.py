@@ -12,7 +12,7 @@ from sortformer_build import contract
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.layout import HEAD_PROGRAM, PRE_ENCODER_PROGRAM, ProgramFiles
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, StreamingGeometry
-from sortformer_build.kinds.base import Contract, ModelKind, Predict
+from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.trace.format import TraceWriter
     from sortformer_build.verify.compare import Outputs, ReferenceData
 
 
@@ -162,11 +161,14 @@ class StreamingKind(ModelKind):
         return stream(streaming_modules(streaming, d_model), streaming, mel, step).preds
 
     def record_trace(
-        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
+        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder
     ) -> np.ndarray:
-        from sortformer_build.trace.record import record_stream
+        from sortformer_build.verify.reference import stream, streaming_modules
 
-        return record_stream(_streaming(geometry), d_model, mel, step, writer)
+        streaming = _streaming(geometry)
+        modules = streaming_modules(streaming, d_model)
+        frames = streaming.prediction_frames
+        return stream(modules, streaming, mel, step, lambda chunk: recorder.chunk(chunk, frames)).preds
 
     def trace_entry_at(self, index: TraceIndex, mel_frame: int) -> int:
         return mel_frame // (_streaming(index.geometry).chunk_len * SUBSAMPLING_FACTOR)

@@ -33,8 +33,14 @@ class DiarizationFacts(Record):
 
 
 class TraceFacts(Record):
-    entries: int  # chunks (windows) recorded
+    """NeMo's reference trace in its entry: what delivering it and the manifest need."""
+
+    index: str  # file names in the entry
+    arrays: str
+    arrays_sha256: str
     bytes: int  # of the arrays
+    entries: int  # chunks (windows) recorded
+    recording: str
 
 
 class CacheEntryRecord(Record):

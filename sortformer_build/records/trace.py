@@ -13,6 +13,13 @@ from sortformer_build.records.base import Record
 
 TRACE_FORMAT = "sortformer-trace"
 TRACE_FORMAT_VERSION = 1
+ARRAYS_SUFFIX = ".safetensors"
+INDEX_SUFFIX = ".json"
+
+
+def trace_file_names(name: str) -> tuple[str, str]:
+    """(arrays, index) file names of the trace `name`: names like `Sortformer_v2.1` hold dots."""
+    return f"{name}{ARRAYS_SUFFIX}", f"{name}{INDEX_SUFFIX}"
 
 
 def chunk_name(index: int, name: str) -> str:

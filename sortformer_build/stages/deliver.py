@@ -5,6 +5,9 @@ release to the Hugging Face Hub is `release.hub`.)"""
 
 from __future__ import annotations
 
+import shutil
+from typing import TYPE_CHECKING
+
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.package import package_digest, package_size
 from sortformer_build.kinds import kind_of
@@ -16,7 +19,7 @@ from sortformer_build.records.manifest import (
     VariantRecord,
     Verification,
 )
-from sortformer_build.records.trace import DeliveredTrace
+from sortformer_build.records.trace import DeliveredTrace, TraceComparison
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import Job, UncachedStage
 from sortformer_build.stages.slots import (
@@ -32,8 +35,10 @@ from sortformer_build.stages.slots import (
     PROGRAMS,
     TRACE_COMPARISON,
 )
-from sortformer_build.stages.trace import deliver_trace
 from sortformer_build.store import atomic
+
+if TYPE_CHECKING:
+    from sortformer_build.stages.trace import NemoTrace
 
 
 class DeliverStage(UncachedStage):
@@ -74,6 +79,29 @@ class DeliverStage(UncachedStage):
             manifest_of(job, content, delivered).write(paths.manifest)
         # Remember the digest for the published files: the next warm check is free.
         package_digest(paths.package, job.config.cache_layout.package_digests, known=content)
+
+
+def deliver_trace(
+    trace: NemoTrace, paths: ArtifactPaths, comparison: TraceComparison | None
+) -> DeliveredTrace:
+    """NeMo's trace copied from its cache entry into the output folder's `traces/`, arrays first:
+    a reader checks the arrays against the index's sha256."""
+    facts, destination = trace.facts, paths.traces
+    with atomic.lock(destination / facts.index):
+        for name in (facts.arrays, facts.index):
+            source, final = trace.folder / name, destination / name
+            # Every compression of a model delivers the same trace.
+            if not final.is_file() or final.read_bytes() != source.read_bytes():
+                with atomic.staged(final) as temporary:
+                    shutil.copyfile(source, temporary)
+    return DeliveredTrace(
+        index=f"{destination.name}/{facts.index}",
+        arrays=f"{destination.name}/{facts.arrays}",
+        arrays_sha256=facts.arrays_sha256,
+        bytes=facts.bytes,
+        recording=facts.recording,
+        comparison=comparison,
+    )
 
 
 def manifest_of(job: Job, content_sha256: str, trace: DeliveredTrace | None = None) -> Manifest:

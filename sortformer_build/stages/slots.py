@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sortformer_build.stages.base import JobDigest
     from sortformer_build.stages.checkpoint import LazyModel
     from sortformer_build.stages.programs import ConvertedPrograms
+    from sortformer_build.stages.trace import NemoTrace
     from sortformer_build.verify.compare import Outputs, ReferenceData
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ DIARIZATION: Slot[Diarization] = Slot("the package's diarization")
 TWIN_DIARIZATION: Slot[Diarization] = Slot("the fp16 twin's diarization")
 EVALUATION: Slot[DatasetEvaluation] = Slot("evaluation")
 EVALUATION_DIR: Slot[Path] = Slot("staged RTTMs")
-NEMO_TRACE: Slot[Path] = Slot("NeMo's trace")  # its index, in the build cache
+NEMO_TRACE: Slot[NemoTrace] = Slot("NeMo's trace")
 TRACE_COMPARISON: Slot[TraceComparison] = Slot("the package's trace against NeMo's")
 
 GIVEN: tuple[Slot[Any], ...] = (JOB_DIGEST, DATASET)

@@ -6,21 +6,29 @@ it caches and where the delivered trace goes."""
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig, TraceConfig, TraceRecording
 from sortformer_build.records.facts import TraceFacts
-from sortformer_build.records.trace import DeliveredTrace, TraceComparison
-from sortformer_build.stages.artifact import ArtifactPaths
+from sortformer_build.records.trace import TraceComparison, trace_file_names
 from sortformer_build.stages.base import CachedStage, Job, KeyFacts
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.slots import CHECKPOINT, NEMO, NEMO_TRACE, PACKAGE, TRACE_COMPARISON
-from sortformer_build.store import atomic
 
-ARRAYS_SUFFIX, INDEX_SUFFIX = ".safetensors", ".json"  # `trace.format`'s, without importing numpy
+
+@dataclass(frozen=True)
+class NemoTrace:
+    """NeMo's trace as its cache entry holds it."""
+
+    folder: Path
+    facts: TraceFacts
+
+    @property
+    def index(self) -> Path:
+        return self.folder / self.facts.index
 
 
 def _settings(config: BuildConfig) -> TraceConfig:
@@ -39,8 +47,7 @@ def recording_path(settings: TraceConfig) -> Path:
 
 def _files(config: BuildConfig) -> tuple[str, str]:
     """The trace's arrays and index file names: the model's file name, as the release has it."""
-    name = config.variant.file_name
-    return f"{name}{ARRAYS_SUFFIX}", f"{name}{INDEX_SUFFIX}"
+    return trace_file_names(config.variant.file_name)
 
 
 class NemoTraceStage(CachedStage[TraceFacts]):
@@ -88,13 +95,21 @@ class NemoTraceStage(CachedStage[TraceFacts]):
             job.get(CHECKPOINT).sha256,
             resolve_postprocessing(PostProcessingConfig()),  # NeMo's defaults
         )
-        return TraceFacts(entries=len(index.chunks) + len(index.windows), bytes=index.arrays.bytes)
+        arrays, index_file = _files(config)
+        return TraceFacts(
+            index=index_file,
+            arrays=arrays,
+            arrays_sha256=index.arrays.sha256,
+            bytes=index.arrays.bytes,
+            entries=len(index.chunks) + len(index.windows),
+            recording=index.recording.name,
+        )
 
     def detail(self, facts: TraceFacts) -> str:
         return f"{facts.entries} calls, {facts.bytes / 1e6:.1f} MB"
 
     def accept(self, job: Job, folder: Path, facts: TraceFacts) -> None:
-        job.put(NEMO_TRACE, folder / _files(job.config)[1])
+        job.put(NEMO_TRACE, NemoTrace(folder, facts))
 
 
 class PackageTraceStage(CachedStage[TraceComparison]):
@@ -136,7 +151,7 @@ class PackageTraceStage(CachedStage[TraceComparison]):
         package = job.get(PACKAGE).path
         precision = _settings(job.config).precision
         return package_against_nemo(
-            job.get(NEMO_TRACE), package, precision, folder, package_digest(package), blas_threads=None
+            job.get(NEMO_TRACE).index, package, precision, folder, package_digest(package), blas_threads=None
         )
 
     def detail(self, facts: TraceComparison) -> str:
@@ -144,28 +159,3 @@ class PackageTraceStage(CachedStage[TraceComparison]):
 
     def accept(self, job: Job, folder: Path, facts: TraceComparison) -> None:
         job.put(TRACE_COMPARISON, facts)
-
-
-def deliver_trace(index: Path, paths: ArtifactPaths, comparison: TraceComparison | None) -> DeliveredTrace:
-    """NeMo's trace (its cache entry's `index` and the arrays beside it) copied into the output
-    folder's `traces/`, arrays first: a reader checks the arrays against the index's sha256."""
-    from sortformer_build.trace.format import file_sha256, read_trace
-
-    trace = read_trace(index)
-    destination = paths.traces
-    with atomic.lock(destination / index.name):
-        for source in (trace.path, index):
-            final = destination / source.name
-            # Every compression of a model delivers the same trace.
-            if not final.is_file() or file_sha256(final) != file_sha256(source):
-                with atomic.staged(final) as temporary:
-                    shutil.copyfile(source, temporary)
-    relative = destination.name
-    return DeliveredTrace(
-        index=f"{relative}/{index.name}",
-        arrays=f"{relative}/{trace.path.name}",
-        arrays_sha256=trace.index.arrays.sha256,
-        bytes=trace.index.arrays.bytes,
-        recording=trace.index.recording.name,
-        comparison=comparison,
-    )

@@ -401,8 +401,8 @@ def _take(array: np.ndarray, axis: int, frames: int) -> np.ndarray:
 
 
 def _chunk_of(index: TraceIndex) -> Callable[[str, int], int]:
-    """Maps a position along a whole-recording tensor to the chunk (window) holding it: for a
-    window, the last one starting at or before it (the kind knows)."""
+    """Maps a position along a whole-recording tensor to the chunk (window) holding it, as the
+    trace's model kind cuts the recording."""
     per_mel_frame = {
         trace_format.PREDS: SUBSAMPLING_FACTOR,
         trace_format.MEL: 1,

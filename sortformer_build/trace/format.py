@@ -21,6 +21,8 @@ import numpy as np
 from sortformer_build.errors import BuildError
 from sortformer_build.records.base import RecordError
 from sortformer_build.records.trace import (
+    ARRAYS_SUFFIX,
+    INDEX_SUFFIX,
     TRACE_FORMAT,
     TRACE_FORMAT_VERSION,
     ArraysFile,
@@ -30,11 +32,9 @@ from sortformer_build.records.trace import (
     TraceIndex,
     WindowEntry,
     chunk_name,
+    trace_file_names,
     window_name,
 )
-
-ARRAYS_SUFFIX = ".safetensors"
-INDEX_SUFFIX = ".json"
 
 # Whole-recording tensors.
 AUDIO = "audio"  # F32 [samples]: what the preprocessor heard
@@ -185,8 +185,9 @@ class Trace:
 
 
 def trace_files(folder: Path, name: str) -> tuple[Path, Path]:
-    """(arrays, index) of the trace `name` in `folder`: names like `Sortformer_v2.1` hold dots."""
-    return folder / f"{name}{ARRAYS_SUFFIX}", folder / f"{name}{INDEX_SUFFIX}"
+    """(arrays, index) of the trace `name` in `folder`."""
+    arrays, index = trace_file_names(name)
+    return folder / arrays, folder / index
 
 
 def trace_paths(path: Path) -> tuple[Path, Path]:

@@ -8,7 +8,6 @@ chunk; an offline model through `verify.offline.tile_windows`, observed window b
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.config import ExecutorPrecision
-from sortformer_build.contract import StepFunction
 from sortformer_build.evaluate.segments import PostProcessing
-from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry, StreamingGeometry
+from sortformer_build.geometry import Geometry
 from sortformer_build.kinds import kind_of
 from sortformer_build.records.trace import (
     ChunkEntry,
@@ -52,19 +50,19 @@ NEMO = "nemo"
 COMPARISON_FILE = "comparison.json"
 
 
-class StreamRecorder:
-    """An observer of `verify.reference.stream` writing each chunk into a trace."""
+class Recorder:
+    """Writes what a model kind's loop shows it (`ModelKind.record_trace`) into a trace: each
+    chunk after NeMo's state update, or each window."""
 
-    def __init__(self, writer: TraceWriter, geometry: StreamingGeometry) -> None:
+    def __init__(self, writer: TraceWriter) -> None:
         self.writer = writer
-        self.geometry = geometry
 
-    def __call__(self, step: ChunkStep) -> None:
+    def chunk(self, step: ChunkStep, prediction_frames: int) -> None:
         state = step.state
         valid = int(step.outputs[contract.CHUNK_EMB_LENGTHS][0]) - step.left_context - step.right_context
         tensors = {
             **{name: np.asarray(value) for name, value in step.inputs.items()},
-            contract.SPEAKER_PREDS: self._contract_preds(step.outputs[contract.SPEAKER_PREDS]),
+            contract.SPEAKER_PREDS: _contract_preds(step.outputs[contract.SPEAKER_PREDS], prediction_frames),
             contract.CHUNK_EMBS: step.outputs[contract.CHUNK_EMBS],
             contract.CHUNK_EMB_LENGTHS: step.outputs[contract.CHUNK_EMB_LENGTHS].astype(np.int32),
             trace_format.CHUNK_PREDS: step.chunk_preds.astype(np.float32),
@@ -93,46 +91,22 @@ class StreamRecorder:
         )
         self.writer.add_chunk(entry, tensors)
 
-    def _contract_preds(self, preds: np.ndarray) -> np.ndarray:
-        """NeMo's step predicts over the valid packed frames only; a Core ML model returns all
-        `prediction_frames`: zeros stand for the rest, which no comparison reads."""
-        padded = np.zeros((1, self.geometry.prediction_frames, preds.shape[2]), dtype=np.float32)
-        padded[:, : preds.shape[1]] = preds
-        return padded
-
-
-def record_stream(
-    geometry: StreamingGeometry, d_model: int, mel: np.ndarray, step: StepFunction, writer: TraceWriter
-) -> np.ndarray:
-    """NeMo's streaming loop over `mel` with `step` as the model, every chunk recorded; the
-    final probabilities (output frames, speakers)."""
-    from sortformer_build.verify.reference import stream, streaming_modules
-
-    modules = streaming_modules(geometry, d_model)
-    return stream(modules, geometry, mel, step, StreamRecorder(writer, geometry)).preds
-
-
-def record_windows(
-    geometry: OfflineGeometry, mel: np.ndarray, step: StepFunction, writer: TraceWriter
-) -> np.ndarray:
-    """The offline tiling over `mel` with `step` as the model, every window recorded; the
-    stitched probabilities (output frames, speakers)."""
-    from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
-
-    stride = (geometry.output_frames - OFFLINE_OVERLAP_FRAMES) * SUBSAMPLING_FACTOR
-    counter = itertools.count()
-
-    def window(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = step(inputs)
-        index = next(counter)
+    def window(
+        self, index: int, mel_start: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    ) -> None:
         preds = np.asarray(outputs[contract.OFFLINE_PREDS], dtype=np.float32)
         entry = WindowEntry(
-            index=index, mel_start=index * stride, mel_frames=int(inputs[contract.MEL_LENGTH][0]), tensors=()
+            index=index, mel_start=mel_start, mel_frames=int(inputs[contract.MEL_LENGTH][0]), tensors=()
         )
-        writer.add_window(entry, {**inputs, contract.OFFLINE_PREDS: preds})
-        return outputs
+        self.writer.add_window(entry, {**inputs, contract.OFFLINE_PREDS: preds})
 
-    return tile_windows(mel, geometry, window)
+
+def _contract_preds(preds: np.ndarray, prediction_frames: int) -> np.ndarray:
+    """NeMo's step predicts over the valid packed frames only; a Core ML model returns all
+    `prediction_frames`: zeros stand for the rest, which no comparison reads."""
+    padded = np.zeros((1, prediction_frames, preds.shape[2]), dtype=np.float32)
+    padded[:, : preds.shape[1]] = preds
+    return padded
 
 
 def nemo_trace(
@@ -159,7 +133,9 @@ def nemo_trace(
     writer.add_recording(trace_format.AUDIO, audio)
     writer.add_recording(trace_format.MEL, mel)
     kind = kind_of(geometry)
-    preds = kind.record_trace(geometry, int(model.encoder.d_model), mel, kind.nemo_call(model), writer)
+    preds = kind.record_trace(
+        geometry, int(model.encoder.d_model), mel, kind.nemo_call(model), Recorder(writer)
+    )
     writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
     segments, rttm = _segments(preds, postprocessing, audio_path.stem, folder)
     header = TraceHeader(
@@ -202,7 +178,8 @@ def package_trace(
     writer = TraceWriter()
     writer.add_recording(trace_format.MEL, mel)
     step = package_step(package, precision, blas_threads)
-    preds = kind_of(index.geometry).record_trace(index.geometry, _d_model(index), mel, step, writer)
+    kind = kind_of(index.geometry)
+    preds = kind.record_trace(index.geometry, _d_model(index), mel, step, Recorder(writer))
     writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
     segments, rttm = None, None
     if index.postprocessing is not None:
