@@ -26,6 +26,7 @@ from sortformer_build.config import (
     CheckpointConfig,
     CompressionConfig,
     EvaluateConfig,
+    TraceConfig,
     VariantConfig,
     as_custom,
 )
@@ -49,6 +50,7 @@ def register_schemas() -> None:
         ("compression", CompressionConfig),
         ("checkpoint", CheckpointConfig),
         ("evaluate", EvaluateConfig),
+        ("trace", TraceConfig),
     ):
         store.store(group="schema", name=name, node=node)
     # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan

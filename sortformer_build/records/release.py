@@ -36,6 +36,9 @@ class ReleaseEntry(Record):
     package_content_sha256: str
     job_digest: str
     checkpoint_sha256: str
+    # NeMo's reference trace of the model (its index; the arrays beside it), shared by every
+    # compression of it; None: none was made.
+    trace: str | None = None
 
 
 class ReleaseIndex(Record):

@@ -1,5 +1,5 @@
 """Where one job's artifact goes: the package, its manifest, (macOS) the compiled model and (with an
-evaluation) the RTTMs; the one place these names are made."""
+evaluation) the RTTMs, and (with a trace) NeMo's reference trace; the one place these names are made."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ PACKAGE_SUFFIX = ".mlpackage"
 COMPILED_SUFFIX = ".mlmodelc"
 MANIFEST_SUFFIX = ".json"
 EVALUATION_SUFFIX = ".evaluation"
+TRACES_FOLDER = "traces"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class ArtifactPaths:
     def evaluation(self, dataset: str) -> Path:
         """`artifact/` and `nemo/`: one RTTM per recording of the dataset."""
         return self.evaluations / dataset
+
+    @property
+    def traces(self) -> Path:
+        """Reference traces, beside the precision folders: every compression of a model shares its trace."""
+        return self.folder.parent / TRACES_FOLDER
 
     @property
     def release_path(self) -> str:

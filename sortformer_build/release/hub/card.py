@@ -143,6 +143,7 @@ def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: Car
         _device_section(models, facts),
         _sources_table(models),
         _files_section(models, facts),
+        _traces_section(models, facts),
         _build_section(release, models, facts),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -298,6 +299,32 @@ def _files_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> st
         f"{folders}: one {suffixes} per model. "
         f"`{facts.path_in_repo}/release.json` lists every file of the release with its size and sha256, "
         "and each model's build manifest digest."
+    )
+
+
+def _traces_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
+    """NeMo's reference traces, and how each model's own loop compared with its trace."""
+    header = ["model", "reference trace", "recording", "the package's loop (executor) against it"]
+    rows = [
+        [
+            manifest.release_stem,
+            f"`{facts.path_in_repo}/{trace.index}`",
+            trace.recording,
+            NOT_MEASURED if trace.comparison is None else trace.comparison.summary(),
+        ]
+        for _, manifest in models
+        if (trace := manifest.trace) is not None
+    ]
+    if not rows:
+        return ""
+    return (
+        "## Reference traces\n\n"
+        "Each model comes with NeMo's own streaming loop on a reference recording, recorded chunk by "
+        "chunk (inputs under the Core ML names, outputs, the speaker cache, FIFO and silence profile "
+        "after each update; for the offline model, its windows): a host runtime writes the same trace "
+        "from its own loop and `sortformer-build-trace compare` names the first chunk and tensor where it "
+        "leaves NeMo's. The `.json` index describes the `.safetensors` arrays beside it; the format is "
+        "documented in sortformer-build's docs/traces.md.\n\n" + markdown_table(header, rows)
     )
 
 

@@ -1,5 +1,7 @@
 """The repo's layout on disk: `<path_in_repo>/<precision>/<file name>.mlmodelc` (compiled and
-loaded on macOS) and/or `.mlpackage`, the model card at the root and `<path_in_repo>/release.json`.
+loaded on macOS) and/or `.mlpackage`, NeMo's reference traces in `<path_in_repo>/traces/` (one
+per model, shared by its compressions), the model card at the root and
+`<path_in_repo>/release.json`.
 Built in a `.partial-` folder and renamed into place whole: a failure leaves the previous staged
 tree (or none), never half of one."""
 
@@ -88,6 +90,7 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
                 if report is not None:
                     reports[model.manifest.release_stem] = report
                 model_folders.append(relative)
+        _stage_traces(release, partial / folder)
         facts = CardFacts(
             repo_id=settings.repo_id,
             path_in_repo=folder,
@@ -101,6 +104,22 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
         _release_index(release, settings, folder, provenance, files).write(partial / index)
         files.append(_describe(partial, partial / index))
     return StagedRelease(settings.staging_root, files, model_folders)
+
+
+def _stage_traces(release: Release, destination: Path) -> None:
+    """Each model's reference trace, once: the compressions of a model name the same files."""
+    for model in release.models:
+        files = model.trace_files()
+        assert model.manifest is not None, "stage only a release without problems"
+        if files is None or model.manifest.trace is None:
+            continue
+        for source, relative in zip(
+            files, (model.manifest.trace.index, model.manifest.trace.arrays), strict=True
+        ):
+            target = destination / relative
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
 
 
 def _stage_model(package: Path, destination: Path, value: Format) -> DeviceReport | None:
@@ -155,6 +174,7 @@ def _model_entry(model: Model, folder: str, formats: list[Format]) -> ReleaseEnt
         package_content_sha256=manifest.artifact.content_sha256,
         job_digest=manifest.job_digest,
         checkpoint_sha256=manifest.checkpoint.sha256,
+        trace=None if manifest.trace is None else f"{folder}/{manifest.trace.index}",
     )
 
 
