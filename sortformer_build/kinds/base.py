@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sortformer_build.records.manifest import Shapes
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 Contract = tuple[list[TensorContract], list[TensorContract]]
@@ -126,8 +126,9 @@ class ModelKind(ABC):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
-        """A package's figures against NeMo (and against its fp16 twin when compressed)."""
+    ) -> ParityRun:
+        """A package's figures against NeMo (and against its fp16 twin when compressed), and the
+        probabilities they were measured on."""
 
     @abstractmethod
     def device_figures(self, predict: Predict, data: ReferenceData) -> ParityFigures:

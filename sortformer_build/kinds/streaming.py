@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sortformer_build.records.manifest import StreamingShapes
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 
 class StreamingKind(ModelKind):
@@ -135,7 +135,7 @@ class StreamingKind(ModelKind):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
+    ) -> ParityRun:
         from sortformer_build.verify.compare import package_figures
 
         return package_figures(step, data, _streaming(geometry), d_model, precision, outputs, twin)
