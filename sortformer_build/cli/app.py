@@ -88,6 +88,8 @@ def run_job(
         log.exception("The job failed unexpectedly")
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     status, line = _record_outcome(outcome, status)
+    if not keep_going and isinstance(outcome, BuildResult):
+        line += "\n" + write_job_report(outcome, status)
     _finish(job_dir, status, started)
     # One write, flushed: parallel workers share the terminal, and a worker may end before its
     # buffer would be written.
@@ -130,6 +132,24 @@ def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> tuple[
         return done, f"Up to date: {outcome.package} [{verification_summary(outcome.manifest)}]"
     statuses = ", ".join(f"{step.name} {step.status.value}" for step in outcome.manifest.steps)
     return done, f"{'Evaluated' if outcome.evaluated else 'Built'}: {outcome.package} [{statuses}]"
+
+
+def write_job_report(outcome: BuildResult, status: JobStatus) -> str:
+    """A job run on its own: the report about its one artifact, beside it; the line naming it."""
+    from sortformer_build.release.matrix import matrix_rows, report_line, sweep_command
+    from sortformer_build.release.report.page import write_report
+    from sortformer_build.stages.artifact import ArtifactPaths
+
+    path = ArtifactPaths.beside(outcome.package).report
+    started = time.perf_counter()
+    size = write_report(
+        path,
+        Path(status.output_dir or "."),
+        matrix_rows([status]),
+        f"Report: {outcome.manifest.release_stem}",
+        sweep_command(),
+    )
+    return report_line(path, size, time.perf_counter() - started)
 
 
 def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str, keep_going: bool) -> bool:

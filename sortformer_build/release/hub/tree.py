@@ -1,5 +1,6 @@
 """The repo's layout on disk: `<path_in_repo>/<precision>/<file name>.mlmodelc` (compiled and
-loaded on macOS) and/or `.mlpackage`, the model card at the root and `<path_in_repo>/release.json`.
+loaded on macOS) and/or `.mlpackage`, the model card at the root with its timeline images in
+`<path_in_repo>/figures/`, and `<path_in_repo>/release.json`.
 Built in a `.partial-` folder and renamed into place whole: a failure leaves the previous staged
 tree (or none), never half of one."""
 
@@ -17,7 +18,7 @@ from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.device import ComputeUnits, DeviceReport
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
-from sortformer_build.release.hub.card import CardFacts, write_card
+from sortformer_build.release.hub.card import CardFacts, CardImage, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.errors import PublishError
 from sortformer_build.release.hub.release import Model, Release
@@ -25,6 +26,7 @@ from sortformer_build.store import atomic
 
 CARD_FILE = "README.md"
 RELEASE_FILE = "release.json"
+FIGURES_FOLDER = "figures"
 
 log = logging.getLogger("sortformer_build")
 
@@ -94,6 +96,7 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
             formats=[value.value for value in formats],
             device_reports=reports,
             provenance=provenance,
+            timelines=_stage_timelines(release, partial, folder),
         )
         write_card(partial / CARD_FILE, release, facts, settings.card)
         files = describe_files(partial)
@@ -101,6 +104,20 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
         _release_index(release, settings, folder, provenance, files).write(partial / index)
         files.append(_describe(partial, partial / index))
     return StagedRelease(settings.staging_root, files, model_folders)
+
+
+def _stage_timelines(release: Release, partial: Path, folder: str) -> list[CardImage]:
+    """The card's timeline images, as files of the repo (release.json lists them with the rest)."""
+    from sortformer_build.release.report.geometries import geometry_timelines
+
+    models = [(model.paths, model.manifest) for model in release.models if model.manifest is not None]
+    images = []
+    for timeline in geometry_timelines(models):
+        relative = f"{folder}/{FIGURES_FOLDER}/{timeline.file}"
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        (partial / relative).write_bytes(timeline.image.png)
+        images.append(CardImage(relative, timeline.image.alt, timeline.image.caption))
+    return images
 
 
 def _stage_model(package: Path, destination: Path, value: Format) -> DeviceReport | None:
