@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,6 @@ def sweep_statuses(work: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
-    import shutil
-
     import soundfile
 
     from sortformer_build.evaluate.audio import load_audio
@@ -140,5 +139,15 @@ def evaluated_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path
         f"cache_dir={shared_cache}",
         cwd=work,
     )
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0 and "report.html (" in run.stdout, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A sweep with a failed job and a job built without parity checks."""
+    work = tmp_path_factory.mktemp("unfinished")
+    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
+    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 1, run.output[-3000:]
     return work / "outputs" / "tiny"
