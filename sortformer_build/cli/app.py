@@ -89,7 +89,7 @@ def run_job(
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     status, line = _record_outcome(outcome, status)
     if not keep_going and isinstance(outcome, BuildResult):
-        line += "\n" + write_job_report(outcome, status)
+        line += "\n" + write_job_report(outcome, _timed(status, started))
     _finish(job_dir, status, started)
     # One write, flushed: parallel workers share the terminal, and a worker may end before its
     # buffer would be written.
@@ -169,9 +169,13 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
+def _timed(status: JobStatus, started: float) -> JobStatus:
+    return status.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+
+
 def _finish(job_dir: Path | None, status: JobStatus, started: float) -> None:
     if job_dir is not None:
-        status.model_copy(update={"seconds": round(time.perf_counter() - started, 3)}).write_into(job_dir)
+        _timed(status, started).write_into(job_dir)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")
