@@ -421,7 +421,7 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     (record,) = manifest.evaluations
     assert record.dataset == "conversation" and record.der_vs_truth is not None
     assert record.der_change_vs_fp16_pp is not None and record.real_time_factor and record.audio_seconds
-    assert tmp_path / str(record.rttm_dir) == rttms
+    assert tmp_path / str(record.rttm_dir) == rttms / "conversation"
     statuses = {step.name: step.status for step in manifest.steps}
     assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"]
     assert statuses["diarization"] is StepStatus.built
