@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,3 +107,47 @@ def sweep_statuses(work: Path) -> list[dict]:
     """The job_status.json records of the latest sweep run in `work`."""
     sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
     return [json.loads(path.read_text()) for path in sorted(sweep.rglob("job_status.json"))]
+
+
+@pytest.fixture(scope="session")
+def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
+    import soundfile
+
+    from sortformer_build.evaluate.audio import load_audio
+    from sortformer_build.evaluate.conversation import DATA_DIR, NAME
+    from sortformer_build.verify.reference import SAMPLE_RATE
+
+    folder = tmp_path_factory.mktemp("short")
+    soundfile.write(folder / "opening.wav", load_audio(DATA_DIR / f"{NAME}.flac", duration=12.0), SAMPLE_RATE)
+    shutil.copy(DATA_DIR / f"{NAME}.rttm", folder / "opening.rttm")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def evaluated_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path, short_folder: Path) -> Path:
+    """A streaming and the offline model, each at two precisions, verified and evaluated in one
+    sweep through the console script; its output folder."""
+    work = tmp_path_factory.mktemp("evaluated-sweep")
+    run = run_cli(
+        "--multirun",
+        "variant=default,offline",
+        "compression=fp16,palettized6",
+        "checkpoint=tiny",
+        "evaluate=folder",
+        f"evaluate.path={short_folder}",
+        f"cache_dir={shared_cache}",
+        cwd=work,
+    )
+    assert run.returncode == 0 and "report.html (" in run.stdout, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A sweep with a failed job and a job built without parity checks."""
+    work = tmp_path_factory.mktemp("unfinished")
+    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
+    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 1, run.output[-3000:]
+    return work / "outputs" / "tiny"

@@ -412,7 +412,11 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     assert "change against the fp16 twin" in run.output
     release = tmp_path / "outputs" / "tiny"
     rttms = release / "palettized" / "SortformerNvidiaHigh_v2.1.evaluation"
-    assert [path.name for path in sorted(rttms.rglob("*.rttm"))] == ["conversation.rttm"] * 2
+    # The package's, NeMo's, the fp16 twin's and the ground truth: what the report draws.
+    delivered = {path.parent.name: path.name for path in rttms.rglob("*.rttm")}
+    assert delivered == dict.fromkeys(("artifact", "nemo", "fp16", "truth"), "conversation.rttm")
+    report = release / "palettized" / "SortformerNvidiaHigh_v2.1.report.html"
+    assert f"{report.name} (" in run.output and "<img" in report.read_text()
     manifest = Manifest.read(release / "palettized" / "SortformerNvidiaHigh_v2.1.json")
     (record,) = manifest.evaluations
     assert record.dataset == "conversation" and record.der_vs_truth is not None
@@ -437,26 +441,9 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     assert "fp16-diarization" not in steps
 
 
-@pytest.fixture(scope="module")
-def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
-    folder = tmp_path_factory.mktemp("short")
-    soundfile.write(folder / "opening.wav", load_audio(CONVERSATION_AUDIO, duration=12.0), SAMPLE_RATE)
-    shutil.copy(CONVERSATION_RTTM, folder / "opening.rttm")
-    return folder
-
-
-def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path, short_folder: Path) -> None:
+def test_sweep_puts_der_columns_in_the_matrix(evaluated_sweep: Path) -> None:
     """A streaming and the offline model, each at two precisions, evaluated in one sweep."""
-    run = run_cli(
-        "--multirun",
-        "variant=default,offline",
-        "compression=fp16,palettized6",
-        *_tiny("evaluate=folder", f"evaluate.path={short_folder}", cache=shared_cache),
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.output
-    release = tmp_path / "outputs" / "tiny"
+    release = evaluated_sweep
     assert "| DER | DER vs NeMo | DER vs fp16 |" in (release / "matrix.md").read_text()
     rows = read_matrix(release).rows
     assert len(rows) == 4 and all(

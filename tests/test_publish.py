@@ -288,16 +288,6 @@ def test_unfit_release_is_refused_one_line_per_problem(
     assert not (copy / ".publish").exists()
 
 
-@pytest.fixture(scope="module")
-def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """A sweep with a failed job and a job built without parity checks."""
-    work = tmp_path_factory.mktemp("unfinished")
-    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
-    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
-    assert run.returncode == 1, run.output[-3000:]
-    return work / "outputs" / "tiny"
-
-
 def test_failed_job_is_refused(unfinished: Path) -> None:
     run = publish(unfinished, "dry_run=true", *PACKAGES)
     assert run.returncode == 1

@@ -81,7 +81,7 @@ def _parity(package: Path, geometry: StreamingGeometry, model) -> tuple[ParityFi
     settings = VerifyConfig()
     data = compute_reference(model, geometry, 64, settings)
     step = package_step(package, ExecutorPrecision.float16)
-    figures = package_figures(step, data, geometry, 64, ExecutorPrecision.float16)
+    figures = package_figures(step, data, geometry, 64, ExecutorPrecision.float16).figures
     return figures, gate(figures, FP16_GATES, settings.max_emb_error_ratio)
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
     from sortformer_build.verify.reference import ChunkStep
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, Any]]
@@ -142,8 +142,9 @@ class ModelKind(ABC):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
-        """A package's figures against NeMo (and against its fp16 twin when compressed)."""
+    ) -> ParityRun:
+        """A package's figures against NeMo (and against its fp16 twin when compressed), and the
+        probabilities they were measured on."""
 
     @abstractmethod
     def device_figures(self, predict: Predict, data: ReferenceData) -> ParityFigures:

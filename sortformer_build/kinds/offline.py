@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 
 class OfflineKind(ModelKind):
@@ -116,7 +116,7 @@ class OfflineKind(ModelKind):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
+    ) -> ParityRun:
         from sortformer_build.verify.compare import window_figures
 
         return window_figures(step, data, precision, outputs, twin)

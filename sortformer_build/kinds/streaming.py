@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 
 class StreamingKind(ModelKind):
@@ -137,7 +137,7 @@ class StreamingKind(ModelKind):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
+    ) -> ParityRun:
         from sortformer_build.verify.compare import package_figures
 
         return package_figures(step, data, _streaming(geometry), d_model, precision, outputs, twin)

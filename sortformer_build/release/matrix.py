@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,8 @@ class ReleaseSummary(Callback):
             print(markdown_table(PLAN_COLUMNS, map(plan_cells, planned)))
         rows = matrix_rows([status for status in statuses if not status.dry_run])
         for output_dir, group in _by_output_dir(rows).items():
-            title, table = write_summary(output_dir, group)
-            print(f"{title}:\n{table}")
+            title, table, report = write_summary(output_dir, group)
+            print(f"{title}:\n{table}\n{report}")
         failed = [status for status in statuses if not status.ok]
         if failed:
             print(f"sortformer-build: {len(failed)} of {len(statuses)} jobs failed", file=sys.stderr)
@@ -117,7 +118,7 @@ def release_cells(row: MatrixRow, columns: tuple[str, ...]) -> list[str]:
         "verification": verification_summary(manifest),
         "figures": "; ".join(step.detail for step in manifest.steps_with(StepStatus.verified) if step.detail),
         "wall": f"{row.status.seconds:.1f} s",
-        "cache": _cache(row.status, manifest),
+        "cache": cache_state(row.status, manifest),
         "error": "",
         **dict(zip(DER_COLUMNS, der_cells(manifest), strict=True)),
     }
@@ -156,7 +157,7 @@ def verification_summary(manifest: Manifest) -> str:
     return "; ".join(f"{status.value}: {', '.join(names)}" for status, names in groups.items() if names)
 
 
-def _cache(status: JobStatus, manifest: Manifest) -> str:
+def cache_state(status: JobStatus, manifest: Manifest) -> str:
     """`up to date`, the stages the build cache served, or `miss` when it served none."""
     if status.up_to_date:
         return "up to date"
@@ -222,9 +223,10 @@ def read_matrix(output_dir: Path) -> ReleaseMatrix:
     return ReleaseMatrix.read(matrix_path(output_dir))
 
 
-def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str]:
-    """Write matrix.md and matrix.json, each replaced in one rename; return a title naming them
-    and the table."""
+def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str, str]:
+    """Write matrix.md, matrix.json and report.html, each replaced in one rename; return a title
+    naming the matrix, the table, and a line naming the report."""
+    from sortformer_build.release.report.page import REPORT_FILE, write_report
     from sortformer_build.store import atomic
 
     matrix = ReleaseMatrix(rows=rows, command=sweep_command())
@@ -234,4 +236,11 @@ def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str]:
     table = markdown_table(columns, (release_cells(row, columns) for row in rows))
     atomic.write_text(summary, f"# {title}\n\n{table}\n")
     matrix.write(matrix_path(output_dir))
-    return title, table
+    report = output_dir / REPORT_FILE
+    started = time.perf_counter()
+    size = write_report(report, output_dir, rows, f"Release report: {output_dir}", matrix.command)
+    return title, table, report_line(report, size, time.perf_counter() - started)
+
+
+def report_line(path: Path, size: int, seconds: float) -> str:
+    return f"Report {path} ({size / 1e3:.0f} kB, written in {seconds:.1f} s)"

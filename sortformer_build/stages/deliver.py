@@ -66,6 +66,7 @@ class DeliverStage(UncachedStage):
                 for source, final in (
                     (staged.package, paths.package),
                     (staged.compiled, paths.compiled),
+                    (staged.probabilities, paths.probabilities),
                     (job.find(EVALUATION_DIR), paths.evaluations),
                 ):
                     if source is not None and source.exists():

@@ -1,7 +1,7 @@
 """The repo's layout on disk: `<path_in_repo>/<precision>/<file name>.mlmodelc` (compiled and
 loaded on macOS) and/or `.mlpackage`, NeMo's reference traces in `<path_in_repo>/traces/` (one
-per model, shared by its compressions), the model card at the root and
-`<path_in_repo>/release.json`.
+per model, shared by its compressions), the model card at the root with its timeline images in
+`<path_in_repo>/figures/`, and `<path_in_repo>/release.json`.
 Built in a `.partial-` folder and renamed into place whole: a failure leaves the previous staged
 tree (or none), never half of one."""
 
@@ -19,7 +19,7 @@ from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.device import ComputeUnits, DeviceReport
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
-from sortformer_build.release.hub.card import CardFacts, write_card
+from sortformer_build.release.hub.card import CardFacts, CardImage, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.errors import PublishError
 from sortformer_build.release.hub.release import Model, Release
@@ -27,6 +27,7 @@ from sortformer_build.store import atomic
 
 CARD_FILE = "README.md"
 RELEASE_FILE = "release.json"
+FIGURES_FOLDER = "figures"
 
 log = logging.getLogger("sortformer_build")
 
@@ -97,6 +98,7 @@ def stage_release(release: Release, settings: PublishConfig, provenance: Provena
             formats=[value.value for value in formats],
             device_reports=reports,
             provenance=provenance,
+            timelines=_stage_timelines(release, partial, folder),
         )
         write_card(partial / CARD_FILE, release, facts, settings.card)
         files = describe_files(partial)
@@ -120,6 +122,20 @@ def _stage_traces(release: Release, destination: Path) -> None:
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
+
+
+def _stage_timelines(release: Release, partial: Path, folder: str) -> list[CardImage]:
+    """The card's timeline images, as files of the repo (release.json lists them with the rest)."""
+    from sortformer_build.release.report.geometries import geometry_timelines
+
+    models = [(model.paths, model.manifest) for model in release.models if model.manifest is not None]
+    images = []
+    for timeline in geometry_timelines(models):
+        relative = f"{folder}/{FIGURES_FOLDER}/{timeline.file}"
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        (partial / relative).write_bytes(timeline.image.png)
+        images.append(CardImage(relative, timeline.image.alt, timeline.image.caption))
+    return images
 
 
 def _stage_model(package: Path, destination: Path, value: Format) -> DeviceReport | None:
