@@ -29,6 +29,7 @@ from sortformer_build.config import (
     VerifyConfig,
 )
 from sortformer_build.coreml import macos
+from sortformer_build.cores import THREAD_LIMIT_VARIABLES, available_memory, usable_cores
 from sortformer_build.evaluate.annotations import DatasetError, read_rttm, write_rttm
 from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import (
@@ -41,6 +42,7 @@ from sortformer_build.evaluate.backends import (
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.datasets import Dataset, Recording, dataset_digest, load_dataset
 from sortformer_build.evaluate.diarize import Diarization, diarize
+from sortformer_build.evaluate.parallel import WORKER_BYTES, recording_workers
 from sortformer_build.evaluate.scoring import compare
 from sortformer_build.evaluate.segments import resolve_postprocessing, speaker_labels
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
@@ -296,6 +298,39 @@ def test_empty_audio_is_refused(tmp_path: Path) -> None:
         load_audio(empty)
     with pytest.raises(DatasetError, match=r"has no samples from 60 s"):
         load_audio(CONVERSATION_AUDIO, offset=60.0)
+
+
+@pytest.mark.skipif(
+    usable_cores() < 2 or available_memory() < 2 * WORKER_BYTES,
+    reason="needs two cores and the memory of two workers",
+)
+def test_recordings_diarized_side_by_side_give_the_serial_results(
+    package: Path, model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three recordings by two worker processes of one thread each, against one after another on
+    one thread in this process: the same RTTMs, bit for bit, in the dataset's order."""
+    parts = tuple(
+        Recording(name=f"part{i}", audio=CONVERSATION_AUDIO, offset=offset, duration=7.0)
+        for i, offset in enumerate((0.0, 14.0, 30.0))
+    )
+    dataset = Dataset("parts", parts)
+    for name in THREAD_LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a job with one core: one recording after another
+    assert recording_workers(len(parts)) == 1
+    serial = _diarize(_executor(package), dataset, model, tmp_path / "serial")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two cores: two workers, one thread each
+    assert recording_workers(len(parts)) == 2
+    side_by_side = _diarize(_executor(package), dataset, model, tmp_path / "side-by-side")
+    assert (
+        [r.name for r in side_by_side.recordings]
+        == [r.name for r in serial.recordings]
+        == ["part0", "part1", "part2"]
+    )
+    assert side_by_side.regions == serial.regions
+    assert any(read_rttm(path) for path in serial.rttms.values()), "nothing diarized to compare"
+    for name, path in serial.rttms.items():
+        assert side_by_side.rttms[name].read_bytes() == path.read_bytes(), name
 
 
 @pytest.mark.skipif(macos.available(), reason="Core ML runs on macOS")

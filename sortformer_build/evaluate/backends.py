@@ -19,6 +19,7 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.config import EvaluationBackend, ExecutorPrecision
 from sortformer_build.coreml import macos
+from sortformer_build.evaluate.parallel import BackendRecipe
 from sortformer_build.geometry import NUM_SPEAKERS, SUBSAMPLING_FACTOR, OfflineGeometry, StreamingGeometry
 from sortformer_build.verify.reference import StepFunction
 
@@ -33,6 +34,7 @@ class StreamingBackend:
     d_model: int
     step: StepFunction | None  # None: cannot run on this platform
     unavailable: str | None = None  # why not, e.g. macos.NEEDS_MACOS
+    recipe: BackendRecipe | None = None  # how a worker process makes it again; None: it cannot
 
     def predict(self, mel: np.ndarray) -> np.ndarray:
         """Speaker probabilities (output frames, speakers) through NeMo's streaming loop."""
@@ -48,6 +50,7 @@ class OfflineBackend:
     geometry: OfflineGeometry
     step: StepFunction | None
     unavailable: str | None = None
+    recipe: BackendRecipe | None = None
 
     def predict(self, mel: np.ndarray) -> np.ndarray:
         """Speaker probabilities (output frames, speakers), window by window."""
@@ -97,20 +100,24 @@ def package_backend(
     kind: EvaluationBackend,
     precision: ExecutorPrecision,
 ) -> Backend:
-    """The package run by the executor (`precision` is its numeric mode, BLAS on every core), or
-    by Core ML with every compute unit; off macOS a Core ML backend says why it cannot run."""
-    step, unavailable, name = None, None, kind.value
+    """The package run by the executor (`precision` is its numeric mode, on the job's share of the
+    cores), or by Core ML with every compute unit; off macOS a Core ML backend says why it cannot
+    run."""
+    step, unavailable, name, recipe = None, None, kind.value, None
     if kind is EvaluationBackend.executor:
         from sortformer_build.verify.compare import package_step
 
-        step, name = package_step(package, precision, blas_threads=None), f"executor-{precision.value}"
+        step, name = package_step(package, precision), f"executor-{precision.value}"
+        recipe = BackendRecipe(
+            package=package, geometry=geometry, d_model=d_model, kind=kind, precision=precision
+        )
     elif macos.available():
         step = _coreml_step(macos.load_package(package))
     else:
         unavailable = macos.NEEDS_MACOS
     if isinstance(geometry, OfflineGeometry):
-        return OfflineBackend(name, geometry, step, unavailable)
-    return StreamingBackend(name, geometry, d_model, step, unavailable)
+        return OfflineBackend(name, geometry, step, unavailable, recipe)
+    return StreamingBackend(name, geometry, d_model, step, unavailable, recipe)
 
 
 def _coreml_step(model: Any) -> StepFunction:

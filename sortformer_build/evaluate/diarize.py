@@ -4,7 +4,9 @@ post-processing, one RTTM per recording."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from sortformer_build.evaluate.annotations import Regions, write_rttm
 from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import Backend
 from sortformer_build.evaluate.datasets import Dataset, Recording
+from sortformer_build.evaluate.parallel import BackendRecipe, RecordingPool, recording_workers
 from sortformer_build.evaluate.segments import PostProcessing, speaker_labels
 from sortformer_build.verify.reference import SAMPLE_RATE
 
@@ -26,7 +29,7 @@ Features = Callable[[np.ndarray], np.ndarray]
 class RecordingResult:
     name: str
     audio_seconds: float
-    seconds: float  # wall time, audio loading to RTTM
+    seconds: float  # processing time, audio loading to RTTM (in a worker: its own share of it)
     regions: Regions  # where its hypothesis is scored
 
     @classmethod
@@ -77,18 +80,31 @@ class Diarization:
 def diarize(
     backend: Backend, dataset: Dataset, features: Features, postprocessing: PostProcessing, folder: Path
 ) -> Diarization:
-    """Diarize every recording of `dataset` with `backend`, writing its RTTMs into `folder`."""
+    """Diarize every recording of `dataset` with `backend`, writing its RTTMs into `folder`.
+
+    A package backend diarizes several recordings side by side in worker processes when the job
+    has cores and memory for them (`parallel.recording_workers`); the results come in the
+    dataset's order either way."""
     from tqdm import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
+    recipe = backend.recipe
+    workers = 1 if recipe is None else recording_workers(len(dataset.recordings))
     # Shown on a terminal only (disable=None); the stage logs its own lines.
-    recordings = tqdm(
-        dataset.recordings, desc=f"  {backend.name} on {dataset.name}", unit=" recordings", disable=None
-    )
-    results = tuple(
-        _diarize(backend, recording, features, postprocessing, folder) for recording in recordings
-    )
-    return Diarization(backend.name, folder, results)
+    with tqdm(
+        total=len(dataset.recordings),
+        desc=f"  {backend.name} on {dataset.name}",
+        unit=" recordings",
+        disable=None,
+    ) as progress:
+        if recipe is not None and workers > 1:
+            results = _side_by_side(recipe, workers, dataset, features, postprocessing, folder, progress)
+        else:
+            results = []
+            for recording in dataset.recordings:
+                results.append(_diarize(backend, recording, features, postprocessing, folder))
+                progress.update()
+    return Diarization(backend.name, folder, tuple(results))
 
 
 def _diarize(
@@ -97,12 +113,59 @@ def _diarize(
     started = time.perf_counter()
     audio = load_audio(recording.audio, recording.offset, recording.duration)
     preds = backend.predict(features(audio))
+    return _written(recording, audio.size, preds, postprocessing, folder, time.perf_counter() - started)
+
+
+def _side_by_side(
+    recipe: BackendRecipe,
+    workers: int,
+    dataset: Dataset,
+    features: Features,
+    postprocessing: PostProcessing,
+    folder: Path,
+    progress: Any,
+) -> list[RecordingResult]:
+    """The recordings' probabilities computed by `workers` processes while this one reads audio,
+    computes features and writes RTTMs, in the dataset's order. A few recordings wait in line
+    per worker, so that no worker idles and the features of a long dataset are not all held."""
+    results: list[RecordingResult] = []
+    waiting: deque[tuple[Recording, int, float, Future[tuple[np.ndarray, float]]]] = deque()
+
+    def collect() -> None:
+        recording, samples, seconds, future = waiting.popleft()
+        preds, predict_seconds = future.result()
+        results.append(_written(recording, samples, preds, postprocessing, folder, seconds + predict_seconds))
+        progress.update()
+
+    with RecordingPool(recipe, workers) as pool:
+        for recording in dataset.recordings:
+            started = time.perf_counter()
+            audio = load_audio(recording.audio, recording.offset, recording.duration)
+            mel = features(audio)
+            waiting.append((recording, audio.size, time.perf_counter() - started, pool.submit(mel)))
+            if len(waiting) > 2 * workers:
+                collect()
+        while waiting:
+            collect()
+    return results
+
+
+def _written(
+    recording: Recording,
+    samples: int,
+    preds: np.ndarray,
+    postprocessing: PostProcessing,
+    folder: Path,
+    seconds: float,
+) -> RecordingResult:
+    """The recording's RTTM written; `seconds`: its processing so far (audio to probabilities)."""
+    started = time.perf_counter()
     labels = speaker_labels(preds, postprocessing, recording.offset)
     write_rttm(folder / f"{recording.name}.rttm", labels, recording.name)
-    seconds = audio.size / SAMPLE_RATE
+    audio_seconds = samples / SAMPLE_RATE
     return RecordingResult(
         name=recording.name,
-        audio_seconds=seconds,
-        seconds=time.perf_counter() - started,
-        regions=recording.regions(seconds),
+        audio_seconds=audio_seconds,
+        seconds=seconds + time.perf_counter() - started,
+        regions=recording.regions(audio_seconds),
     )
