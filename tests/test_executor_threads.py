@@ -48,6 +48,7 @@ PARAMETERS: dict[str, dict[str, object]] = {
     "scaled_tanh": {"alpha": np.float32(2.0), "beta": np.float32(0.5)},
     "sigmoid_hard": {"alpha": np.float32(0.2), "beta": np.float32(0.5)},
     "softmax": {"axis": np.int32(-1)},
+    "pad": {"pad": np.array([0, 0, 1, 2, 2, 3], dtype=np.int32), "mode": "reflect"},
     "layer_norm": {
         "axes": np.array([-1], dtype=np.int32),
         "gamma": RNG.standard_normal(SHAPE[-1:]).astype(np.float32),
@@ -83,6 +84,8 @@ def op_values(op_type: str) -> dict[str, list[np.ndarray | str]]:
 def out_type(op_type: str, fp16: bool) -> TensorType:
     if op_type == "cast":
         return TensorType("int32", SHAPE)
+    if op_type == "pad":  # the last two axes padded
+        return TensorType("fp16" if fp16 else "fp32", (SHAPE[0], SHAPE[1] + 3, SHAPE[2] + 5))
     if op_type.startswith(("equal", "not_equal", "less", "greater", "logical")):
         return TensorType("bool", SHAPE)
     return TensorType("fp16" if fp16 else "fp32", SHAPE)
@@ -159,7 +162,7 @@ def split_kinds(model: Model, inputs: dict[str, np.ndarray]) -> set[str]:
 def test_a_whole_package_gives_the_bits_of_one_thread(nvidia_high_package: Path) -> None:
     model = load_package(nvidia_high_package)
     inputs = full_buffers(model, NVIDIA_HIGH)
-    assert {"softmax", "silu", "add", "mul", "relu"} <= split_kinds(model, inputs)
+    assert {"softmax", "silu", "add", "mul", "relu", "pad"} <= split_kinds(model, inputs)
     with threadpool_limits(limits=1, user_api="blas"):
         for precision in ("float32", "float16"):
             one = model.predict(inputs, precision=precision)

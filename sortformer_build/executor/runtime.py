@@ -261,7 +261,7 @@ class Program:
         out_types = [var.type for var in op.outputs]
         try:
             split = run_split(op.type, fn, values, out_types, threads, to_fp16)
-            result = fn(OpArgs(values, out_types)) if split is None else split
+            result = fn(OpArgs(values, out_types, threads)) if split is None else split
         except Exception as exc:  # add which op failed to whatever NumPy or the op raised
             raise OpExecutionError(f"{op.location} ({op.type}) failed: {exc}") from exc
         if split is not None:  # a new array, rounded chunk by chunk already

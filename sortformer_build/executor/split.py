@@ -2,9 +2,9 @@
 
 An element-wise op computes each output element from the input elements at the same position
 (after broadcasting), so it can run on slices of its inputs along any axis and give the same
-values as on the whole arrays. softmax and layer_norm also reduce along trailing axes: they are
-split only along the axes ahead of those, so that every reduction sees its whole, contiguous row
-as in one call.
+values as on the whole arrays. softmax and layer_norm also reduce along trailing axes, and pad
+pads trailing axes: they are split only along the axes ahead of those, so that every chunk holds
+whole, contiguous rows as one call would.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ DATA_PARAMETERS: dict[str, tuple[str, ...]] = {
             "linear_activation",
             "scaled_tanh",
             "sigmoid_hard",
-            # reductions along trailing axes
+            # whole along trailing axes
             "softmax",
             "layer_norm",
+            "pad",
         ),
         _X,
     ),
@@ -102,16 +103,32 @@ DATA_PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _reduced_from(op_type: str, args: OpArgs, rank: int) -> int | None:
-    """The first of the trailing axes the op reduces (rank: none); None when the reduced axes are
-    not a trailing block, and the op is not split."""
+def _whole_from(op_type: str, args: OpArgs, rank: int) -> int | None:
+    """The first of the trailing axes each chunk holds whole (rank: none); None when the axes the
+    op reduces are not a trailing block, and the op is not split."""
     if op_type == "softmax":
         axis = normalize_axis(args.int_param("axis", -1), rank)
         return axis if axis == rank - 1 else None
     if op_type == "layer_norm":
         axes = sorted({normalize_axis(a, rank) for a in args.ints_param("axes", range(rank))})
         return axes[0] if axes == list(range(rank - len(axes), rank)) else None
+    if op_type == "pad":  # MIL pads the last len(pad) / 2 axes, some of them by nothing
+        pad = args.ints_param("pad")
+        first = rank - len(pad) // 2
+        padded = [i for i in range(len(pad) // 2) if pad[2 * i] or pad[2 * i + 1]]
+        return max(0, first + padded[0]) if padded else rank
     return rank
+
+
+def _out_shape(op_type: str, args: OpArgs, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if op_type != "pad":
+        return shape
+    pad = args.ints_param("pad")
+    first = len(shape) - len(pad) // 2
+    return tuple(
+        size if axis < first else size + pad[2 * (axis - first)] + pad[2 * (axis - first) + 1]
+        for axis, size in enumerate(shape)
+    )
 
 
 def _along(value: np.ndarray, rank: int, axis: int) -> int | None:
@@ -141,17 +158,17 @@ def run_split(
     if chunks < 2:
         return None
     args = OpArgs(values, out_types)
-    reduced = _reduced_from(op_type, args, len(shape))
-    if reduced is None:
+    whole = _whole_from(op_type, args, len(shape))
+    if whole is None:
         return None
-    candidates = [axis for axis in range(reduced) if shape[axis] > 1]
+    candidates = [axis for axis in range(whole) if shape[axis] > 1]
     if not candidates:
         return None
     axis = next((a for a in candidates if shape[a] >= chunks), max(candidates, key=lambda a: shape[a]))
     if not _others_whole(values, data, len(shape), axis):
         return None
     out_type = out_types[0]
-    out = np.empty(shape, dtype=compute_dtype(out_type.dtype))
+    out = np.empty(_out_shape(op_type, args, shape), dtype=compute_dtype(out_type.dtype))
     round_result = to_fp16 and out_type.dtype == "fp16"
 
     def part(start: int, stop: int) -> None:
