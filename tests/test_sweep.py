@@ -165,6 +165,21 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
     assert [compression for _, compression in typed] == ["fp16", "fp16", "palettized6", "palettized6"]
 
 
+def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
+    longest = "+hydra.sweeper.longest={variant:[offline,nvidia_high]}"
+    order = _job_order(
+        tmp_path / "sweep", "variant=default,nvidia_high,offline", "compression=palettized6,fp16", longest
+    )
+    assert order == [
+        ("offline", "fp16"),
+        ("nvidia_high", "fp16"),
+        ("default", "fp16"),
+        ("offline", "palettized6"),
+        ("nvidia_high", "palettized6"),
+        ("default", "palettized6"),
+    ]
+
+
 def _launcher(work: Path, *overrides: str) -> tuple[str, str]:
     """The launcher a sweep would use and its n_jobs line, from the resolved Hydra config."""
     run = run_cli("--cfg", "all", "--resolve", *overrides, cwd=work)
