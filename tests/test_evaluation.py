@@ -48,7 +48,7 @@ from sortformer_build.evaluate.segments import resolve_postprocessing, speaker_l
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.job.build import build
 from sortformer_build.release.matrix import read_matrix
-from sortformer_build.stages.manifest import Manifest
+from sortformer_build.stages.manifest import AGAINST_NEMO, Manifest
 from sortformer_build.store.digests import file_sha256
 from sortformer_build.verify.reference import SAMPLE_RATE, mel_features
 
@@ -59,6 +59,10 @@ DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 CONVERSATION_AUDIO = DATA_DIR / "conversation.flac"
 CONVERSATION_RTTM = DATA_DIR / "conversation.rttm"
 SETTINGS = EvaluateConfig(dataset=DatasetKind.conversation)
+two_workers = pytest.mark.skipif(
+    usable_cores() < 2 or available_memory() < 2 * WORKER_BYTES,
+    reason="needs two cores and two workers' memory",
+)
 NEMO_DEFAULTS = resolve_postprocessing(PostProcessingConfig())
 
 
@@ -300,10 +304,7 @@ def test_empty_audio_is_refused(tmp_path: Path) -> None:
         load_audio(CONVERSATION_AUDIO, offset=60.0)
 
 
-@pytest.mark.skipif(
-    usable_cores() < 2 or available_memory() < 2 * WORKER_BYTES,
-    reason="needs two cores and the memory of two workers",
-)
+@two_workers
 def test_recordings_diarized_side_by_side_give_the_serial_results(
     package: Path, model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -494,6 +495,34 @@ def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path
     assert len(rows) == 4 and all(row.evaluation is not None and row.evaluation.vs_nemo for row in rows)
     changes = {row.compression: row.evaluation.change_vs_fp16_pp for row in rows if row.evaluation}
     assert changes["fp16"] is None and changes["palettized6"] is not None
+
+
+@two_workers
+def test_a_sweep_worker_with_cores_to_spare_diarizes_recordings_side_by_side(
+    tmp_path: Path, shared_cache: Path
+) -> None:
+    """One joblib worker has every core: its job diarizes a folder of three recordings with two
+    worker processes of its own, started from inside the sweep's worker."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for index, offset in enumerate((0.0, 14.0, 30.0)):
+        audio = load_audio(CONVERSATION_AUDIO, offset=offset, duration=6.0)
+        soundfile.write(folder / f"part{index}.wav", audio, SAMPLE_RATE)
+        (folder / f"part{index}.rttm").write_text("")
+    run = run_cli(
+        "--multirun",
+        "variant=default",
+        "compression=fp16",
+        "hydra.launcher.n_jobs=1",
+        *_tiny("evaluate=folder", f"evaluate.path={folder}", "verify.parity=false", cache=shared_cache),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.output
+    (log,) = (tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/*/sortformer-build.log")
+    assert "3 recordings side by side in 2 worker processes" in log.read_text()
+    record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").evaluation
+    rows = [row.recording for row in record.recordings if row.against == AGAINST_NEMO]
+    assert rows == ["part0", "part1", "part2"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ post-processing, one RTTM per recording."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from sortformer_build.verify.reference import SAMPLE_RATE
 
 # 16 kHz mono audio -> the checkpoint's mel features (1, 128, mel frames).
 Features = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger("sortformer_build")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def diarize(
         disable=None,
     ) as progress:
         if recipe is not None and workers > 1:
+            log.info("  %d recordings side by side in %d worker processes", len(dataset.recordings), workers)
             results = _side_by_side(recipe, workers, dataset, features, postprocessing, folder, progress)
         else:
             results = []

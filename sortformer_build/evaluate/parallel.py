@@ -10,10 +10,9 @@ same number of threads.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -78,13 +77,18 @@ class RecordingPool:
     the job's cores."""
 
     def __init__(self, recipe: BackendRecipe, workers: int) -> None:
-        # Spawned, not forked: the job's process holds BLAS, OpenMP and torch threads.
-        context = multiprocessing.get_context("spawn")
+        # joblib's loky starts fresh interpreters (the job's process holds BLAS, OpenMP and torch
+        # threads, which a fork would copy in an unknown state), and works inside a sweep's joblib
+        # worker too, where multiprocessing's own spawning cannot find loky's start method.
+        from joblib.externals.loky import ProcessPoolExecutor
+        from joblib.externals.loky.backend.context import get_context
+
+        context = get_context("loky")
         parts = context.Queue()
         for index in range(workers):
             parts.put(index)
         self._executor = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start, initargs=(recipe.to_json(), parts, workers)
+            workers, context=context, initializer=_start, initargs=(recipe.to_json(), parts, workers)
         )
 
     def submit(self, mel: np.ndarray) -> Future[tuple[np.ndarray, float]]:
@@ -97,4 +101,5 @@ class RecordingPool:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=error is not None)
+        # After a failure the queued recordings are of no use: stop the workers at once.
+        self._executor.shutdown(wait=True, kill_workers=error is not None)
