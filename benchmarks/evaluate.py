@@ -30,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from sortformer_build.stages.manifest import Manifest
+from sortformer_build import text
+from sortformer_build.records.manifest import Manifest
 
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 VARIANTS = "default,nvidia_high"
@@ -84,6 +85,7 @@ def side_by_side(work: Path, checkpoint: Path) -> None:
 
     from sortformer_build.checkpoint.sources import Checkpoint, load_model
     from sortformer_build.config import EvaluationBackend, ExecutorPrecision, PostProcessingConfig
+    from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.cores import usable_cores
     from sortformer_build.evaluate.audio import load_audio
     from sortformer_build.evaluate.backends import package_backend
@@ -113,7 +115,9 @@ def side_by_side(work: Path, checkpoint: Path) -> None:
     model = load_model(Checkpoint(checkpoint, "", "local", str(checkpoint)))
     features = lambda samples: mel_features(model, samples)  # noqa: E731
     postprocessing = resolve_postprocessing(PostProcessingConfig())
-    backend = package_backend(package, geometry, 512, EvaluationBackend.executor, ExecutorPrecision.float16)
+    backend = package_backend(
+        package, geometry, 512, EvaluationBackend.executor, ExecutorPrecision.float16, DeploymentTarget.iOS17
+    )
     total = sum(seconds for _, seconds in SLICES)
     workers = recording_workers(len(recordings))
     print(f"\n{len(recordings)} recordings, {total:.0f} s of audio, Default fp16 package, float16 executor:")
@@ -143,6 +147,7 @@ def lively_checkpoint(work: Path) -> Path:
     from sortformer_build.evaluate.backends import nemo_backend
     from sortformer_build.evaluate.conversation import DATA_DIR, NAME
     from sortformer_build.geometry import StreamingGeometry
+    from sortformer_build.store.layout import CacheLayout
     from sortformer_build.verify.reference import mel_features
 
     path = work / "lively-v2.1.nemo"
@@ -150,7 +155,7 @@ def lively_checkpoint(work: Path) -> Path:
         return path
     print("Centring the synthetic checkpoint's speaker logits on the conversation (not timed)", flush=True)
     synthetic = CheckpointConfig(source=CheckpointSource.synthetic)
-    model = load_model(resolve_checkpoint(synthetic, "v2.1", work / "cache" / "checkpoints"))
+    model = load_model(resolve_checkpoint(synthetic, "v2.1", CacheLayout(work / "cache")))
     default = StreamingGeometry(6, 1, 7, 40, 188, 31)
     audio = load_audio(DATA_DIR / f"{NAME}.flac")
     # Centred only: the synthetic checkpoint's speaker layer is already scaled to decisive outputs.
@@ -161,15 +166,14 @@ def lively_checkpoint(work: Path) -> Path:
 
 
 def _row(folder: str, manifest: Manifest) -> str:
-    record = manifest.evaluation
-    truth = record.der[0].der if record.der else None
+    (record,) = manifest.evaluations
     cells = [
         f"{folder}/{manifest.variant.file_name}",
-        "" if truth is None else f"{truth:.2%}",
-        "" if record.vs_nemo is None else f"{record.vs_nemo.der:.2%}",
-        "" if record.change_vs_fp16_pp is None else f"{record.change_vs_fp16_pp:+.2f} pp",
-        "" if record.real_time_factor is None else f"{record.real_time_factor:.3f}",
-        "" if record.nemo_real_time_factor is None else f"{record.nemo_real_time_factor:.3f}",
+        text.percent(None if record.der_vs_truth is None else record.der_vs_truth.der),
+        text.percent(record.der_vs_nemo.der),
+        text.points(record.der_change_vs_fp16_pp),
+        f"{record.real_time_factor:.3f}",
+        f"{record.nemo_real_time_factor:.3f}",
     ]
     return f"| {' | '.join(cells)} |"
 

@@ -3,7 +3,7 @@ float16 modes) on the same packages and inputs, on one thread and on every core.
 
 One step is one call on full buffers (chunk, speaker cache and FIFO all filled), the largest input
 a parity check or a diarization feeds it. The executor runs as the build runs it
-(`verify.compare.package_step`: BLAS and the executor's own threads together); NeMo runs with
+(`executor.step.package_step`: BLAS and the executor's own threads together); NeMo runs with
 torch's intra-op threads set to the same count. The three take turns step by step, so that all see
 the same load on a shared machine; each figure is the best of `--repeat` steps after a first one
 (which, for the executor, decodes the weights).
@@ -23,11 +23,11 @@ import numpy as np
 
 from sortformer_build import contract
 from sortformer_build.config import ExecutorPrecision
+from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.package import read_package
 from sortformer_build.cores import usable_cores
 from sortformer_build.executor import load_package
 from sortformer_build.geometry import StreamingGeometry
-from sortformer_build.verify.reference import StepFunction
 
 KINDS = ("NeMo", "float32", "float16")
 
@@ -55,7 +55,7 @@ def time_package(model: object, package: Path, threads: int, repeat: int) -> dic
     """Seconds of each step, per kind, on `threads` threads; the kinds take turns step by step."""
     import torch
 
-    from sortformer_build.verify.compare import package_step
+    from sortformer_build.executor.step import package_step
     from sortformer_build.verify.reference import nemo_step
 
     geometry = StreamingGeometry.from_metadata(load_package(package).metadata)

@@ -24,6 +24,7 @@ import numpy as np
 
 from sortformer_build.coreml import palettizer
 from sortformer_build.coreml.palettize import WEIGHT_THRESHOLD
+from sortformer_build.coreml.targets import LUT_NBITS
 
 # One FastConformer layer's linear weights, chained: the "few big layers" of the end-to-end run.
 END_TO_END_LAYERS = (
@@ -291,7 +292,7 @@ def main() -> None:
     parser.add_argument(
         "--weights", type=Path, help="npz of the head's fp16 weights; built and saved if missing"
     )
-    parser.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], choices=palettizer.SUPPORTED_NBITS)
+    parser.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8], choices=LUT_NBITS)
     parser.add_argument("--workers", type=int, default=2, help="threads for our engine")
     parser.add_argument("--skip-coremltools", action="store_true", help="skip coremltools' k-means baseline")
     parser.add_argument(

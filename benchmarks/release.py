@@ -43,8 +43,8 @@ from omegaconf import OmegaConf
 
 from sortformer_build.cli.app import register_schemas
 from sortformer_build.config import BuildConfig
-from sortformer_build.geometry import OfflineGeometry
-from sortformer_build.stages.manifest import Manifest
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.manifest import Manifest
 
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 GB = 1e9
@@ -178,11 +178,14 @@ def reference_model(config: BuildConfig, report: Path) -> None:
         seconds[stage] = time.perf_counter() - started
         return result
 
-    checkpoint = resolve_checkpoint(config.checkpoint, config.variant.version, config.checkpoint_dir)
+    checkpoint = resolve_checkpoint(config.checkpoint, config.variant.version, config.cache_layout)
+    # A one-off script has a code path per kind of model.
+    script = {"streaming": reference_streaming, "offline": reference_offline}[
+        kind_of(config.variant.geometry).name
+    ]
     with tempfile.TemporaryDirectory() as scratch:
         model = timed("restore", lambda: load_model(checkpoint))
-        offline = isinstance(config.variant.geometry, OfflineGeometry)
-        (reference_offline if offline else reference_streaming)(model, config, Path(scratch), timed)
+        script(model, config, Path(scratch), timed)
     report.write_text(json.dumps(seconds))
 
 
@@ -256,7 +259,7 @@ def cold_stages(release: Path) -> tuple[dict[str, float], set[str]]:
         for stage, seconds in manifest.seconds.items():
             stages[stage] += seconds
         if not manifest.compression.is_fp16:
-            engines.add(manifest.config["compression"]["engine"])
+            engines.add(manifest.config.compression.engine.value)
     return dict(stages), engines
 
 
@@ -264,11 +267,13 @@ def sweep_timeline(work: Path) -> list[tuple[float, float, str]]:
     """(start, end, job) of the latest sweep run in `work`, in seconds from its first job's start;
     a job's status file is written when it ends, and holds how long it ran."""
     sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
+    from sortformer_build.records.status import JOB_STATUS_FILE, JobStatus
+
     jobs = []
-    for path in sweep.glob("*/job_status.json"):
-        status = json.loads(path.read_text())
+    for path in sweep.glob(f"*/{JOB_STATUS_FILE}"):
+        status = JobStatus.read(path)
         end = path.stat().st_mtime
-        jobs.append((end - status["seconds"], end, f"{status['compression']}/{status['variant']}"))
+        jobs.append((end - status.seconds, end, f"{status.compression}/{status.variant}"))
     first = min(start for start, _, _ in jobs)
     return sorted((start - first, end - first, name) for start, end, name in jobs)
 
@@ -338,7 +343,7 @@ def main() -> None:
     from sortformer_build.checkpoint.sources import resolve_checkpoint
 
     for config in configs:
-        resolve_checkpoint(config.checkpoint, config.variant.version, config.cache_root / "checkpoints")
+        resolve_checkpoint(config.checkpoint, config.variant.version, config.cache_layout)
     for folder in ("cache/build", "cache/package-digests", "release", "reference"):
         shutil.rmtree(work / folder, ignore_errors=True)
 

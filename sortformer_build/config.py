@@ -7,22 +7,18 @@ are enums, so OmegaConf rejects a typo when the config is composed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 
-import platformdirs
 from omegaconf import MISSING
 
-from sortformer_build.coreml.palettize import PalettizerEngine
-from sortformer_build.coreml.palettizer import SUPPORTED_NBITS
-from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
+from sortformer_build.coreml.targets import DEFAULT_TARGET, LUT_NBITS, DeploymentTarget
 from sortformer_build.errors import BuildError
-from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry, validate_geometry
+from sortformer_build.geometry import Geometry, OfflineGeometry, StreamingGeometry
+from sortformer_build.store.layout import CacheLayout
 
 CHECKPOINT_VERSIONS = ("v2", "v2.1")
-CACHE_ENVIRONMENT_VARIABLE = "SORTFORMER_BUILD_CACHE"
 
 
 class ConfigError(BuildError, ValueError):
@@ -40,6 +36,11 @@ class ExecutorPrecision(StrEnum):
     # float16 rounds every fp16-typed value, as the GPU and Neural Engine do.
     float16 = "float16"
     float32 = "float32"
+
+
+class PalettizerEngine(StrEnum):
+    fast = "fast"  # sortformer-build's histogram k-means (`coreml.palettizer`)
+    coremltools = "coremltools"  # coremltools' own k-means
 
 
 class VariantMode(StrEnum):
@@ -126,6 +127,9 @@ class CompressionConfig:
     # Part of the published release (the runtime downloads it), or an experiment.
     release: bool = False
     gates: GateConfig = field(default_factory=GateConfig)
+    # Core ML's own predictions on the per-call cases (macOS), against NeMo. No stream and no
+    # twin run on the device, so only the per-call thresholds apply.
+    on_device_gates: GateConfig = field(default_factory=GateConfig)
 
     @property
     def is_fp16(self) -> bool:
@@ -230,40 +234,12 @@ class BuildConfig:
     verbose: bool = False
 
     @property
-    def cache_root(self) -> Path:
-        return cache_root(self.cache_dir)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.cache_root / "checkpoints"
-
-    @property
-    def build_cache_dir(self) -> Path:
-        return self.cache_root / "build"
-
-    @property
-    def digest_memo_dir(self) -> Path:
-        """Remembered package digests, by file stamps (see `coreml.package.package_digest`)."""
-        return self.cache_root / "package-digests"
-
-    @property
-    def file_digest_memo_dir(self) -> Path:
-        """Remembered digests of evaluation files, by path, size and mtime."""
-        return self.cache_root / "file-digests"
+    def cache_layout(self) -> CacheLayout:
+        return CacheLayout.at(self.cache_dir)
 
     @property
     def artifact_dir(self) -> Path:
         return Path(self.output_dir) / self.compression.folder
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    """Holds `checkpoints/` (weights the project makes), `build/` (stage results) and `scratch/`:
-    `cache_dir`, else $SORTFORMER_BUILD_CACHE, else the user's cache folder."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENVIRONMENT_VARIABLE):
-        return Path(os.environ[CACHE_ENVIRONMENT_VARIABLE]).expanduser()
-    return Path(platformdirs.user_cache_dir("sortformer-build"))
 
 
 def validate_config(config: BuildConfig) -> list[str]:
@@ -273,8 +249,8 @@ def validate_config(config: BuildConfig) -> list[str]:
             f"variant.version must be one of {', '.join(CHECKPOINT_VERSIONS)}, got {config.variant.version!r}"
         )
     nbits = config.compression.nbits
-    if nbits is not None and nbits not in SUPPORTED_NBITS:
-        raise ConfigError(f"compression.nbits must be one of {SUPPORTED_NBITS} or null, got {nbits}")
+    if nbits is not None and nbits not in LUT_NBITS:
+        raise ConfigError(f"compression.nbits must be one of {LUT_NBITS} or null, got {nbits}")
     if nbits is not None and config.compression.gates.min_twin_decision_agreement is None:
         raise ConfigError(
             f"compression {config.compression.name} palettizes but sets no "
@@ -288,11 +264,16 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError(f"checkpoint.source must be one of {', '.join(sources)}, got {checkpoint.source!r}")
     if checkpoint.source == CheckpointSource.local and not checkpoint.path:
         raise ConfigError("checkpoint=local needs checkpoint.path=/path/to/model.nemo")
+    if checkpoint.source != CheckpointSource.local and checkpoint.path:
+        raise ConfigError(
+            f"checkpoint.path is read only with checkpoint=local, not checkpoint={checkpoint.source}: "
+            "add checkpoint=local to build from the file"
+        )
     if checkpoint.source == CheckpointSource.hub and not checkpoint.repo_id:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
     if config.evaluate is not None:
         _validate_evaluate(config.evaluate)
-    warnings = validate_geometry(config.variant.geometry)
+    warnings = config.variant.geometry.validate()
     # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
     # in the manifest; a warning is for geometries a user changed.
     return warnings if not config.variant.released else []

@@ -3,9 +3,12 @@ for the streaming pipeline and for the offline whole-window model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sortformer_build.geometry import NUM_SPEAKERS, Geometry, OfflineGeometry, StreamingGeometry
+import numpy as np
+
+from sortformer_build.geometry import NUM_SPEAKERS, OfflineGeometry, StreamingGeometry
 
 N_MELS = 128
 
@@ -39,6 +42,10 @@ OFFLINE_PREDS = "speaker_preds"
 OFFLINE_OUTPUTS = (OFFLINE_PREDS,)
 # Creator-defined metadata of the offline model beside its window: which weights it carries.
 CHECKPOINT_VERSION = "checkpoint_version"
+
+
+# One model call: the contract's inputs in, its outputs out (NeMo, the executor or Core ML).
+StepFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,3 @@ def offline_contract(geometry: OfflineGeometry) -> tuple[list[TensorContract], l
     ]
     outputs = [TensorContract(OFFLINE_PREDS, ("FLOAT32",), (1, geometry.output_frames, NUM_SPEAKERS))]
     return inputs, outputs
-
-
-def contract_for(geometry: Geometry, d_model: int) -> tuple[list[TensorContract], list[TensorContract]]:
-    """The contract of the model `geometry` describes."""
-    if isinstance(geometry, OfflineGeometry):
-        return offline_contract(geometry)
-    return pipeline_contract(geometry, d_model)

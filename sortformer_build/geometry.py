@@ -78,6 +78,41 @@ class StreamingGeometry:
         """The creator-defined metadata entries runtimes compare with their own configuration."""
         return {key: str(value) for key, value in asdict(self).items()}
 
+    def validate(self) -> list[str]:
+        """Raise GeometryError for a geometry NeMo rejects; return warnings for values it clamps.
+
+        The bounds are those of NeMo's `SortformerModules._check_streaming_parameters` and of the
+        host runtimes: positive chunk and period, non-negative contexts and FIFO, and a speaker
+        cache that holds at least one frame plus the silence frames of every speaker.
+        """
+        minimums = {
+            "chunk_len": 1,
+            "chunk_left_context": 0,
+            "chunk_right_context": 0,
+            # NeMo accepts an empty FIFO, but Core ML cannot declare a zero-length input.
+            "fifo_len": 1,
+            "spkcache_len": (1 + SILENCE_FRAMES_PER_SPEAKER) * NUM_SPEAKERS,
+            "spkcache_update_period": 1,
+        }
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GeometryError(f"{name} must be an integer, got {value!r}")
+            if value < minimum:
+                raise GeometryError(f"{name} must be at least {minimum}, got {value}")
+        if self.chunk_mel_frames > ANE_MAX_DIMENSION:
+            raise GeometryError(
+                f"a chunk of {self.chunk_mel_frames} mel frames exceeds the Neural Engine's "
+                f"{ANE_MAX_DIMENSION}-element dimension limit"
+            )
+        if self.effective_update_period == self.spkcache_update_period:
+            return []
+        return [
+            f"spkcache_update_period {self.spkcache_update_period} lies outside "
+            f"[chunk_len, fifo_len + chunk_len] = [{self.chunk_len}, {self.fifo_len + self.chunk_len}]; "
+            f"NeMo and the runtimes use {self.effective_update_period}"
+        ]
+
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> StreamingGeometry:
         missing = [key for key in cls.__dataclass_fields__ if key not in metadata]
@@ -123,6 +158,23 @@ class OfflineGeometry:
             "frame_duration": str(FRAME_SECONDS),
         }
 
+    def validate(self) -> list[str]:
+        """Raise GeometryError for a window the model or the Neural Engine cannot take."""
+        frames = self.window_frames
+        if isinstance(frames, bool) or not isinstance(frames, int):
+            raise GeometryError(f"window_frames must be an integer, got {frames!r}")
+        if frames < SUBSAMPLING_FACTOR or frames % SUBSAMPLING_FACTOR:
+            raise GeometryError(
+                f"window_frames must be a positive multiple of the subsampling factor {SUBSAMPLING_FACTOR}, "
+                f"got {frames}"
+            )
+        if frames > ANE_MAX_DIMENSION:
+            raise GeometryError(
+                f"a window of {frames} mel frames exceeds the Neural Engine's {ANE_MAX_DIMENSION}-element "
+                "dimension limit"
+            )
+        return []
+
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> OfflineGeometry:
         try:
@@ -137,78 +189,3 @@ class OfflineGeometry:
 
 
 Geometry = StreamingGeometry | OfflineGeometry
-
-
-def geometry_from_metadata(metadata: dict[str, str]) -> Geometry:
-    """The geometry a saved model's metadata describes: a window makes it an offline model."""
-    if "window_frames" in metadata:
-        return OfflineGeometry.from_metadata(metadata)
-    return StreamingGeometry.from_metadata(metadata)
-
-
-def geometry_from_dict(data: dict[str, int]) -> Geometry:
-    """A geometry as a manifest records it (its dataclass fields)."""
-    return OfflineGeometry(**data) if "window_frames" in data else StreamingGeometry(**data)
-
-
-def validate_geometry(geometry: Geometry) -> list[str]:
-    """Raise GeometryError for a geometry NeMo or the runtime rejects; return warnings for
-    values NeMo clamps."""
-    if isinstance(geometry, OfflineGeometry):
-        _validate_window(geometry)
-        return []
-    return _validate_streaming(geometry)
-
-
-def _validate_window(geometry: OfflineGeometry) -> None:
-    frames = geometry.window_frames
-    if isinstance(frames, bool) or not isinstance(frames, int):
-        raise GeometryError(f"window_frames must be an integer, got {frames!r}")
-    if frames < SUBSAMPLING_FACTOR or frames % SUBSAMPLING_FACTOR:
-        raise GeometryError(
-            f"window_frames must be a positive multiple of the subsampling factor {SUBSAMPLING_FACTOR}, "
-            f"got {frames}"
-        )
-    if frames > ANE_MAX_DIMENSION:
-        raise GeometryError(
-            f"a window of {frames} mel frames exceeds the Neural Engine's {ANE_MAX_DIMENSION}-element "
-            "dimension limit"
-        )
-
-
-def _validate_streaming(geometry: StreamingGeometry) -> list[str]:
-    """Raise GeometryError for a geometry NeMo rejects; return warnings for values it clamps.
-
-    The bounds are those of NeMo's `SortformerModules._check_streaming_parameters` and of the
-    host runtimes: positive chunk and period, non-negative contexts and FIFO, and a speaker
-    cache that holds at least one frame plus the silence frames of every speaker.
-    """
-    minimums = {
-        "chunk_len": 1,
-        "chunk_left_context": 0,
-        "chunk_right_context": 0,
-        # NeMo accepts an empty FIFO, but Core ML cannot declare a zero-length input.
-        "fifo_len": 1,
-        "spkcache_len": (1 + SILENCE_FRAMES_PER_SPEAKER) * NUM_SPEAKERS,
-        "spkcache_update_period": 1,
-    }
-    for name, minimum in minimums.items():
-        value = getattr(geometry, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise GeometryError(f"{name} must be an integer, got {value!r}")
-        if value < minimum:
-            raise GeometryError(f"{name} must be at least {minimum}, got {value}")
-    if geometry.chunk_mel_frames > ANE_MAX_DIMENSION:
-        raise GeometryError(
-            f"a chunk of {geometry.chunk_mel_frames} mel frames exceeds the Neural Engine's "
-            f"{ANE_MAX_DIMENSION}-element dimension limit"
-        )
-    warnings = []
-    if geometry.effective_update_period != geometry.spkcache_update_period:
-        warnings.append(
-            f"spkcache_update_period {geometry.spkcache_update_period} lies outside "
-            f"[chunk_len, fifo_len + chunk_len] = [{geometry.chunk_len}, "
-            f"{geometry.fifo_len + geometry.chunk_len}]; NeMo and the runtimes use "
-            f"{geometry.effective_update_period}"
-        )
-    return warnings

@@ -22,8 +22,11 @@ def _fails(tmp_path: Path, cache: Path, *overrides: str, env: dict[str, str] | N
     ("overrides", "message"),
     [
         # One of each kind end to end; tests/test_config.py covers the rest in process.
-        (["variant=nope"], "Could not find 'variant/nope'"),
-        (["verify.precision=fp16"], "Invalid value 'fp16', expected one of [float16, float32]"),
+        (["variant=nope"], "unknown variant option 'nope'"),
+        (
+            ["verify.precision=fp16"],
+            "verify.precision: Invalid value 'fp16', expected one of [float16, float32]",
+        ),
         (["variant.chunk_len=0"], "chunk_len must be at least 1"),
     ],
 )

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from coremltools.proto import Model_pb2
 
 from sortformer_build.coreml.package import package_digest
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.matrix import ReleaseMatrix
+from sortformer_build.records.schemas import schema_path
+from sortformer_build.records.steps import SkipReason, StepStatus
 
 from .conftest import ALL_VARIANTS, OFFLINE, RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
 
@@ -117,20 +122,22 @@ def test_fp16_artifact_has_no_palettized_weights(tiny_release: Path) -> None:
 
 def test_manifest_says_what_was_built_from_what(tiny_release: Path, tiny_checkpoint: Path) -> None:
     package = tiny_release / "palettized" / "SortformerNvidiaHigh_v2.1.mlpackage"
-    record = json.loads(package.with_suffix(".json").read_text())
-    assert record["artifact"]["content_sha256"] == package_digest(package)
-    assert record["artifact"]["bytes"] == sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
-    assert record["checkpoint"]["sha256"] == _sha256(tiny_checkpoint)
-    assert record["config"]["variant"]["name"] == "nvidia_high"
-    assert record["config"]["compression"]["nbits"] == 6
-    assert set(record["versions"]) >= {"python", "torch", "coremltools", "nemo_toolkit", "sortformer-build"}
-    assert record["parameters"]["total"] == record["parameters"]["pre_encoder"] + record["parameters"]["head"]
-    statuses = {step["name"]: (step["status"], step["detail"]) for step in record["steps"]}
-    assert statuses["lint"][0] == statuses["parity"][0] == "verified"
-    assert statuses["checkpoint"][0] == "cached"  # the sweep's first v2.1 job made it
-    assert statuses["on-device"][0] == "skipped" and "needs macOS" in statuses["on-device"][1]
-    assert record["verification"]["skipped"] == {"on-device": statuses["on-device"][1]}
-    assert statuses["palettize"][0] in ("built", "cached")
+    record = Manifest.read(package.with_suffix(".json"))
+    assert record.artifact.content_sha256 == package_digest(package)
+    assert record.artifact.bytes == sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    assert record.checkpoint.sha256 == _sha256(tiny_checkpoint)
+    assert record.config.variant.name == "nvidia_high"
+    assert record.config.compression.nbits == 6
+    assert record.versions.torch and record.versions.coremltools and record.versions.nemo_toolkit
+    assert record.parameters.total == record.parameters.pre_encoder + record.parameters.head
+    statuses = {step.name: step for step in record.steps}
+    assert statuses["lint"].status == statuses["parity"].status == StepStatus.verified
+    assert statuses["checkpoint"].status == StepStatus.cached  # the sweep's first v2.1 job made it
+    assert (
+        statuses["on-device"].status == StepStatus.skipped and "needs macOS" in statuses["on-device"].detail
+    )
+    assert record.skipped() == {"on-device": SkipReason.not_macos}
+    assert statuses["palettize"].status in (StepStatus.built, StepStatus.cached)
 
 
 def _sha256(path: Path) -> str:
@@ -140,35 +147,57 @@ def _sha256(path: Path) -> str:
 
 
 def test_release_summary_lists_every_artifact(tiny_release: Path) -> None:
-    matrix = json.loads((tiny_release / "matrix.json").read_text())
-    assert (matrix["jobs"], matrix["failed"]) == (16, 0)
-    rows = {(row["variant"], row["compression"]): row for row in matrix["artifacts"]}
+    matrix = ReleaseMatrix.read(tiny_release / "matrix.json")
+    assert (len(matrix.rows), matrix.failed) == (16, 0)
+    rows = {(row.status.variant, row.status.compression): row for row in matrix.rows}
     assert set(rows) == {(variant, compression) for variant in ALL_VARIANTS for compression in FOLDERS}
     for (variant, compression), row in rows.items():
         file_name = ALL_VARIANTS[variant][0]
-        assert row["package"] == f"{FOLDERS[compression]}/{file_name}.mlpackage"
+        manifest = row.manifest
+        assert manifest is not None and row.package == f"{FOLDERS[compression]}/{file_name}.mlpackage"
         if variant in OFFLINE:
-            assert row["latency_seconds"] == round(OFFLINE[variant][1] / 8 * 0.08, 2)
+            assert manifest.shapes.latency_seconds == round(OFFLINE[variant][1] / 8 * 0.08, 2)
         else:
             _, chunk, _, right, *_ = RELEASE[variant]
-            assert row["latency_seconds"] == round((chunk + right) * 0.08, 2)
-        assert row["bytes"] == sum(
-            p.stat().st_size for p in (tiny_release / row["package"]).rglob("*") if p.is_file()
+            assert manifest.shapes.latency_seconds == round((chunk + right) * 0.08, 2)
+        assert manifest.artifact.bytes == sum(
+            p.stat().st_size for p in (tiny_release / row.package).rglob("*") if p.is_file()
         )
-        assert row["ratio_to_fp16"] == (1.0 if compression == "fp16" else pytest.approx(0.6, abs=0.25))
-        assert {step["name"]: step["status"] for step in row["steps"]}["lint"] == "verified"
+        assert row.ratio_to_fp16 == (1.0 if compression == "fp16" else pytest.approx(0.6, abs=0.25))
+        assert manifest.step("lint").status == StepStatus.verified
     table = markdown_rows((tiny_release / "matrix.md").read_text())
-    assert sorted(row["artifact"] for row in table) == sorted(row["package"] for row in rows.values())
+    assert sorted(row["artifact"] for row in table) == sorted(row.package for row in rows.values())
+
+
+def test_what_the_sweep_writes_matches_the_checked_in_schemas(tiny_release: Path) -> None:
+    """Checked with an independent validator against the schema files, not with the records."""
+
+    def validate(name: str, path: Path) -> None:
+        jsonschema.validate(json.loads(path.read_text()), json.loads(schema_path(name).read_text()))
+
+    manifests = sorted(tiny_release.glob("*/*.json"))
+    statuses = sorted((tiny_release.parent / ".hydra-runs").rglob("job_status.json"))
+    assert len(manifests) == 16 and len(statuses) >= 16
+    for path in manifests:
+        validate("manifest", path)
+    for path in statuses:
+        validate("job-status", path)
+    validate("matrix", tiny_release / "matrix.json")
+    spoilt = json.loads(manifests[0].read_text())
+    spoilt["artifact"]["bytes"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spoilt, json.loads(schema_path("manifest").read_text()))
 
 
 def markdown_rows(text: str) -> list[dict[str, str]]:
     """The rows of the first markdown table in `text`, by column name."""
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in lines[0].strip("|").split(" | ")]
-    return [
-        dict(zip(header, (cell.strip() for cell in line.strip("|").split(" | ")), strict=True))
-        for line in lines[2:]
-    ]
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip().replace("\\|", "|") for cell in line.strip("|").split(" | ")]
+
+    header = cells(lines[0])
+    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
 
 
 def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cache: Path) -> None:
@@ -177,8 +206,8 @@ def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cac
     assert run.returncode == 0, run.output[-3000:]
     statuses = sweep_statuses(work)
     assert len(statuses) == 16 and all(status["up_to_date"] for status in statuses)
-    matrix = json.loads((tiny_release / "matrix.json").read_text())
-    assert all(row["up_to_date"] for row in matrix["artifacts"])
+    matrix = ReleaseMatrix.read(tiny_release / "matrix.json")
+    assert all(row.status.up_to_date for row in matrix.rows)
     printed = markdown_rows(run.stdout[run.stdout.index("| artifact |") :])
     assert len(printed) == 16 and {row["cache"] for row in printed} == {"up to date"}
 
@@ -220,10 +249,10 @@ def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
     for variant in ("default", "nvidia_high"):
         converts = []
         for folder in FOLDERS.values():
-            record = json.loads((parallel / folder / f"{RELEASE[variant][0]}.json").read_text())
-            converts += [step["status"] for step in record["steps"] if step["name"] == "programs"]
+            record = Manifest.read(parallel / folder / f"{RELEASE[variant][0]}.json")
+            converts += [step.status.value for step in record.steps if step.name == "programs"]
         assert sorted(converts) == ["built", "cached"], (variant, converts)
-    assert json.loads((parallel / "matrix.json").read_text())["jobs"] == 4
+    assert len(ReleaseMatrix.read(parallel / "matrix.json").rows) == 4
 
 
 def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, tmp_path: Path) -> None:
@@ -239,11 +268,11 @@ def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, t
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.output[-3000:]
-    record = json.loads((tmp_path / "out" / "palettized" / "Sortformer_v2.1.json").read_text())
-    statuses = {step["name"]: step["status"] for step in record["steps"]}
-    assert [statuses[name] for name in ("programs", "palettize")] == ["built"] * 2
-    assert {"restore", "trace", "convert", "palettize"} <= set(record["seconds"])
-    assert record["artifact"]["content_sha256"] == package_digest(
+    record = Manifest.read(tmp_path / "out" / "palettized" / "Sortformer_v2.1.json")
+    statuses = {step.name: step.status for step in record.steps}
+    assert [statuses[name] for name in ("programs", "palettize")] == [StepStatus.built] * 2
+    assert {"restore", "trace", "convert", "palettize"} <= set(record.seconds)
+    assert record.artifact.content_sha256 == package_digest(
         tiny_release / "palettized" / "Sortformer_v2.1.mlpackage"
     )
     assert sorted((shared_cache / "build").rglob("entry.json")) == entries
@@ -262,10 +291,10 @@ def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, sha
     )
     assert run.returncode == 0, run.output[-3000:]
     custom = tiny_release / "fp16" / "Sortformer_v2.1_c12-1-7_f40_s188_p31.json"
-    record = json.loads(custom.read_text())
-    assert record["config"]["variant"]["released"] is False and record["geometry"]["chunk_len"] == 12
+    record = Manifest.read(custom)
+    assert record.variant.released is False and record.shapes.chunk_mel_frames == (12 + 1 + 7) * 8
     assert package_digest(released) == before
-    assert json.loads(released.with_suffix(".json").read_text())["config"]["variant"]["released"] is True
+    assert Manifest.read(released.with_suffix(".json")).variant.released is True
 
 
 def test_the_published_nvidia_high_preset_builds_without_a_warning(

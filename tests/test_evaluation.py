@@ -28,17 +28,12 @@ from sortformer_build.config import (
     VariantConfig,
     VerifyConfig,
 )
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.cores import THREAD_LIMIT_VARIABLES, available_memory, usable_cores
 from sortformer_build.evaluate.annotations import DatasetError, read_rttm, write_rttm
 from sortformer_build.evaluate.audio import load_audio
-from sortformer_build.evaluate.backends import (
-    OFFLINE_OVERLAP_FRAMES,
-    Backend,
-    nemo_backend,
-    package_backend,
-    tile_windows,
-)
+from sortformer_build.evaluate.backends import Backend, nemo_backend, package_backend
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.datasets import Dataset, Recording, dataset_digest, load_dataset
 from sortformer_build.evaluate.diarize import Diarization, diarize
@@ -47,9 +42,11 @@ from sortformer_build.evaluate.scoring import compare
 from sortformer_build.evaluate.segments import resolve_postprocessing, speaker_labels
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.job.build import build
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.steps import StepStatus
 from sortformer_build.release.matrix import read_matrix
-from sortformer_build.stages.manifest import AGAINST_NEMO, Manifest
 from sortformer_build.store.digests import file_sha256
+from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
 from sortformer_build.verify.reference import SAMPLE_RATE, mel_features
 
 from .conftest import artifacts, run_cli
@@ -64,6 +61,7 @@ two_workers = pytest.mark.skipif(
     reason="needs two cores and two workers' memory",
 )
 NEMO_DEFAULTS = resolve_postprocessing(PostProcessingConfig())
+CORE_ML = host.for_target(DeploymentTarget.iOS17)
 
 
 def _diarize(backend: Backend, dataset: Dataset, model, folder: Path) -> Diarization:
@@ -71,7 +69,9 @@ def _diarize(backend: Backend, dataset: Dataset, model, folder: Path) -> Diariza
 
 
 def _executor(package: Path) -> Backend:
-    return package_backend(package, DEFAULT, 64, EvaluationBackend.executor, ExecutorPrecision.float16)
+    return package_backend(
+        package, DEFAULT, 64, EvaluationBackend.executor, ExecutorPrecision.float16, DeploymentTarget.iOS17
+    )
 
 
 @pytest.fixture(scope="module")
@@ -334,10 +334,12 @@ def test_recordings_diarized_side_by_side_give_the_serial_results(
         assert side_by_side.rttms[name].read_bytes() == path.read_bytes(), name
 
 
-@pytest.mark.skipif(macos.available(), reason="Core ML runs on macOS")
+@pytest.mark.skipif(CORE_ML.skip is None, reason="Core ML runs here")
 def test_coreml_backend_says_it_needs_macos(package: Path) -> None:
-    backend = package_backend(package, DEFAULT, 64, EvaluationBackend.coreml, ExecutorPrecision.float16)
-    assert backend.step is None and backend.unavailable == macos.NEEDS_MACOS
+    backend = package_backend(
+        package, DEFAULT, 64, EvaluationBackend.coreml, ExecutorPrecision.float16, DeploymentTarget.iOS17
+    )
+    assert backend.step is None and backend.unavailable == CORE_ML.detail
     with pytest.raises(RuntimeError, match="needs macOS"):
         backend.predict(np.zeros((1, 128, 100), dtype=np.float32))
 
@@ -448,12 +450,13 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     rttms = release / "palettized" / "SortformerNvidiaHigh_v2.1.evaluation"
     assert [path.name for path in sorted(rttms.rglob("*.rttm"))] == ["conversation.rttm"] * 2
     manifest = Manifest.read(release / "palettized" / "SortformerNvidiaHigh_v2.1.json")
-    record = manifest.evaluation
-    assert [row.against for row in record.der] == ["ground truth"] and record.vs_nemo is not None
-    assert record.change_vs_fp16_pp is not None and record.real_time_factor and record.audio_seconds
+    (record,) = manifest.evaluations
+    assert record.dataset == "conversation" and record.der_vs_truth is not None
+    assert record.der_change_vs_fp16_pp is not None and record.real_time_factor and record.audio_seconds
     assert tmp_path / str(record.rttm_dir) == rttms
     statuses = {step.name: step.status for step in manifest.steps}
-    assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"] == "built"
+    assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"]
+    assert statuses["diarization"] is StepStatus.built
 
     again = run_cli(
         "variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path
@@ -491,10 +494,17 @@ def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path
     assert run.returncode == 0, run.output
     release = tmp_path / "outputs" / "tiny"
     assert "| DER | DER vs NeMo | DER vs fp16 |" in (release / "matrix.md").read_text()
-    rows = read_matrix(release).artifacts
-    assert len(rows) == 4 and all(row.evaluation is not None and row.evaluation.vs_nemo for row in rows)
-    changes = {row.compression: row.evaluation.change_vs_fp16_pp for row in rows if row.evaluation}
-    assert changes["fp16"] is None and changes["palettized6"] is not None
+    rows = read_matrix(release).rows
+    assert len(rows) == 4 and all(
+        row.manifest is not None and len(row.manifest.evaluations) == 1 for row in rows
+    )
+    changes = {
+        (row.status.variant, row.status.compression): row.manifest.evaluations[0].der_change_vs_fp16_pp
+        for row in rows
+        if row.manifest is not None
+    }
+    assert changes[("default", "fp16")] is None and changes[("offline", "fp16")] is None
+    assert changes[("default", "palettized6")] is not None and changes[("offline", "palettized6")] is not None
 
 
 @two_workers
@@ -520,9 +530,8 @@ def test_a_sweep_worker_with_cores_to_spare_diarizes_recordings_side_by_side(
     assert run.returncode == 0, run.output
     (log,) = (tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/*/sortformer-build.log")
     assert "3 recordings side by side in 2 worker processes" in log.read_text()
-    record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").evaluation
-    rows = [row.recording for row in record.recordings if row.against == AGAINST_NEMO]
-    assert rows == ["part0", "part1", "part2"]
+    (evaluation,) = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").evaluations
+    assert [row.recording for row in evaluation.recordings] == ["part0", "part1", "part2"]
 
 
 @pytest.mark.parametrize(

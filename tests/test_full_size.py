@@ -61,16 +61,16 @@ def test_manifest_holds_lint_and_parity_figures(release: Path, variant: str, fol
     statuses = {step["name"]: step["status"] for step in record["steps"]}
     assert statuses["lint"] == "verified" and statuses["parity"] == "verified"
     parity = record["verification"]["parity"]
-    per_step = parity["per_step_vs_nemo"]
-    assert per_step["lengths_equal"]
+    per_call = parity["per_call_vs_nemo"]
+    assert per_call["lengths_equal"]
     # The synthetic weights are fixed by their seed and made decisive (see README, Verification):
     # constant outputs would make parity vacuous.
-    assert per_step["overall"]["prob_spread"] > 0.1, "synthetic outputs are nearly constant"
+    assert per_call["overall"]["prob_spread"] > 0.1, "synthetic outputs are nearly constant"
     if FOLDERS[folder] is None:
-        assert per_step["overall"]["max_abs_prob_error"] <= 0.01
-        assert per_step["overall"]["decision_agreement"] >= 0.999
+        assert per_call["overall"]["max_abs_prob_error"] <= 0.01
+        assert per_call["overall"]["decision_agreement"] >= 0.999
     else:
-        assert parity["per_step_vs_fp16"]["overall"]["decision_agreement"] >= 0.97
+        assert parity["per_call_vs_fp16"]["overall"]["decision_agreement"] >= 0.97
     assert parity["streaming_vs_nemo"]["chunks"] >= 2
 
 
@@ -99,7 +99,7 @@ def test_full_size_offline_twins_pass_lint_and_their_gates(
         assert lint_package(package, expected) == []
         record = json.loads(package.with_suffix(".json").read_text())
         assert record["parameters"]["total"] == 117_693_960
-        per_step = record["verification"]["parity"]["per_step_vs_nemo"]
-        assert len(per_step["cases"]) == 3 and per_step["overall"]["prob_spread"] > 0.1
+        per_call = record["verification"]["parity"]["per_call_vs_nemo"]
+        assert len(per_call["cases"]) == 3 and per_call["overall"]["prob_spread"] > 0.1
         assert record["verification"]["parity"]["streaming_vs_nemo"] is None
     assert package_size(packages["palettized"]) / package_size(packages["fp16"]) <= 0.42

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from sortformer_build.config import GateConfig
+from sortformer_build.records.parity import Agreement, CallFigures, ParityFigures, StreamFigures
 from sortformer_build.verify.gates import gate
-from sortformer_build.verify.parity import Agreement, ParityFigures, StepFigures, StreamFigures
 
 FP16 = GateConfig(max_prob_error=0.01, min_decision_agreement=0.999, min_streaming_decision_agreement=0.99)
 PALETTIZED = GateConfig(
@@ -18,25 +16,46 @@ EMB_RATIO = 0.02
 
 
 def agreement(max_error: float = 0.001, decisions: float = 1.0) -> Agreement:
-    return Agreement(max_error, max_error / 4, decisions, decisions, 0.2, 100)
-
-
-def steps(max_error: float = 0.001, decisions: float = 1.0, **changes: object) -> StepFigures:
-    figures = StepFigures(
-        [agreement(max_error, decisions)], agreement(max_error, decisions), 0.001, 0.001, 0.0005, True
+    return Agreement(
+        max_abs_prob_error=max_error,
+        mean_abs_prob_error=max_error / 4,
+        decision_agreement=decisions,
+        argmax_agreement=decisions,
+        prob_spread=0.2,
+        frames=100,
     )
-    return dataclasses.replace(figures, **changes)
+
+
+def steps(max_error: float = 0.001, decisions: float = 1.0, **changes: object) -> CallFigures:
+    figures = CallFigures(
+        cases=[agreement(max_error, decisions)],
+        overall=agreement(max_error, decisions),
+        max_abs_emb_error=0.001,
+        emb_error_ratio=0.001,
+        mean_abs_emb_error=0.0005,
+        lengths_equal=True,
+    )
+    return figures.model_copy(update=changes)
 
 
 def figures(
-    step: StepFigures | None = None, stream_decisions: float | None = 1.0, twin: StepFigures | None = None
+    step: CallFigures | None = None, stream_decisions: float | None = 1.0, twin: CallFigures | None = None
 ) -> ParityFigures:
     stream = (
         None
         if stream_decisions is None
-        else StreamFigures(5, 100, agreement(0.001, stream_decisions), (4, 4), 0.0, (2, 2))
+        else StreamFigures(
+            chunks=5,
+            frames=100,
+            agreement=agreement(0.001, stream_decisions),
+            spkcache_frames=(4, 4),
+            spkcache_max_abs_error=0.0,
+            fifo_frames=(2, 2),
+        )
     )
-    return ParityFigures("float16", step or steps(), stream, twin)
+    return ParityFigures(
+        precision="float16", per_call_vs_nemo=step or steps(), streaming_vs_nemo=stream, per_call_vs_fp16=twin
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,12 +65,12 @@ def figures(
         (
             figures(steps(max_error=0.02)),
             FP16,
-            "max |p - p_nemo| per step: 0.02 > 0.01 (reference spread 0.200)",
+            "max |p - p_nemo| per call: 0.02 > 0.01 (reference spread 0.200)",
         ),
-        (figures(steps(decisions=0.99)), FP16, "decisions at 0.5 agreeing with NeMo per step: 0.99 < 0.999"),
+        (figures(steps(decisions=0.99)), FP16, "decisions at 0.5 agreeing with NeMo per call: 0.99 < 0.999"),
         (figures(stream_decisions=0.95), FP16, "streaming decisions agreeing with NeMo: 0.95 < 0.99"),
         (figures(steps(max_error=0.3), twin=steps()), PALETTIZED, None),
-        (figures(twin=steps(decisions=0.9)), PALETTIZED, "agreeing with the fp16 twin per step: 0.9 < 0.97"),
+        (figures(twin=steps(decisions=0.9)), PALETTIZED, "agreeing with the fp16 twin per call: 0.9 < 0.97"),
         (
             figures(stream_decisions=0.85, twin=steps()),
             PALETTIZED,
@@ -77,4 +96,4 @@ def test_gate(measured: ParityFigures, gates: GateConfig, failure: str | None) -
 
 def test_figures_survive_the_manifest() -> None:
     measured = figures(twin=steps(decisions=0.98))
-    assert ParityFigures.from_dict(measured.as_dict()) == measured
+    assert ParityFigures.model_validate_json(measured.model_dump_json()) == measured

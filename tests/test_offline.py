@@ -18,10 +18,11 @@ from sortformer_build.config import (
     BuildConfig,
     CheckpointConfig,
     ExecutorPrecision,
+    PalettizerEngine,
     VariantConfig,
     VariantMode,
 )
-from sortformer_build.coreml.palettize import PalettizerEngine, palettize_program
+from sortformer_build.coreml.palettize import palettize_program
 from sortformer_build.executor import load_package
 from sortformer_build.geometry import OfflineGeometry
 from sortformer_build.job.build import BuildResult, build
@@ -111,13 +112,13 @@ def test_twins_are_verified_from_one_conversion(built) -> None:
         statuses = {step.name: step.status for step in result.manifest.steps}
         assert statuses["lint"] == statuses["parity"] == "verified", compression
         assert statuses["on-device"] == "skipped"
-        figures = result.manifest.parity()
+        figures = result.manifest.verification.parity
         assert figures is not None and figures.streaming_vs_nemo is None
-        assert len(figures.per_step_vs_nemo.cases) == 3
+        assert len(figures.per_call_vs_nemo.cases) == 3
     assert {step.name: step.status for step in built["palettized6"].manifest.steps}["programs"] == "cached"
-    fp16 = built["fp16"].manifest.parity()
-    assert fp16.per_step_vs_nemo.overall.prob_spread > 0.2, "synthetic outputs are not decisive enough"
-    assert built["palettized6"].manifest.parity().per_step_vs_fp16 is not None
+    fp16 = built["fp16"].manifest.verification.parity
+    assert fp16.per_call_vs_nemo.overall.prob_spread > 0.2, "synthetic outputs are not decisive enough"
+    assert built["palettized6"].manifest.verification.parity.per_call_vs_fp16 is not None
     assert built["fp16"].manifest.shapes.latency_seconds == 30.72
 
 

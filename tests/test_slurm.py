@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sortformer_build.release.matrix import ReleaseMatrix, read_matrix
-from sortformer_build.stages.manifest import Manifest
-from sortformer_build.stages.steps import BUILT
+from sortformer_build.records.matrix import ReleaseMatrix
+from sortformer_build.records.steps import StepStatus
+from sortformer_build.release.matrix import read_matrix
 
 from .conftest import SCRIPT, Run, run_cli
 from .slurm_cluster import PARTITION, Cluster, ClusterError, missing_programs
@@ -69,8 +69,8 @@ def _matrix(work: Path) -> ReleaseMatrix:
 def _digests(work: Path) -> dict[str | None, str]:
     """Package -> content digest, from each manifest the latest summary lists."""
     return {
-        row.package: Manifest.read(work / row.manifest).artifact.content_sha256
-        for row in _matrix(work).artifacts
+        row.package: row.manifest.artifact.content_sha256
+        for row in _matrix(work).rows
         if row.manifest is not None
     }
 
@@ -98,9 +98,15 @@ def test_slurm_sweep_builds_the_serial_sweeps_artifacts(
     assert run.returncode == 0, run.output[-3000:]
     assert "Bypassing" not in run.output  # submitit reads job states through sacct
     matrix = _matrix(tmp_path / "slurm")
-    assert (matrix.jobs, matrix.failed) == (4, 0)
-    converted = [step.status for row in matrix.artifacts for step in row.steps if step.name == "programs"]
-    assert converted.count(BUILT) == 2  # each fp16 job converted; its palettized twin reused it
+    assert (len(matrix.rows), matrix.failed) == (4, 0)
+    converted = [
+        step.status
+        for row in matrix.rows
+        if row.manifest
+        for step in row.manifest.steps
+        if step.name == "programs"
+    ]
+    assert converted.count(StepStatus.built) == 2  # each fp16 job converted; its palettized twin reused it
     digests = _digests(tmp_path / "slurm")
     assert len(digests) == 4
     assert digests == _digests(tmp_path / "serial")
@@ -126,20 +132,20 @@ def test_job_cancelled_mid_build_is_listed_and_a_rerun_completes_it(
     assert job.returncode == 1, output[-3000:]
     assert "sortformer-build: 1 of 2 jobs failed" in output
     matrix = _matrix(tmp_path)
-    assert (matrix.jobs, matrix.failed) == (2, 1)
-    (failed,) = [row for row in matrix.artifacts if not row.ok]
+    assert (len(matrix.rows), matrix.failed) == (2, 1)
+    (failed,) = [row.status for row in matrix.rows if not row.status.ok]
     assert failed.file_name == "Sortformer_v2.1"
     assert failed.error is not None
     assert "ended CANCELLED" in failed.error and "before reporting" in failed.error
     assert failed.seconds > 0  # from the controller's accounting: the job ran into its conversion
-    (built,) = [row for row in matrix.artifacts if row.ok]
+    (built,) = [row for row in matrix.rows if row.status.ok]
     assert built.package == "fp16/SortformerEfficient_v2.1.mlpackage"
     assert not (tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.mlpackage").exists()
     cluster.wait_until_drained()  # nothing left behind on the cluster
 
     rerun = _sweep(tmp_path, fresh_build_cache, cluster, *sweep)
     assert rerun.returncode == 0, rerun.output[-3000:]
-    rows = {row.file_name: row for row in _matrix(tmp_path).artifacts}
+    rows = {row.status.file_name: row.status for row in _matrix(tmp_path).rows}
     assert rows["SortformerEfficient_v2.1"].up_to_date
     assert rows["Sortformer_v2.1"].ok and not rows["Sortformer_v2.1"].up_to_date
 

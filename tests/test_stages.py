@@ -13,7 +13,7 @@ from sortformer_build.config import BuildConfig, CompressionConfig, GateConfig, 
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.job.build import BuildResult, build
 from sortformer_build.job.plan import plan_job
-from sortformer_build.stages.base import Prediction
+from sortformer_build.records.status import Prediction
 from sortformer_build.stages.registry import STAGES
 
 from .test_verification import FP16, tiny_config

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from sortformer_build.cli.workers import parallel_jobs, usable_cores
-from sortformer_build.job.status import JobStatus, read_statuses, record_lost_job
+from sortformer_build.job.status import record_lost_job
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.matrix import ReleaseMatrix
+from sortformer_build.records.status import JobStatus, read_statuses
+from sortformer_build.records.steps import StepStatus
 
 from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
 
@@ -26,12 +29,12 @@ def test_failing_job_is_listed_and_the_sweep_exits_non_zero(tmp_path: Path, shar
     run = _sweep_default(tmp_path, shared_cache, "variant.chunk_len=6,0")
     assert run.returncode == 1, run.output[-3000:]
     assert "sortformer-build: 1 of 2 jobs failed" in run.stderr
-    matrix = json.loads((tmp_path / "outputs" / "tiny" / "matrix.json").read_text())
-    assert (matrix["jobs"], matrix["failed"]) == (2, 1)
-    failed = [row for row in matrix["artifacts"] if not row["ok"]]
-    assert failed[0]["error"] == "chunk_len must be at least 1, got 0"
-    built = [row for row in matrix["artifacts"] if row["ok"]]
-    assert built[0]["package"] == "fp16/Sortformer_v2.1.mlpackage"
+    matrix = ReleaseMatrix.read(tmp_path / "outputs" / "tiny" / "matrix.json")
+    assert (len(matrix.rows), matrix.failed) == (2, 1)
+    failed = [row for row in matrix.rows if not row.status.ok]
+    assert failed[0].status.error == "chunk_len must be at least 1, got 0"
+    built = [row for row in matrix.rows if row.status.ok]
+    assert built[0].package == "fp16/Sortformer_v2.1.mlpackage"
     # A sweep's console has one line per job; each job's stage-by-stage log is in its own folder.
     assert "Converting" not in run.output
     (job_log,) = (tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/0-*/sortformer-build.log")
@@ -49,12 +52,13 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path: Path, shared_cache: Pa
     # Each job ran in its own submitit process, which keeps its output beside the sweep.
     assert len(list((tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/.submitit/*/*_log.out"))) == 2
     assert [status["ok"] for status in sweep_statuses(tmp_path)] == [True, True]
-    matrix = json.loads((tmp_path / "outputs" / "tiny" / "matrix.json").read_text())
-    assert [row["package"] for row in matrix["artifacts"]] == [
+    matrix = ReleaseMatrix.read(tmp_path / "outputs" / "tiny" / "matrix.json")
+    assert [row.package for row in matrix.rows] == [
         "fp16/Sortformer_v2.1.mlpackage",
         "palettized/Sortformer_v2.1.mlpackage",
     ]
-    assert 0.3 < matrix["artifacts"][1]["ratio_to_fp16"] < 0.8
+    ratio = matrix.rows[1].ratio_to_fp16
+    assert ratio is not None and 0.3 < ratio < 0.8
 
 
 def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
@@ -115,8 +119,8 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert run.returncode == 0, run.output[-3000:]
     entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
-    record = json.loads((tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").read_text())
-    assert {step["name"]: step["status"] for step in record["steps"]}["programs"] == "built"
+    record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
+    assert record.step("programs").status is StepStatus.built
     # The killed job's scratch folder was swept by the next run, which removed its own.
     assert list((fresh_build_cache / "scratch").iterdir()) == []
 
@@ -166,17 +170,19 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
 
 
 def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
-    longest = "+hydra.sweeper.longest={variant:[offline,nvidia_high]}"
-    order = _job_order(
-        tmp_path / "sweep", "variant=default,nvidia_high,offline", "compression=palettized6,fp16", longest
-    )
-    assert order == [
-        ("offline", "fp16"),
-        ("nvidia_high", "fp16"),
-        ("default", "fp16"),
-        ("offline", "palettized6"),
-        ("nvidia_high", "palettized6"),
-        ("default", "palettized6"),
+    """The configured order (conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
+    typed = ("variant=default,offline,nvidia_high", "compression=palettized6,fp16")
+    configured = [(variant, "fp16") for variant in ("nvidia_high", "offline", "default")]
+    assert _job_order(tmp_path / "configured", *typed) == [
+        *configured,
+        *((variant, "palettized6") for variant, _ in configured),
+    ]
+    swapped = [(variant, "fp16") for variant in ("offline", "nvidia_high", "default")]
+    assert _job_order(
+        tmp_path / "typed", *typed, "hydra.sweeper.longest={variant:[offline,nvidia_high]}"
+    ) == [
+        *swapped,
+        *((variant, "palettized6") for variant, _ in swapped),
     ]
 
 
@@ -221,7 +227,7 @@ def test_a_lost_job_is_listed_as_failed_unless_it_left_its_own_status(tmp_path: 
         dry_run=False,
     )
     assert record_lost_job(identity, tmp_path / "0-default-fp16", "Slurm job 7_0 ended CANCELLED", 2.0)
-    replace(identity, ok=True).write(tmp_path / "1-default-fp16")
+    identity.model_copy(update={"ok": True}).write_into(tmp_path / "1-default-fp16")
     assert not record_lost_job(identity, tmp_path / "1-default-fp16", "Slurm job 7_1 ended TIMEOUT", 9.0)
     lost, finished = read_statuses(tmp_path)
     assert (lost.ok, lost.error) == (False, "Slurm job 7_0 ended CANCELLED")

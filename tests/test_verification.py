@@ -22,13 +22,14 @@ from sortformer_build.config import (
 )
 from sortformer_build.coreml.layout import ProgramFiles
 from sortformer_build.coreml.package import read_package, write_spec
+from sortformer_build.executor.step import package_step
 from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
+from sortformer_build.records.parity import ParityFigures
 from sortformer_build.verify import reference
-from sortformer_build.verify.compare import compute_reference, package_figures, package_step
+from sortformer_build.verify.compare import compute_reference, package_figures
 from sortformer_build.verify.gates import gate
 from sortformer_build.verify.lint import Expectation, lint_package
-from sortformer_build.verify.parity import ParityFigures
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
@@ -88,9 +89,9 @@ def test_good_package_is_verified_with_figures(built) -> None:
     result, _ = built
     statuses = {step.name: step.status for step in result.manifest.steps}
     assert statuses["lint"] == statuses["parity"] == "verified"
-    figures = result.manifest.parity()
+    figures = result.manifest.verification.parity
     assert figures is not None and figures.streaming_vs_nemo is not None
-    steps = figures.per_step_vs_nemo
+    steps = figures.per_call_vs_nemo
     assert steps.lengths_equal and steps.overall.max_abs_prob_error < 1e-2
     assert steps.overall.prob_spread > 0.2, "synthetic outputs are not decisive enough to test anything"
     assert figures.streaming_vs_nemo.chunks >= 2
@@ -140,7 +141,7 @@ def test_swapped_weights_fail_parity(built, tmp_path: Path, shared_cache: Path, 
     package = swapped_weights_copy(result.package, tmp_path)
     assert lint_package(package, Expectation(geometry=DEFAULT, d_model=64)) == []
     figures, failures = _parity(package, config.variant.geometry, model)
-    assert failures, figures.per_step_vs_nemo.overall
+    assert failures, figures.per_call_vs_nemo.overall
 
 
 def test_wrong_metadata_is_caught(built, tmp_path: Path, capsys) -> None:
@@ -202,7 +203,7 @@ def test_fp16_length_arithmetic_on_a_long_chunk_fails_parity(tmp_path: Path, mod
     package = tmp_path / "broken.mlpackage"
     assemble_pipeline(files, NVIDIA_HIGH, {}, package)
     figures, failures = _parity(package, NVIDIA_HIGH, model)
-    assert any("chunk embeddings differ" in failure for failure in failures), figures.per_step_vs_nemo
+    assert any("chunk embeddings differ" in failure for failure in failures), figures.per_call_vs_nemo
 
 
 def test_reference_loop_is_nemos_own_streaming(model) -> None:
@@ -244,7 +245,8 @@ def programs(model, tmp_path_factory: pytest.TempPathFactory) -> ProgramFiles:
 
 
 def _palettized(program: Path, destination: Path) -> Path:
-    from sortformer_build.coreml.palettize import PalettizerEngine, palettize_program
+    from sortformer_build.config import PalettizerEngine
+    from sortformer_build.coreml.palettize import palettize_program
     from sortformer_build.store.cache import ArrayStore
 
     palettize_program(program, 6, PalettizerEngine.fast, destination, ArrayStore(None))
@@ -322,6 +324,6 @@ def test_a_palettized_build_failing_its_gate_against_the_fp16_twin_is_not_publis
     crushed = CompressionConfig(
         name="palettized1", folder="palettized1", nbits=1, gates=GateConfig(min_twin_decision_agreement=1.01)
     )
-    with pytest.raises(StepFailed, match=r"decisions at 0\.5 agreeing with the fp16 twin per step"):
+    with pytest.raises(StepFailed, match=r"decisions at 0\.5 agreeing with the fp16 twin per call"):
         build(tiny_config(tmp_path, shared_cache, compression=crushed))
     assert list((tmp_path / "palettized1").iterdir()) == []

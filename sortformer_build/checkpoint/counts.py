@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class ParameterCounts:
-    total: int
-    pre_encoder: int  # kept at full precision
-    head: int  # FastConformer, Transformer and speaker layers: what palettization compresses
+from sortformer_build.records.manifest import ParameterCounts
 
 
 def parameter_counts(model: Any) -> ParameterCounts:

@@ -12,6 +12,7 @@ from sortformer_build.config import CheckpointConfig, CheckpointSource
 from sortformer_build.errors import BuildError
 from sortformer_build.store import atomic
 from sortformer_build.store.digests import file_sha256
+from sortformer_build.store.layout import CacheLayout
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,23 @@ class Checkpoint:
     reused: bool = True
 
 
-def resolve_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> Checkpoint:
+def resolve_checkpoint(config: CheckpointConfig, version: str, layout: CacheLayout) -> Checkpoint:
     """Find (or download, or make for synthetic sources) the .nemo file of `config` and identify it."""
-    checkpoint = _checkpoint(config, version, cache_dir, obtain=True)
+    checkpoint = _checkpoint(config, version, layout, obtain=True)
     assert checkpoint is not None
     return checkpoint
 
 
-def find_checkpoint(config: CheckpointConfig, version: str, cache_dir: Path) -> Checkpoint | None:
+def find_checkpoint(config: CheckpointConfig, version: str, layout: CacheLayout) -> Checkpoint | None:
     """The checkpoint if its weights are already on this machine, else None; downloads and makes
     nothing (dry runs)."""
-    return _checkpoint(config, version, cache_dir, obtain=False)
+    return _checkpoint(config, version, layout, obtain=False)
 
 
-def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain: bool) -> Checkpoint | None:
+def _checkpoint(
+    config: CheckpointConfig, version: str, layout: CacheLayout, obtain: bool
+) -> Checkpoint | None:
+    cache_dir = layout.checkpoints
     source = CheckpointSource(config.source)
     reused = True
     if source is CheckpointSource.hub:
@@ -67,9 +71,11 @@ def _checkpoint(config: CheckpointConfig, version: str, cache_dir: Path, obtain:
         origin = f"{source.value} random weights, seed {config.seed}, version {version}"
         if not (obtain or reused):
             return None
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint.path {path} is a folder: give the .nemo file itself")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
-    sha256 = file_sha256(path, cache_dir / "sha256")
+    sha256 = file_sha256(path, layout.checkpoint_digests)
     return Checkpoint(path=path, sha256=sha256, source=source.value, origin=origin, reused=reused)
 
 

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sortformer_build.cli.help import groups_help
 from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.cli.preflight import check_command_line, describe_config_error
 from sortformer_build.cli.workers import parallel_jobs
 from sortformer_build.config import (
     BuildConfig,
@@ -30,8 +31,9 @@ from sortformer_build.config import (
 )
 from sortformer_build.errors import BuildError
 from sortformer_build.job.build import BuildResult, build
-from sortformer_build.job.plan import JobPlan, plan_job
-from sortformer_build.job.status import JobStatus
+from sortformer_build.job.plan import plan_job
+from sortformer_build.records.status import JobPlan, JobStatus
+from sortformer_build.release.matrix import verification_summary
 
 log = logging.getLogger("sortformer_build")
 
@@ -51,7 +53,7 @@ def register_schemas() -> None:
         store.store(group="schema", name=name, node=node)
     # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan
     # then reloads (see `main`).
-    sweeper = {"_target_": SWEEPER, "max_batch_size": None, "params": None, "first": {}}
+    sweeper = {"_target_": SWEEPER, "max_batch_size": None, "params": None, "first": {}, "longest": {}}
     store.store(group="hydra/sweeper", name="first_values", node=sweeper)
 
 
@@ -74,7 +76,7 @@ def run_job(
         assert isinstance(config, BuildConfig)
         if preset is not None:
             config.variant = as_custom(config.variant, preset)
-            status.file_name = config.variant.file_name
+            status = status.model_copy(update={"file_name": config.variant.file_name})
         outcome = plan_job(config) if config.dry_run else build(config)
     except (OmegaConfBaseException, BuildError, OSError) as error:
         return _failed(job_dir, status, started, describe(error), keep_going)
@@ -85,7 +87,7 @@ def run_job(
             raise
         log.exception("The job failed unexpectedly")
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
-    line = _record_outcome(outcome, status)
+    status, line = _record_outcome(outcome, status)
     _finish(job_dir, status, started)
     # One write, flushed: parallel workers share the terminal, and a worker may end before its
     # buffer would be written.
@@ -111,21 +113,27 @@ def status_of(cfg: DictConfig) -> JobStatus:
     )
 
 
-def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> str:
-    """Put what the job did into `status`; return the line that tells the user."""
-    status.ok = True
+def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> tuple[JobStatus, str]:
+    """`status` with what the job did, and the line that tells the user."""
     if isinstance(outcome, JobPlan):
-        status.plan = outcome
-        return outcome.describe()
-    status.up_to_date = outcome.up_to_date
-    status.package, status.manifest = str(outcome.package), str(outcome.manifest_path)
-    statuses = ", ".join(f"{step.name} {step.status}" for step in outcome.manifest.steps)
-    return f"{'Up to date' if outcome.up_to_date else 'Built'}: {outcome.package} [{statuses}]"
+        return status.model_copy(update={"ok": True, "plan": outcome}), outcome.describe()
+    done = status.model_copy(
+        update={
+            "ok": True,
+            "up_to_date": outcome.up_to_date,
+            "package": str(outcome.package),
+            "manifest": str(outcome.manifest_path),
+        }
+    )
+    if outcome.up_to_date and not outcome.evaluated:
+        # Nothing ran: say what the delivered package's manifest vouches for.
+        return done, f"Up to date: {outcome.package} [{verification_summary(outcome.manifest)}]"
+    statuses = ", ".join(f"{step.name} {step.status.value}" for step in outcome.manifest.steps)
+    return done, f"{'Evaluated' if outcome.evaluated else 'Built'}: {outcome.package} [{statuses}]"
 
 
 def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str, keep_going: bool) -> bool:
-    status.ok, status.error = False, error
-    _finish(job_dir, status, started)
+    _finish(job_dir, status.model_copy(update={"ok": False, "error": error}), started)
     print(f"sortformer-build: error: {error}", file=sys.stderr)
     if not keep_going:
         sys.exit(1)
@@ -135,16 +143,15 @@ def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str,
 def describe(error: BaseException) -> str:
     """One line a user can act on."""
     if isinstance(error, OmegaConfBaseException):
-        return f"invalid configuration: {str(error).splitlines()[0]}"
+        return f"invalid configuration: {describe_config_error(error)}"
     if isinstance(error, OSError) and not isinstance(error, BuildError):
         return f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}"
     return str(error)
 
 
 def _finish(job_dir: Path | None, status: JobStatus, started: float) -> None:
-    status.seconds = round(time.perf_counter() - started, 3)
     if job_dir is not None:
-        status.write(job_dir)
+        status.model_copy(update={"seconds": round(time.perf_counter() - started, 3)}).write_into(job_dir)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")
@@ -193,4 +200,10 @@ def main() -> None:
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)
     if not OmegaConf.has_resolver("sortformer_build_parallel_jobs"):
         OmegaConf.register_new_resolver("sortformer_build_parallel_jobs", parallel_jobs)
+    problem = check_command_line(sys.argv[1:])
+    if problem is not None:
+        print(f"sortformer-build: error: {problem.message}", file=sys.stderr)
+        if problem.hint:
+            print(f"  {problem.hint}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()

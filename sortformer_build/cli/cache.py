@@ -14,17 +14,16 @@ import argparse
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
-from sortformer_build.config import cache_root
 from sortformer_build.store.budget import GB, Selection, everything, older_than, prune, shrink_to, summary
+from sortformer_build.store.layout import CacheLayout
 
 MB = 1e6
 
 
-def show(root: Path) -> str:
-    rows = summary(root)
-    lines = [f"Build cache {root}"]
+def show(layout: CacheLayout) -> str:
+    rows = summary(layout)
+    lines = [f"Build cache {layout.root}"]
     if not rows:
         return lines[0] + ": empty"
     lines.append(f"  {'stage':<16} {'entries':>7} {'size':>12}  last use")
@@ -49,18 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--older-than", metavar="YYYY-MM-DD", help="entries last used before this date")
     which.add_argument("--max-gb", type=float, help="least recently used entries, down to this size")
     arguments = parser.parse_args(argv)
-    root = cache_root(arguments.cache_dir)
+    layout = CacheLayout.at(arguments.cache_dir)
     if arguments.command == "prune":
         try:
             select = _selection(arguments)
         except ValueError as error:
             print(f"sortformer-build-cache: error: {error}", file=sys.stderr)
             return 2
-        removed = (
-            prune(root / "build", select) if select else shrink_to(root / "build", _max_bytes(arguments))
-        )
+        removed = prune(layout.build, select) if select else shrink_to(layout.build, _max_bytes(arguments))
         print(f"Removed {len(removed)} entries ({sum(entry.bytes for entry in removed) / MB:.1f} MB)")
-    print(show(root))
+    print(show(layout))
     return 0
 
 

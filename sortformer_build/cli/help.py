@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from sortformer_build.config import BuildConfig, CheckpointSource, DatasetKind
-from sortformer_build.geometry import OfflineGeometry
+from sortformer_build.kinds import KINDS, kind_of
 
 CONFIG_MODULE = "sortformer_build.conf"
 PRIMARY_CONFIG = "build"
@@ -37,18 +37,19 @@ _EVALUATION_NOTES = [
 
 
 def groups_help() -> str:
-    with _hydra() as loader:
+    with hydra_loader() as loader:
         variants = [_composed("variant", option) for option in loader.get_group_options("variant")]
         compressions = [
             _composed("compression", option) for option in loader.get_group_options("compression")
         ]
         checkpoints = loader.get_group_options("checkpoint")
         datasets = loader.get_group_options("evaluate")
-    lines = [
-        "== Variants: geometry, checkpoint version, file name; latency = (chunk + right context) x 80 ms, "
-        "offline: the whole window =="
-    ]
-    lines += [_variant_line(config) for config in variants]
+    lines = ["== Variants: file name, latency, geometry =="]
+    lines += [kind_of(config.variant.geometry).help_line(config.variant) for config in variants]
+    for kind in KINDS:
+        ours = [config.variant for config in variants if kind_of(config.variant.geometry) is kind]
+        lines += [f"  {note}" for note in kind.help_notes(ours)]
+        lines.append(f"  {kind.name} latency: {kind.latency_rule}")
     lines.append("== Compressions (release folder) ==")
     lines += [_compression_line(config) for config in compressions]
     lines.append("== Checkpoints (weight sources) ==")
@@ -59,22 +60,6 @@ def groups_help() -> str:
     lines += [f"  {option:<15} {_DATASETS[DatasetKind(option)]}" for option in datasets]
     lines += _EVALUATION_NOTES
     return "\n".join(lines)
-
-
-def _variant_line(config: BuildConfig) -> str:
-    variant, geometry = config.variant, config.variant.geometry
-    if isinstance(geometry, OfflineGeometry):
-        return (
-            f"  {variant.name:<15} {variant.file_name:<27} latency {geometry.latency}  {geometry.describe()}"
-        )
-    period = f"period {geometry.spkcache_update_period}"
-    if geometry.effective_update_period != geometry.spkcache_update_period:
-        period += f" (runs as {geometry.effective_update_period})"
-    return (
-        f"  {variant.name:<15} {variant.file_name:<27} latency {geometry.latency_seconds:>5.2f} s"
-        f"  chunk {geometry.chunk_len:>3}  fifo {geometry.fifo_len:>3}"
-        f"  spkcache {geometry.spkcache_len}  {period}"
-    )
 
 
 def _compression_line(config: BuildConfig) -> str:
@@ -92,7 +77,7 @@ def _composed(group: str, option: str) -> BuildConfig:
 
 
 @contextmanager
-def _hydra() -> Iterator:
+def hydra_loader() -> Iterator:
     """Hydra's config loader: the running app's when `--help` renders, else a fresh one."""
     if GlobalHydra.instance().is_initialized():
         yield GlobalHydra.instance().config_loader()

@@ -5,28 +5,41 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra import compose
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sortformer_build.cli.help import hydra_loader
 from sortformer_build.cli.logs import quiet_third_party
+from sortformer_build.config import BuildConfig
 from sortformer_build.errors import BuildError
-from sortformer_build.release.publish.config import PublishConfig
-from sortformer_build.release.publish.errors import ReleaseRefused
-from sortformer_build.release.publish.publishing import publish
+from sortformer_build.release.hub.config import PublishConfig
+from sortformer_build.release.hub.errors import ReleaseRefused, UploadRefused
+from sortformer_build.release.hub.publishing import publish
+from sortformer_build.stages.artifact import ArtifactPaths
 
 PROGRAM = "sortformer-build-publish"
+
+
+# Exit status of a fit release whose upload would be refused (a dry run still stages it).
+UPLOAD_REFUSED = 3
 
 
 def report(settings: PublishConfig) -> int:
     """Run `publish`; one line per problem on stderr. Returns the exit status."""
     try:
-        publish(settings)
+        publish(settings, release_set())
     except ReleaseRefused as refusal:
         print(f"{PROGRAM}: {refusal}", file=sys.stderr)
         for problem in refusal.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    except UploadRefused as refusal:
+        print(f"{PROGRAM}: {refusal}", file=sys.stderr)
+        for reason in refusal.reasons:
+            print(f"  {reason}", file=sys.stderr)
+        return UPLOAD_REFUSED
     except (BuildError, OSError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
@@ -45,6 +58,25 @@ def _hydra_main(cfg: DictConfig) -> None:
     status = report(settings)
     if status:
         sys.exit(status)
+
+
+def release_set() -> set[str]:
+    """Every variant option with every release compression, as release paths: what a full
+    release publishes, read from the config groups themselves."""
+    from sortformer_build.cli.app import register_schemas
+
+    register_schemas()
+    paths = set()
+    with hydra_loader() as loader:
+        for compression in loader.get_group_options("compression"):
+            for variant in loader.get_group_options("variant"):
+                config = OmegaConf.to_object(
+                    compose("build", [f"variant={variant}", f"compression={compression}", "checkpoint=tiny"])
+                )
+                assert isinstance(config, BuildConfig)
+                if config.compression.release:
+                    paths.add(ArtifactPaths.of(config).release_path.rsplit(".", 1)[0])
+    return paths
 
 
 def register_schema() -> None:

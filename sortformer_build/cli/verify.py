@@ -9,21 +9,37 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sortformer_build.cli.logs import quiet_third_party
 from sortformer_build.coreml.targets import DEFAULT_TARGET, DeploymentTarget
-from sortformer_build.stages.manifest import Manifest, ManifestError
-from sortformer_build.verify.lint import Expectation, lint_package
+
+if TYPE_CHECKING:
+    from sortformer_build.verify.lint import Expectation
 
 
 def expectation_for(package: Path, target: DeploymentTarget | None) -> tuple[Expectation, bool]:
     """What to hold `package` to, and whether a manifest said what its compression is."""
+    from sortformer_build.records.base import RecordError
+    from sortformer_build.records.manifest import Manifest
+    from sortformer_build.stages.artifact import ArtifactPaths
+    from sortformer_build.verify.lint import Expectation
+
     try:
-        manifest = Manifest.read(package.with_suffix(".json"))
-    except ManifestError:
+        manifest = Manifest.read(ArtifactPaths.beside(package).manifest)
+    except RecordError:
         return Expectation(deployment_target=target or DEFAULT_TARGET), False
-    built_for = DeploymentTarget(manifest.config["deployment_target"])
-    return Expectation(nbits=manifest.compression.nbits, deployment_target=target or built_for), True
+    return Expectation(
+        nbits=manifest.compression.nbits, deployment_target=target or manifest.deployment_target
+    ), True
+
+
+def not_a_package(path: Path) -> str | None:
+    """Why `path` cannot be checked at all, found without loading any library."""
+    if not path.exists():
+        return f"{path} does not exist"
+    if not (path / "Manifest.json").is_file():
+        return f"{path} is not an .mlpackage folder (it holds no Manifest.json)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"deployment target (default: the manifest's, else {DEFAULT_TARGET.value})",
     )
     arguments = parser.parse_args(argv)
+    missing = [problem for problem in map(not_a_package, arguments.packages) if problem]
+    if missing:
+        for problem in missing:
+            print(f"sortformer-build-verify: error: {problem}", file=sys.stderr)
+        return 2
+    from sortformer_build.cli.logs import quiet_third_party
+    from sortformer_build.verify.lint import lint_package
+
     quiet_third_party()
     failed = False
     for package in arguments.packages:

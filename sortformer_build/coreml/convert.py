@@ -4,6 +4,10 @@ pipeline, and the offline program described for the runtime."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.coreml.export import TracedModels, TracedProgram
 from sortformer_build.coreml.layout import ProgramFiles
-from sortformer_build.coreml.package import make_spec_deterministic
+from sortformer_build.coreml.package import PackageError, make_spec_deterministic, read_package
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
 from sortformer_build.store import atomic
@@ -21,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # coremltools writes this into every model; dropping it keeps a rebuild byte-identical.
 _VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+# Where an ML program's constants point: `@model_path/weights/weight.bin` in a saved program.
+_WEIGHTS_PREFIX = "@model_path/weights/"
+_WEIGHTS_FILE = "weight.bin"
 
 _INPUT_DESCRIPTIONS = {
     contract.CHUNK: "Log-mel features of one chunk with its left and right context, time-major",
@@ -35,6 +42,24 @@ _OUTPUT_DESCRIPTIONS = {
     contract.CHUNK_EMBS: "Pre-encoded embeddings of the chunk, to append to the FIFO",
     contract.CHUNK_EMB_LENGTHS: "Valid frames in chunk_pre_encoder_embs_out",
 }
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Trace and convert on one thread. The constants the converter folds (batch norms into
+    convolutions, scales into weights) are computed with BLAS and torch's kernels, whose summation
+    order, and so the last bit of some fp16 weights, follows the thread count: with one thread a
+    package is the same from a serial build, a parallel sweep or a cluster node."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def convert_programs(traced: TracedModels, target: DeploymentTarget, folder: Path) -> ProgramFiles:
@@ -99,11 +124,7 @@ def assemble_pipeline(
     programs: ProgramFiles, geometry: StreamingGeometry, metadata: dict[str, str], destination: Path
 ) -> None:
     """The runtime's streaming model: pre-encoder then head, with the geometry in its metadata."""
-    import coremltools as ct
-
-    paths = (programs.pre_encoder, programs.head)
-    models = [ct.models.MLModel(str(path), skip_model_load=True) for path in paths]
-    pipeline = ct.utils.make_pipeline(*models)
+    pipeline = unloaded_pipeline((programs.pre_encoder, programs.head))
     drop_volatile_metadata(pipeline)
     pipeline.short_description = (
         f"NVIDIA Streaming Sortformer 4-speaker diarizer, chunk {geometry.chunk_len} frames, "
@@ -116,6 +137,68 @@ def assemble_pipeline(
         pipeline.output_description[name] = text
     pipeline.save(str(destination))
     make_spec_deterministic(destination)
+
+
+def unloaded_pipeline(paths: tuple[Path, ...]) -> Any:
+    """The pipeline `ct.utils.make_pipeline` makes of these saved programs, as an MLModel that
+    Core ML never compiles or loads: make_pipeline has no `skip_model_load`, so on macOS it
+    compiles and loads the whole pipeline (Neural Engine included) and only warns when that
+    fails. Pipeline inputs are the inputs no earlier program produces, outputs those no later
+    program reads (last program first), and each program's weights file gets its index."""
+    import coremltools as ct
+
+    specs = [read_package(path).spec for path in paths]
+    pipeline = ct.proto.Model_pb2.Model()
+    pipeline.specificationVersion = max(spec.specificationVersion for spec in specs)
+    produced: set[str] = set()
+    for spec in specs:
+        for feature in spec.description.input:
+            if feature.name not in produced:
+                pipeline.description.input.add().CopyFrom(feature)
+                produced.add(feature.name)
+        produced.update(feature.name for feature in spec.description.output)
+    consumed: set[str] = set()
+    for spec in reversed(specs):
+        for feature in spec.description.output:
+            if feature.name not in consumed:
+                pipeline.description.output.add().CopyFrom(feature)
+        consumed.update(feature.name for feature in spec.description.input)
+    with tempfile.TemporaryDirectory(prefix="pipeline-weights-") as weights:
+        for index, (path, spec) in enumerate(zip(paths, specs, strict=True)):
+            _point_weights_at(spec, f"{_WEIGHTS_PREFIX}{index}-{_WEIGHTS_FILE}")
+            pipeline.pipeline.models.append(spec)
+            weights_file = read_package(path).weights_dir / _WEIGHTS_FILE
+            if weights_file.exists():
+                shutil.copyfile(weights_file, Path(weights) / f"{index}-{_WEIGHTS_FILE}")
+        # MLModel copies the weights into a package of its own before the folder goes.
+        return ct.models.MLModel(pipeline, weights_dir=weights, skip_model_load=True)
+
+
+def _point_weights_at(spec: Any, file_name: str) -> None:
+    """Rename the weights file every constant of an ML program reads from."""
+    if spec.WhichOneof("Type") != "mlProgram":
+        return
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            _point_block_weights_at(block, file_name)
+
+
+def _point_block_weights_at(block: Any, file_name: str) -> None:
+    for operation in block.operations:
+        values = [*operation.attributes.values()]
+        values += [
+            binding.value
+            for argument in operation.inputs.values()
+            for binding in argument.arguments
+            if binding.HasField("value")
+        ]
+        for value in values:
+            if value.WhichOneof("value") == "blobFileValue":
+                if value.blobFileValue.fileName != f"{_WEIGHTS_PREFIX}{_WEIGHTS_FILE}":
+                    raise PackageError(f"a program reads weights from {value.blobFileValue.fileName}")
+                value.blobFileValue.fileName = file_name
+        for nested in operation.blocks:
+            _point_block_weights_at(nested, file_name)
 
 
 def describe_offline(

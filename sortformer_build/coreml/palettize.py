@@ -9,14 +9,14 @@ the form the released models use and the Neural Engine loads (linear int8 crashe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sortformer_build.config import PalettizerEngine
 from sortformer_build.coreml.package import read_package
+from sortformer_build.records.facts import PalettizeFacts
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
 
@@ -27,19 +27,6 @@ log = logging.getLogger(__name__)
 
 # coremltools leaves smaller tensors (biases, norms) uncompressed.
 WEIGHT_THRESHOLD = 2048
-
-
-@dataclass(frozen=True)
-class PalettizeFacts:
-    engine: str
-    # Look-up tables served by the LUT store and computed now (fast engine only).
-    lut_cache_hits: int | None = None
-    lut_cache_misses: int | None = None
-
-
-class PalettizerEngine(StrEnum):
-    fast = "fast"  # sortformer-build's histogram k-means (`palettizer`)
-    coremltools = "coremltools"  # coremltools' own k-means
 
 
 def palettize_program(
@@ -66,14 +53,14 @@ def palettize_program(
     weights = _weights(program)
     kept = {name for name in weights if keep_prefix is not None and name.startswith(keep_prefix)}
     if engine is PalettizerEngine.coremltools:
-        facts = PalettizeFacts(engine.value)
+        facts = PalettizeFacts(engine=engine.value)
         op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
     else:
         from sortformer_build.coreml.palettizer import lut_function
 
         compressed = [weight for name, weight in weights.items() if name not in kept]
         known, hits, misses = tensor_luts(compressed, nbits, luts)
-        facts = PalettizeFacts(engine.value, hits, misses)
+        facts = PalettizeFacts(engine=engine.value, lut_cache_hits=hits, lut_cache_misses=misses)
         op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
     # coremltools' `palettize_weights` would rerun the whole default pass pipeline (most of its
     # time) on an already optimized program; a pipeline holding only the palettization pass

@@ -28,7 +28,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-SUPPORTED_NBITS = (1, 2, 3, 4, 6, 8)
+from sortformer_build.coreml.targets import LUT_NBITS
+
 # Bumped whenever the LUT an input maps to may change, so cached LUTs are not reused across engines.
 ENGINE_VERSION = "1"
 
@@ -412,8 +413,8 @@ def fp16_luts(histograms: Sequence[tuple[np.ndarray, np.ndarray]], nbits: int) -
     of the candidates, so the error never exceeds that of rounding the optimal centroids, which is
     what coremltools stores.
     """
-    if nbits not in SUPPORTED_NBITS:
-        raise ValueError(f"nbits must be one of {SUPPORTED_NBITS} (Core ML LUT sizes), got {nbits}")
+    if nbits not in LUT_NBITS:
+        raise ValueError(f"nbits must be one of {LUT_NBITS} (Core ML LUT sizes), got {nbits}")
     centroids = kmeans_1d_many(histograms, 1 << nbits)
     return [
         _fp16_lut(np.asarray(values, np.float64), np.asarray(counts, np.float64), found, 1 << nbits)
@@ -581,8 +582,8 @@ def lut_function(
     it packs the indices and emits ``constexpr_lut_to_dense``. ``luts`` lets LUTs computed ahead,
     e.g. by ``palettize_tensors`` or from a cache, skip the k-means.
     """
-    if nbits not in SUPPORTED_NBITS:
-        raise ValueError(f"nbits must be one of {SUPPORTED_NBITS} (Core ML LUT sizes), got {nbits}")
+    if nbits not in LUT_NBITS:
+        raise ValueError(f"nbits must be one of {LUT_NBITS} (Core ML LUT sizes), got {nbits}")
 
     def palettize(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bits = fp16_bits(weight)

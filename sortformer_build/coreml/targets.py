@@ -13,6 +13,9 @@ class DeploymentTarget(StrEnum):
     iOS17 = "iOS17"
 
 
+# Entries of a `constexpr_lut_to_dense` table are 2^nbits for these bit widths.
+LUT_NBITS = (1, 2, 3, 4, 6, 8)
+
 # The Swift runtime serves iOS 17 / macOS 14 and later.
 DEFAULT_TARGET = DeploymentTarget.iOS17
 

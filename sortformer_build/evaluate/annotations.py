@@ -50,6 +50,11 @@ def read_rttm(path: Path) -> list[SpeakerTurn]:
     return turns
 
 
+def rttm_file_ids(path: Path) -> set[str]:
+    """The recording ids (second column) of an RTTM's SPEAKER lines."""
+    return {fields[1] for _, fields in _lines(path) if fields[0] == "SPEAKER" and len(fields) > 1}
+
+
 def read_uem(path: Path) -> Regions:
     """Scored regions from a UEM file (`file channel start end` per line)."""
     regions = []

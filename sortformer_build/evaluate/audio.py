@@ -34,6 +34,27 @@ def load_audio(path: Path, offset: float = 0.0, duration: float | None = None) -
     return resample(samples.mean(axis=1), rate)
 
 
+def audio_seconds(path: Path, offset: float = 0.0, duration: float | None = None) -> float:
+    """Seconds of audio `load_audio` would return, found by opening the file and decoding its
+    first block (a file with an audio suffix that is not audio fails here, before any model runs)."""
+    import soundfile
+
+    if not path.is_file():
+        raise DatasetError(f"audio file {path} does not exist")
+    try:
+        with soundfile.SoundFile(str(path)) as stream:
+            rate, frames = stream.samplerate, stream.frames
+            stream.read(min(frames, rate), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+        raise DatasetError(f"cannot read audio file {path}: {error}") from None
+    available = max(0.0, frames / rate - offset)
+    seconds = available if duration is None else min(duration, available)
+    if seconds <= 0:
+        span = f" from {offset:g} s" + ("" if duration is None else f" for {duration:g} s")
+        raise DatasetError(f"audio file {path} has no samples{span}")
+    return seconds
+
+
 def resample(samples: np.ndarray, rate: int) -> np.ndarray:
     """Polyphase resampling to 16 kHz (anti-aliased)."""
     if rate == SAMPLE_RATE:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from sortformer_build.config import DatasetKind, EvaluateConfig
 from sortformer_build.evaluate import conversation
-from sortformer_build.evaluate.annotations import DatasetError, Regions, read_rttm, read_uem
+from sortformer_build.evaluate.annotations import DatasetError, Regions, read_rttm, read_uem, rttm_file_ids
+from sortformer_build.evaluate.audio import audio_seconds
 from sortformer_build.store.digests import file_sha256
+
+log = logging.getLogger("sortformer_build")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # Fields every manifest line must have; `offset`, `duration` and `uem_filepath` are optional,
@@ -170,13 +174,31 @@ def _checked(name: str, recordings: list[Recording]) -> Dataset:
         seen[recording.name] = recording.origin
         if not recording.audio.is_file():
             raise DatasetError(f"{recording.origin}: audio file {recording.audio} does not exist")
+        audio_seconds(recording.audio, recording.offset, recording.duration)
         if recording.rttm is not None:
             if not recording.rttm.is_file():
                 raise DatasetError(f"{recording.origin}: RTTM file {recording.rttm} does not exist")
             read_rttm(recording.rttm)
+            _warn_foreign_ids(recording)
         if recording.uem is not None:
             read_uem(recording.uem)
     return Dataset(name=name, recordings=tuple(recordings))
+
+
+def _warn_foreign_ids(recording: Recording) -> None:
+    """An RTTM is scored against the recording it is paired with, whatever id its lines carry:
+    an id that is not the audio file's name is likely a pairing mistake."""
+    assert recording.rttm is not None
+    foreign = sorted(rttm_file_ids(recording.rttm) - {recording.audio.stem, recording.name})
+    if foreign:
+        log.warning(
+            "%s: RTTM %s names recording %s, not %s: it is scored against %s anyway",
+            recording.origin,
+            recording.rttm.name,
+            ", ".join(foreign),
+            recording.audio.stem,
+            recording.audio.name,
+        )
 
 
 def dataset_digest(dataset: Dataset, cache_dir: Path) -> str:

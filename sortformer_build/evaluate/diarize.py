@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +19,9 @@ from sortformer_build.evaluate.backends import Backend
 from sortformer_build.evaluate.datasets import Dataset, Recording
 from sortformer_build.evaluate.parallel import BackendRecipe, RecordingPool, recording_workers
 from sortformer_build.evaluate.segments import PostProcessing, speaker_labels
+from sortformer_build.progress import counted
+from sortformer_build.records.evaluation import RecordingRun
+from sortformer_build.records.facts import DiarizationFacts
 from sortformer_build.verify.reference import SAMPLE_RATE
 
 # 16 kHz mono audio -> the checkpoint's mel features (1, 128, mel frames).
@@ -29,25 +31,12 @@ log = logging.getLogger("sortformer_build")
 
 
 @dataclass(frozen=True)
-class RecordingResult:
-    name: str
-    audio_seconds: float
-    seconds: float  # processing time, audio loading to RTTM (in a worker: its own share of it)
-    regions: Regions  # where its hypothesis is scored
-
-    @classmethod
-    def from_facts(cls, facts: dict[str, Any]) -> RecordingResult:
-        regions = tuple((float(start), float(end)) for start, end in facts.pop("regions"))
-        return cls(regions=regions, **facts)
-
-
-@dataclass(frozen=True)
 class Diarization:
     """One backend's RTTMs for a dataset: `<folder>/<recording name>.rttm`."""
 
     backend: str
     folder: Path
-    recordings: tuple[RecordingResult, ...]
+    recordings: tuple[RecordingRun, ...]
 
     @property
     def rttms(self) -> dict[str, Path]:
@@ -55,7 +44,7 @@ class Diarization:
 
     @property
     def regions(self) -> dict[str, Regions]:
-        return {result.name: result.regions for result in self.recordings}
+        return {result.name: tuple(result.regions) for result in self.recordings}
 
     @property
     def audio_seconds(self) -> float:
@@ -70,14 +59,13 @@ class Diarization:
         """Processing seconds per second of audio (below 1: faster than real time)."""
         return self.seconds / self.audio_seconds if self.audio_seconds else 0.0
 
-    def facts(self) -> dict[str, Any]:
-        """JSON-plain, for the build cache (the RTTMs are the entry's files)."""
-        return {"backend": self.backend, "recordings": [asdict(result) for result in self.recordings]}
+    def facts(self) -> DiarizationFacts:
+        """What the build cache keeps beside the RTTMs."""
+        return DiarizationFacts(backend=self.backend, recordings=list(self.recordings))
 
     @classmethod
-    def from_facts(cls, folder: Path, facts: dict[str, Any]) -> Diarization:
-        recordings = tuple(RecordingResult.from_facts(dict(result)) for result in facts["recordings"])
-        return cls(str(facts["backend"]), folder, recordings)
+    def from_facts(cls, folder: Path, facts: DiarizationFacts) -> Diarization:
+        return cls(facts.backend, folder, tuple(facts.recordings))
 
 
 def diarize(
@@ -88,32 +76,23 @@ def diarize(
     A package backend diarizes several recordings side by side in worker processes when the job
     has cores and memory for them (`parallel.recording_workers`); the results come in the
     dataset's order either way."""
-    from tqdm import tqdm
-
     folder.mkdir(parents=True, exist_ok=True)
-    recipe = backend.recipe
-    workers = 1 if recipe is None else recording_workers(len(dataset.recordings))
-    # Shown on a terminal only (disable=None); the stage logs its own lines.
-    with tqdm(
-        total=len(dataset.recordings),
-        desc=f"  {backend.name} on {dataset.name}",
-        unit=" recordings",
-        disable=None,
-    ) as progress:
-        if recipe is not None and workers > 1:
-            log.info("  %d recordings side by side in %d worker processes", len(dataset.recordings), workers)
-            results = _side_by_side(recipe, workers, dataset, features, postprocessing, folder, progress)
-        else:
-            results = []
-            for recording in dataset.recordings:
-                results.append(_diarize(backend, recording, features, postprocessing, folder))
-                progress.update()
-    return Diarization(backend.name, folder, tuple(results))
+    total = len(dataset.recordings)
+    workers = 1 if backend.recipe is None else recording_workers(total)
+    if backend.recipe is not None and workers > 1:
+        log.info("  %d recordings side by side in %d worker processes", total, workers)
+        runs = _side_by_side(backend.recipe, workers, dataset, features, postprocessing, folder)
+    else:
+        runs = (
+            _diarize(backend, recording, features, postprocessing, folder) for recording in dataset.recordings
+        )
+    results = tuple(counted(runs, total, f"{backend.name} on {dataset.name}", "recordings"))
+    return Diarization(backend.name, folder, results)
 
 
 def _diarize(
     backend: Backend, recording: Recording, features: Features, postprocessing: PostProcessing, folder: Path
-) -> RecordingResult:
+) -> RecordingRun:
     started = time.perf_counter()
     audio = load_audio(recording.audio, recording.offset, recording.duration)
     preds = backend.predict(features(audio))
@@ -127,19 +106,16 @@ def _side_by_side(
     features: Features,
     postprocessing: PostProcessing,
     folder: Path,
-    progress: Any,
-) -> list[RecordingResult]:
+) -> Iterator[RecordingRun]:
     """The recordings' probabilities computed by `workers` processes while this one reads audio,
     computes features and writes RTTMs, in the dataset's order. A few recordings wait in line
     per worker, so that no worker idles and the features of a long dataset are not all held."""
-    results: list[RecordingResult] = []
     waiting: deque[tuple[Recording, int, float, Future[tuple[np.ndarray, float]]]] = deque()
 
-    def collect() -> None:
+    def collect() -> RecordingRun:
         recording, samples, seconds, future = waiting.popleft()
         preds, predict_seconds = future.result()
-        results.append(_written(recording, samples, preds, postprocessing, folder, seconds + predict_seconds))
-        progress.update()
+        return _written(recording, samples, preds, postprocessing, folder, seconds + predict_seconds)
 
     with RecordingPool(recipe, workers) as pool:
         for recording in dataset.recordings:
@@ -148,10 +124,9 @@ def _side_by_side(
             mel = features(audio)
             waiting.append((recording, audio.size, time.perf_counter() - started, pool.submit(mel)))
             if len(waiting) > 2 * workers:
-                collect()
+                yield collect()
         while waiting:
-            collect()
-    return results
+            yield collect()
 
 
 def _written(
@@ -161,15 +136,15 @@ def _written(
     postprocessing: PostProcessing,
     folder: Path,
     seconds: float,
-) -> RecordingResult:
+) -> RecordingRun:
     """The recording's RTTM written; `seconds`: its processing so far (audio to probabilities)."""
     started = time.perf_counter()
     labels = speaker_labels(preds, postprocessing, recording.offset)
     write_rttm(folder / f"{recording.name}.rttm", labels, recording.name)
     audio_seconds = samples / SAMPLE_RATE
-    return RecordingResult(
+    return RecordingRun(
         name=recording.name,
         audio_seconds=audio_seconds,
         seconds=seconds + time.perf_counter() - started,
-        regions=recording.regions(audio_seconds),
+        regions=list(recording.regions(audio_seconds)),
     )

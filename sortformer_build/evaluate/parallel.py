@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from sortformer_build.config import EvaluationBackend, ExecutorPrecision
+from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.cores import CORE_PART_VARIABLE, available_memory, job_cores
-from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
+from sortformer_build.geometry import Geometry
 from sortformer_build.records.base import Record
 
 # Peak memory of one worker: the package's weights decoded to float32 (about 470 MB at full
@@ -34,15 +35,18 @@ class BackendRecipe(Record):
     """How a worker process makes the package backend the job's process would use."""
 
     package: Path
-    geometry: StreamingGeometry | OfflineGeometry
+    geometry: Geometry
     d_model: int
     kind: EvaluationBackend
     precision: ExecutorPrecision
+    target: DeploymentTarget
 
     def backend(self) -> Any:
         from sortformer_build.evaluate.backends import package_backend
 
-        return package_backend(self.package, self.geometry, self.d_model, self.kind, self.precision)
+        return package_backend(
+            self.package, self.geometry, self.d_model, self.kind, self.precision, self.target
+        )
 
 
 def recording_workers(recordings: int) -> int:

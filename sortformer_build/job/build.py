@@ -1,4 +1,4 @@
-"""One build job: run the registered stages over a job context, publish only what they verified."""
+"""One build job: run the registered stages over a job, deliver only what they verified."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from pathlib import Path
 
 from sortformer_build.config import BuildConfig, validate_config
 from sortformer_build.errors import BuildError
+from sortformer_build.job.runner import Mode, Runner
 from sortformer_build.job.scratch import job_scratch
+from sortformer_build.records.manifest import Manifest
 from sortformer_build.stages.artifact import ArtifactPaths
-from sortformer_build.stages.base import JobContext, Stage, lazy_dataset
 from sortformer_build.stages.evaluation import log_table
-from sortformer_build.stages.manifest import Manifest, job_digest, published_manifest
 from sortformer_build.stages.registry import job_stages
-from sortformer_build.stages.steps import StepLog
 from sortformer_build.store import atomic
 from sortformer_build.store.budget import enforce_budget
 from sortformer_build.store.cache import BuildCache
-from sortformer_build.store.provenance import tool_versions
 from sortformer_build.store.usage import Uses
 
 log = logging.getLogger("sortformer_build")
@@ -33,74 +31,66 @@ class BuildResult:
     package: Path
     manifest_path: Path
     manifest: Manifest
-    up_to_date: bool
+    up_to_date: bool  # the package: nothing was rebuilt
+    evaluated: bool = False  # an up-to-date package, evaluated on a dataset it had no evaluation for
 
 
 def build(config: BuildConfig) -> BuildResult:
-    """Build, verify and publish one artifact; raise BuildError (nothing published) if unfit."""
+    """Build, verify and deliver one artifact; raise BuildError (nothing delivered) if unfit."""
     for warning in validate_config(config):
         log.warning("%s", warning)
-    log.info("Build cache: %s", config.cache_root)
+    stages = job_stages(config)
+    layout = config.cache_layout
+    log.info("Build cache: %s", layout.root)
+    ensure_writable(layout.root, "cache folder")
     paths = ArtifactPaths.of(config)
-    ensure_writable(paths.folder)
+    made = [folder for folder in (paths.folder, *paths.folder.parents) if not folder.exists()]
+    ensure_writable(paths.folder, "output folder")
     atomic.sweep_stale_partials(paths.folder)  # what killed jobs left behind
     uses = Uses()
+    delivered = False
     try:
-        return _build(config, paths, uses)
+        with job_scratch(layout.scratch) as scratch, atomic.scratch_folder(paths.folder) as staging:
+            cache = BuildCache(layout.build, enabled=config.cache, scratch=scratch, uses=uses)
+            runner = Runner(Mode.build, config, stages, cache, staging)
+            runner.run_checkpoint()
+            current = runner.published()
+            if current is not None and runner.evaluation_missing(current):
+                log.info(
+                    "%s is up to date; evaluating it on a dataset it has no evaluation for", paths.package
+                )
+                runner.run_rest()
+                delivered = True
+                return BuildResult(paths.package, paths.manifest, Manifest.read(paths.manifest), True, True)
+            if current is not None:
+                log.info(
+                    "%s is up to date (same checkpoint, config, tools and code); nothing to build",
+                    paths.package,
+                )
+                for evaluation in current.evaluations:
+                    log_table(evaluation, current.checkpoint.random_weights)
+                delivered = True
+                return BuildResult(paths.package, paths.manifest, current, up_to_date=True)
+            runner.run_rest()
+            delivered = True
     finally:
         uses.release()
+        if not delivered:  # a failed job leaves no empty folder behind it
+            for folder in made:
+                atomic.remove_if_empty(folder)
         if config.cache:
-            enforce_budget(config.build_cache_dir, config.cache_max_gb)
-
-
-def _build(config: BuildConfig, paths: ArtifactPaths, uses: Uses) -> BuildResult:
-    with job_scratch(config.cache_root) as scratch, atomic.scratch_folder(paths.folder) as staging:
-        cache = BuildCache(config.build_cache_dir, enabled=config.cache, scratch=scratch, uses=uses)
-        job = JobContext(
-            config=config,
-            cache=cache,
-            steps=StepLog(),
-            versions=tool_versions(),
-            staging=staging,
-            dataset=lazy_dataset(config),
-        )
-        # The checkpoint stage comes first: nothing else can be keyed without its digest.
-        first, *rest = job_stages(config)
-        _run(first, job)
-        current = _published(job) if config.cache else None
-        if current is not None:
-            log.info("%s is up to date (same checkpoint, config and tools); nothing to build", paths.package)
-            if config.evaluate is not None:
-                log_table(current.evaluation)
-            return BuildResult(paths.package, paths.manifest, current, up_to_date=True)
-        for stage in rest:
-            _run(stage, job)
+            enforce_budget(layout.build, config.cache_max_gb)
     manifest = Manifest.read(paths.manifest)
-    log.info("Published %s (%.1f MB)", paths.package, manifest.artifact.bytes / 1e6)
+    log.info("Delivered %s (%.1f MB)", paths.package, manifest.artifact.bytes / 1e6)
     return BuildResult(paths.package, paths.manifest, manifest, up_to_date=False)
 
 
-def _run(stage: Stage, job: JobContext) -> None:
-    reason = stage.skip_reason(job.config)
-    if reason is None:
-        stage.execute(job)
-    else:
-        job.steps.skip(stage.name, reason)
-        job.verification.skipped[stage.name] = reason
-
-
-def _published(job: JobContext) -> Manifest | None:
-    facts = job.key_facts()
-    return published_manifest(
-        job.config, job_digest(job.config, facts.checkpoint_sha256, job.versions, facts.dataset_sha256)
-    )
-
-
-def ensure_writable(folder: Path) -> None:
+def ensure_writable(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = atomic.partial_path(folder / "probe")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"output folder {folder} is not writable: {error.strerror or error}") from None
+        hint = " (set cache_dir=... or $SORTFORMER_BUILD_CACHE)" if what == "cache folder" else ""
+        raise OutputError(f"{what} {folder} is not writable: {error.strerror or error}{hint}") from None

@@ -15,16 +15,15 @@ from filelock import FileLock, Timeout
 
 from sortformer_build.store import atomic
 
-SCRATCH_FOLDER = "scratch"
 _LOCK_SUFFIX = ".lock"
 
 
 @contextmanager
-def job_scratch(cache_root: Path) -> Iterator[Path]:
-    """A fresh folder under `<cache>/scratch/`, also made the process's temporary folder for the
-    block: coremltools saves every converted model to a temporary package it removes only at
-    interpreter exit, and NeMo unpacks checkpoints into temporary folders."""
-    parent = cache_root / SCRATCH_FOLDER
+def job_scratch(parent: Path) -> Iterator[Path]:
+    """A fresh folder under `parent` (the cache's scratch folder), also made the process's
+    temporary folder for the block: coremltools saves every converted model to a temporary
+    package it removes only at interpreter exit, and NeMo unpacks checkpoints into temporary
+    folders."""
     parent.mkdir(parents=True, exist_ok=True)
     sweep_abandoned(parent)
     folder = parent / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"

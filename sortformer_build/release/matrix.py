@@ -10,25 +10,23 @@ raising (Hydra would then skip this callback), so the summary lists them and exi
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sortformer_build.geometry import Geometry, geometry_from_dict
-from sortformer_build.job.status import JobStatus, read_statuses
-from sortformer_build.stages.manifest import EvaluationRecord, Manifest, ManifestError
-from sortformer_build.stages.steps import CACHED, FAILED, SKIPPED, VERIFIED, Step
-from sortformer_build.store import atomic
-
-SUMMARY_STEM = "matrix"
-MB = 1e6
+from sortformer_build import text
+from sortformer_build.records.base import RecordError
+from sortformer_build.records.evaluation import DatasetEvaluation
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.matrix import SUMMARY_STEM, MatrixRow, ReleaseMatrix
+from sortformer_build.records.status import JobStatus, read_statuses
+from sortformer_build.records.steps import StepStatus
+from sortformer_build.text import markdown_table
 
 
 class ReleaseSummary(Callback):
@@ -39,8 +37,8 @@ class ReleaseSummary(Callback):
         planned = [status for status in statuses if status.dry_run]
         if planned:
             print(_plan_title(planned))
-            print(markdown(PLAN_COLUMNS, map(plan_row, planned)))
-        rows = release_rows([status for status in statuses if not status.dry_run])
+            print(markdown_table(PLAN_COLUMNS, map(plan_cells, planned)))
+        rows = matrix_rows([status for status in statuses if not status.dry_run])
         for output_dir, group in _by_output_dir(rows).items():
             title, table = write_summary(output_dir, group)
             print(f"{title}:\n{table}")
@@ -55,70 +53,29 @@ def _order(status: JobStatus) -> tuple[str, str, bool, str]:
     return str(status.output_dir), status.file_name or "", not status.fp16, status.compression or ""
 
 
-@dataclass
-class ReleaseRow:
-    """One job of the release, as matrix.json lists it."""
-
-    file_name: str | None
-    variant: str | None
-    compression: str | None
-    output_dir: str | None
-    ok: bool
-    error: str | None
-    seconds: float
-    up_to_date: bool
-    package: str | None = None  # <release folder>/<file name>.mlpackage
-    manifest: str | None = None
-    nbits: int | None = None
-    bytes: int | None = None
-    geometry: Geometry | None = None
-    latency_seconds: float | None = None
-    steps: list[Step] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    verification: dict[str, Any] | None = None
-    ratio_to_fp16: float | None = None
-    evaluation: EvaluationRecord | None = None
-
-
-def release_rows(statuses: Iterable[JobStatus]) -> list[ReleaseRow]:
-    """One row per job, with what its manifest says; sizes relative to fp16 twins."""
-    rows = [_row(status) for status in statuses]
-    fp16 = {(row.output_dir, row.file_name): row.bytes for row in rows if row.ok and row.nbits is None}
-    for row in rows:
-        twin = fp16.get((row.output_dir, row.file_name))
-        row.ratio_to_fp16 = round(row.bytes / twin, 3) if row.ok and row.bytes and twin else None
+def matrix_rows(statuses: Iterable[JobStatus]) -> list[MatrixRow]:
+    """One row per job with the manifest it delivered; sizes relative to fp16 twins."""
+    pairs = [(status, _manifest(status)) for status in statuses]
+    fp16 = {
+        (status.output_dir, manifest.variant.file_name): manifest.artifact.bytes
+        for status, manifest in pairs
+        if manifest is not None and manifest.compression.is_fp16
+    }
+    rows = []
+    for status, manifest in pairs:
+        twin = None if manifest is None else fp16.get((status.output_dir, manifest.variant.file_name))
+        ratio = None if manifest is None or not twin else round(manifest.artifact.bytes / twin, 3)
+        rows.append(MatrixRow(status=status, manifest=manifest, ratio_to_fp16=ratio))
     return rows
 
 
-def _row(status: JobStatus) -> ReleaseRow:
-    row = ReleaseRow(
-        file_name=status.file_name,
-        variant=status.variant,
-        compression=status.compression,
-        output_dir=status.output_dir,
-        ok=status.ok,
-        error=status.error,
-        seconds=status.seconds,
-        up_to_date=status.up_to_date,
-    )
+def _manifest(status: JobStatus) -> Manifest | None:
     if not status.ok or status.manifest is None:
-        return row
+        return None
     try:
-        manifest = Manifest.read(Path(status.manifest))
-    except ManifestError as error:
-        row.ok, row.error = False, str(error)
-        return row
-    row.package = f"{manifest.compression.folder}/{manifest.artifact.file}"
-    row.manifest = status.manifest
-    row.nbits = manifest.compression.nbits
-    row.bytes = manifest.artifact.bytes
-    row.geometry = manifest.geometry
-    row.latency_seconds = manifest.shapes.latency_seconds
-    row.steps = manifest.steps
-    row.stage_seconds = manifest.seconds
-    row.verification = manifest.verification
-    row.evaluation = manifest.evaluation if manifest.evaluation.done else None
-    return row
+        return Manifest.read(Path(status.manifest))
+    except RecordError:
+        return None
 
 
 RELEASE_COLUMNS = (
@@ -134,72 +91,77 @@ RELEASE_COLUMNS = (
     "cache",
     "error",
 )
-
-
 # Added when a row was evaluated: DER against the ground truth, NeMo and the fp16 twin.
 DER_COLUMNS = ("DER", "DER vs NeMo", "DER vs fp16")
 _DER_AT = RELEASE_COLUMNS.index("wall")
 
 
-def _columns(rows: list[ReleaseRow]) -> tuple[str, ...]:
-    if not any(row.evaluation is not None for row in rows):
+def _columns(rows: list[MatrixRow]) -> tuple[str, ...]:
+    if not any(row.manifest is not None and row.manifest.evaluations for row in rows):
         return RELEASE_COLUMNS
     return (*RELEASE_COLUMNS[:_DER_AT], *DER_COLUMNS, *RELEASE_COLUMNS[_DER_AT:])
 
 
-def _cells(row: ReleaseRow, columns: tuple[str, ...]) -> list[str]:
-    if not row.ok or row.geometry is None or row.bytes is None:
-        return _failure(row.file_name, row.compression, row.seconds, row.error or "", columns)
-    cells = _release_cells(row)
-    if columns == RELEASE_COLUMNS:
-        return cells
-    return [*cells[:_DER_AT], *_der_cells(row.evaluation), *cells[_DER_AT:]]
+def release_cells(row: MatrixRow, columns: tuple[str, ...]) -> list[str]:
+    manifest = row.manifest
+    if manifest is None:
+        error = row.status.error or ("its manifest is missing or unreadable" if row.status.ok else "")
+        return _failure(row.status, error, columns)
+    cells = {
+        "artifact": row.package or "",
+        "precision": manifest.compression.name,
+        "geometry": manifest.geometry.describe(),
+        "latency": manifest.geometry.latency,
+        "size": text.megabytes(manifest.artifact.bytes),
+        "vs fp16": text.ratio(row.ratio_to_fp16),
+        "verification": verification_summary(manifest),
+        "figures": "; ".join(step.detail for step in manifest.steps_with(StepStatus.verified) if step.detail),
+        "wall": f"{row.status.seconds:.1f} s",
+        "cache": _cache(row.status, manifest),
+        "error": "",
+        **dict(zip(DER_COLUMNS, der_cells(manifest), strict=True)),
+    }
+    return [cells[column] for column in columns]
 
 
-def _der_cells(record: EvaluationRecord | None) -> list[str]:
-    if record is None:
-        return ["", "", ""]
-    if record.skipped:
-        return [f"skipped: {record.skipped}", "", ""]
-    truth = "; ".join(f"{row.der:.2%} ({row.dataset}, collar {row.collar:g})" for row in record.der)
-    nemo = f"{record.vs_nemo.der:.2%}" if record.vs_nemo is not None else ""
-    change = f"{record.change_vs_fp16_pp:+.2f} pp" if record.change_vs_fp16_pp is not None else ""
-    return [truth or "no ground truth", nemo, change]
+def der_cells(manifest: Manifest) -> tuple[str, str, str]:
+    """DER against the ground truth, NeMo and the fp16 twin, one entry per dataset."""
+    evaluations = manifest.evaluations
+    if not evaluations:
+        return ("", "", "")
+    return (
+        "; ".join(_truth(evaluation, manifest.checkpoint.random_weights) for evaluation in evaluations),
+        "; ".join(f"{evaluation.der_vs_nemo.der:.2%} ({evaluation.dataset})" for evaluation in evaluations),
+        "; ".join(
+            f"{text.points(evaluation.der_change_vs_fp16_pp)} ({evaluation.dataset})"
+            for evaluation in evaluations
+        ),
+    )
 
 
-def _release_cells(row: ReleaseRow) -> list[str]:
-    assert row.geometry is not None and row.bytes is not None
-    ratio = row.ratio_to_fp16
-    return [
-        row.package or "",
-        row.compression or "",
-        row.geometry.describe(),
-        row.geometry.latency,
-        f"{row.bytes / MB:.1f} MB",
-        f"{ratio:.2f}" if ratio else "",
-        _verification(row.steps),
-        "; ".join(step.detail for step in row.steps if step.status == VERIFIED and step.detail),
-        f"{row.seconds:.1f} s",
-        _cache(row),
-        "",
-    ]
+def _truth(evaluation: DatasetEvaluation, random_weights: bool) -> str:
+    rates = evaluation.der_vs_truth
+    if rates is None:
+        return f"no ground truth ({evaluation.dataset})"
+    note = "; random weights: not meaningful" if random_weights else ""
+    return f"{rates.der:.2%} ({evaluation.dataset}, collar {evaluation.scoring.collar:g}{note})"
 
 
-def _verification(steps: list[Step]) -> str:
+def verification_summary(manifest: Manifest) -> str:
     """e.g. `verified: lint, parity; skipped: on-device`."""
     groups = {
-        status: [step.name for step in steps if step.status == status]
-        for status in (VERIFIED, FAILED, SKIPPED)
+        status: [step.name for step in manifest.steps_with(status)]
+        for status in (StepStatus.verified, StepStatus.failed, StepStatus.skipped)
     }
-    return "; ".join(f"{status}: {', '.join(names)}" for status, names in groups.items() if names)
+    return "; ".join(f"{status.value}: {', '.join(names)}" for status, names in groups.items() if names)
 
 
-def _cache(row: ReleaseRow) -> str:
+def _cache(status: JobStatus, manifest: Manifest) -> str:
     """`up to date`, the stages the build cache served, or `miss` when it served none."""
-    if row.up_to_date:
+    if status.up_to_date:
         return "up to date"
     # Weights found on disk come from the checkpoint cache, not the build cache.
-    hits = [step.name for step in row.steps if step.status == CACHED and step.name != "checkpoint"]
+    hits = [step.name for step in manifest.steps_with(StepStatus.cached) if step.name != "checkpoint"]
     return f"hit: {', '.join(hits)}" if hits else "miss"
 
 
@@ -213,12 +175,10 @@ def _plan_title(planned: list[JobStatus]) -> str:
     return f"Dry run of {len(planned)} jobs: {to_build} to build, {fresh} up to date, {failed} failed"
 
 
-def plan_row(status: JobStatus) -> list[str]:
+def plan_cells(status: JobStatus) -> list[str]:
     plan = status.plan
     if not status.ok or plan is None:
-        return _failure(
-            status.file_name, status.compression, status.seconds, status.error or "", PLAN_COLUMNS
-        )
+        return _failure(status, status.error or "", PLAN_COLUMNS)
     return [
         plan.package,
         plan.compression,
@@ -231,23 +191,15 @@ def plan_row(status: JobStatus) -> list[str]:
     ]
 
 
-def _failure(
-    file_name: str | None, compression: str | None, seconds: float, error: str, columns: Iterable[str]
-) -> list[str]:
+def _failure(status: JobStatus, error: str, columns: Iterable[str]) -> list[str]:
     """A failed job's cells: which job it was, its wall time and its error."""
     known = {
-        "artifact": file_name or "?",
-        "precision": compression or "?",
-        "wall": f"{seconds:.1f} s",
+        "artifact": status.file_name or "?",
+        "precision": status.compression or "?",
+        "wall": f"{status.seconds:.1f} s",
         "error": error,
     }
     return [known.get(column, "") for column in columns]
-
-
-def markdown(columns: Iterable[str], rows: Iterable[list[str]]) -> str:
-    header = list(columns)
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines)
 
 
 def sweep_command() -> str:
@@ -255,50 +207,31 @@ def sweep_command() -> str:
     return shlex.join(["sortformer-build", *sys.argv[1:]])
 
 
-def _by_output_dir(rows: list[ReleaseRow]) -> dict[Path, list[ReleaseRow]]:
-    groups: dict[Path, list[ReleaseRow]] = {}
+def _by_output_dir(rows: list[MatrixRow]) -> dict[Path, list[MatrixRow]]:
+    groups: dict[Path, list[MatrixRow]] = {}
     for row in rows:
-        groups.setdefault(Path(row.output_dir or "."), []).append(row)
+        groups.setdefault(Path(row.status.output_dir or "."), []).append(row)
     return groups
 
 
-@dataclass
-class ReleaseMatrix:
-    """matrix.json: the rows of the last sweep that wrote to an output folder."""
-
-    jobs: int
-    failed: int
-    artifacts: list[ReleaseRow]
-    command: str | None = None  # the sweep as typed
+def matrix_path(output_dir: Path) -> Path:
+    return output_dir / f"{SUMMARY_STEM}.json"
 
 
 def read_matrix(output_dir: Path) -> ReleaseMatrix:
-    data = json.loads((output_dir / f"{SUMMARY_STEM}.json").read_text())
-    rows = []
-    for row in data["artifacts"]:
-        geometry, steps, evaluation = row.pop("geometry"), row.pop("steps"), row.pop("evaluation", None)
-        rows.append(
-            ReleaseRow(
-                **row,
-                geometry=None if geometry is None else geometry_from_dict(geometry),
-                steps=[Step(**step) for step in steps],
-                evaluation=None if evaluation is None else EvaluationRecord.from_dict(evaluation),
-            )
-        )
-    return ReleaseMatrix(
-        jobs=data["jobs"], failed=data["failed"], artifacts=rows, command=data.get("command")
-    )
+    return ReleaseMatrix.read(matrix_path(output_dir))
 
 
-def write_summary(output_dir: Path, rows: list[ReleaseRow]) -> tuple[str, str]:
+def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str]:
     """Write matrix.md and matrix.json, each replaced in one rename; return a title naming them
     and the table."""
-    failed = sum(not row.ok for row in rows)
+    from sortformer_build.store import atomic
+
+    matrix = ReleaseMatrix(rows=rows, command=sweep_command())
     summary = output_dir / f"{SUMMARY_STEM}.md"
-    title = f"Release matrix {summary}: {len(rows)} jobs, {failed} failed"
+    title = f"Release matrix {summary}: {len(rows)} jobs, {matrix.failed} failed"
     columns = _columns(rows)
-    table = markdown(columns, (_cells(row, columns) for row in rows))
+    table = markdown_table(columns, (release_cells(row, columns) for row in rows))
     atomic.write_text(summary, f"# {title}\n\n{table}\n")
-    document = ReleaseMatrix(jobs=len(rows), failed=failed, artifacts=rows, command=sweep_command())
-    atomic.write_text(summary.with_suffix(".json"), json.dumps(asdict(document), indent=1) + "\n")
+    matrix.write(matrix_path(output_dir))
     return title, table

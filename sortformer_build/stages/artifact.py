@@ -1,5 +1,5 @@
 """Where one job's artifact goes: the package, its manifest, (macOS) the compiled model and (with an
-evaluation) the RTTMs."""
+evaluation) the RTTMs; the one place these names are made."""
 
 from __future__ import annotations
 
@@ -8,34 +8,52 @@ from pathlib import Path
 
 from sortformer_build.config import BuildConfig
 
+PACKAGE_SUFFIX = ".mlpackage"
+COMPILED_SUFFIX = ".mlmodelc"
+MANIFEST_SUFFIX = ".json"
+EVALUATION_SUFFIX = ".evaluation"
+
 
 @dataclass(frozen=True)
 class ArtifactPaths:
-    folder: Path  # <output_dir>/<release folder>
+    folder: Path  # <output_dir>/<release folder>, or a job's staging folder
     name: str  # the file name the runtime knows, without suffix
 
     @classmethod
     def of(cls, config: BuildConfig) -> ArtifactPaths:
         return cls(config.artifact_dir, config.variant.file_name)
 
+    @classmethod
+    def beside(cls, package: Path) -> ArtifactPaths:
+        """The paths of the artifact whose package is `package`."""
+        return cls(package.parent, package.name.removesuffix(PACKAGE_SUFFIX))
+
+    def staged(self, staging: Path) -> ArtifactPaths:
+        """The same names inside a job's staging folder."""
+        return ArtifactPaths(staging, self.name)
+
     @property
     def package(self) -> Path:
-        return self.folder / f"{self.name}.mlpackage"
+        return self.folder / f"{self.name}{PACKAGE_SUFFIX}"
 
     @property
     def compiled(self) -> Path:
-        return self.folder / f"{self.name}.mlmodelc"
+        return self.folder / f"{self.name}{COMPILED_SUFFIX}"
 
     @property
     def manifest(self) -> Path:
-        return self.folder / f"{self.name}.json"
+        return self.folder / f"{self.name}{MANIFEST_SUFFIX}"
 
     @property
-    def evaluation(self) -> Path:
-        """`artifact/` and `nemo/`: one RTTM per recording of the last evaluation."""
-        return self.folder / f"{self.name}.evaluation"
+    def evaluations(self) -> Path:
+        """One folder per evaluated dataset (see `evaluation`)."""
+        return self.folder / f"{self.name}{EVALUATION_SUFFIX}"
+
+    def evaluation(self, dataset: str) -> Path:
+        """`artifact/` and `nemo/`: one RTTM per recording of the dataset."""
+        return self.evaluations / dataset
 
     @property
     def release_path(self) -> str:
         """Where the runtime downloads it from, relative to the release root."""
-        return f"{self.folder.name}/{self.name}.mlmodelc"
+        return f"{self.folder.name}/{self.name}{COMPILED_SUFFIX}"

@@ -13,17 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig, EvaluateConfig, EvaluationBackend
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host
 from sortformer_build.evaluate.diarize import Diarization
 from sortformer_build.evaluate.scoring import Comparison, ErrorBreakdown
+from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, RecordingDer, Scoring
+from sortformer_build.records.facts import DiarizationFacts
+from sortformer_build.records.manifest import RANDOM_WEIGHT_SOURCES, Manifest
+from sortformer_build.records.steps import Skip, StepStatus
 from sortformer_build.stages.artifact import ArtifactPaths
-from sortformer_build.stages.assemble import fp16_twin
-from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
-from sortformer_build.stages.manifest import AGAINST_NEMO, AGAINST_TRUTH, DerRecord, EvaluationRecord
+from sortformer_build.stages.assemble import StagedPackage, fp16_twin
+from sortformer_build.stages.base import CachedStage, Job, KeyFacts, UncachedStage
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
-from sortformer_build.stages.steps import SCORED
-from sortformer_build.store.cache import Entry
+from sortformer_build.stages.slots import (
+    CHECKPOINT,
+    DATASET,
+    DIARIZATION,
+    EVALUATION,
+    EVALUATION_DIR,
+    JOB_DIGEST,
+    NEMO,
+    NEMO_DIARIZATION,
+    PACKAGE,
+    PROGRAMS,
+    TWIN_DIARIZATION,
+)
+from sortformer_build.store import atomic
 
 RTTM_FOLDER = "rttm"
 
@@ -31,18 +46,22 @@ log = logging.getLogger("sortformer_build")
 
 
 def _settings(config: BuildConfig) -> EvaluateConfig:
-    return need(config.evaluate, "evaluation settings")
+    assert config.evaluate is not None, "evaluation stages apply to evaluating jobs only"
+    return config.evaluate
 
 
-def _unavailable(config: BuildConfig) -> str | None:
+def _unavailable(config: BuildConfig) -> Skip | None:
     """Why the package cannot be run here to diarize, or None."""
-    if _settings(config).backend is EvaluationBackend.coreml and not macos.available():
-        return macos.NEEDS_MACOS
-    return None
+    if _settings(config).backend is not EvaluationBackend.coreml:
+        return None
+    return host.for_target(config.deployment_target).skipped()
 
 
-class _DiarizationStage(CachedStage):
+class _DiarizationStage(CachedStage[DiarizationFacts]):
     """A dataset diarized by one backend: one RTTM per recording, in the entry's `rttm/`."""
+
+    facts_type = DiarizationFacts
+    evaluates = True
 
     def applies(self, config: BuildConfig) -> bool:
         return config.evaluate is not None
@@ -57,32 +76,29 @@ class _DiarizationStage(CachedStage):
         return {
             "dataset": facts.dataset_sha256,
             "postprocessing": asdict(resolve_postprocessing(settings.postprocessing)),
-            "versions": facts.versions,
         }
 
-    def _diarize(self, job: JobContext, backend: Any, folder: Path) -> dict[str, Any]:
+    def _diarize(self, job: Job, backend: Any, folder: Path) -> DiarizationFacts:
         from sortformer_build.evaluate.diarize import diarize
         from sortformer_build.evaluate.segments import resolve_postprocessing
         from sortformer_build.verify.reference import mel_features
 
-        features = partial(mel_features, job.nemo())  # the checkpoint's own preprocessor
-        dataset = need(job.dataset, "evaluation dataset").get().dataset
+        features = partial(mel_features, job.get(NEMO).get())  # the checkpoint's own preprocessor
+        dataset = job.get(DATASET).dataset
         postprocessing = resolve_postprocessing(_settings(job.config).postprocessing)
         return diarize(backend, dataset, features, postprocessing, folder / RTTM_FOLDER).facts()
 
-    def detail(self, facts: dict[str, Any]) -> str:
+    def detail(self, facts: DiarizationFacts) -> str:
         diarization = Diarization.from_facts(Path(), facts)
         return (
             f"{diarization.audio_seconds:.1f} s of audio, real-time factor {diarization.real_time_factor:.2f}"
         )
 
-    @staticmethod
-    def _taken(entry: Entry) -> Diarization:
-        return Diarization.from_facts(entry.path / RTTM_FOLDER, entry.facts)
-
 
 class NemoDiarizationStage(_DiarizationStage):
     name = "nemo-diarization"
+    reads = (NEMO, DATASET)
+    provides = (NEMO_DIARIZATION,)
 
     def description(self, config: BuildConfig) -> str:
         return f"Diarizing the {_settings(config).dataset.value} dataset with NeMo itself"
@@ -95,13 +111,13 @@ class NemoDiarizationStage(_DiarizationStage):
             **self._common_key(facts),
         }
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
+    def build(self, job: Job, folder: Path) -> DiarizationFacts:
         from sortformer_build.evaluate.backends import nemo_backend
 
-        return self._diarize(job, nemo_backend(job.nemo(), job.config.variant.geometry), folder)
+        return self._diarize(job, nemo_backend(job.get(NEMO).get(), job.config.variant.geometry), folder)
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
-        job.nemo_diarization = self._taken(entry)
+    def accept(self, job: Job, folder: Path, facts: DiarizationFacts) -> None:
+        job.put(NEMO_DIARIZATION, Diarization.from_facts(folder / RTTM_FOLDER, facts))
 
 
 class DiarizationStage(_DiarizationStage):
@@ -110,8 +126,11 @@ class DiarizationStage(_DiarizationStage):
     one entry."""
 
     name = "diarization"
+    upstream = (ProgramsStage.name, PalettizeStage.name)
+    reads = (NEMO, DATASET, PROGRAMS, PACKAGE)
+    provides = (DIARIZATION,)
 
-    def skip_reason(self, config: BuildConfig) -> str | None:
+    def skip(self, config: BuildConfig) -> Skip | None:
         return _unavailable(config)
 
     def description(self, config: BuildConfig) -> str:
@@ -122,39 +141,49 @@ class DiarizationStage(_DiarizationStage):
 
     def _head(self, facts: KeyFacts) -> str | None:
         """The compressed program's entry; None: the conversion's own fp16 program."""
-        return facts.entries.get(PalettizeStage.name)
+        return facts.entry(PalettizeStage.name)
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         settings = _settings(facts.config)
+        # Core ML's results depend on the OS and the chip that ran them.
+        device = (
+            host.current_facts().cache_identity() if settings.backend is EvaluationBackend.coreml else None
+        )
         return {
-            "programs": facts.entries[ProgramsStage.name],
+            "programs": facts.entry(ProgramsStage.name),
             "compressed": self._head(facts),
             "variant": facts.config.variant.geometry.metadata(),
             "backend": settings.backend.value,
             "precision": settings.precision.value,
+            "device": device,
             **self._common_key(facts),
         }
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        return self._run(job, need(job.package, "staged package"), folder)
+    def build(self, job: Job, folder: Path) -> DiarizationFacts:
+        return self._run(job, job.get(PACKAGE).path, folder)
 
-    def _run(self, job: JobContext, package: Path, folder: Path) -> dict[str, Any]:
+    def _run(self, job: Job, package: Path, folder: Path) -> DiarizationFacts:
         from sortformer_build.evaluate.backends import package_backend
 
         settings = _settings(job.config)
-        d_model = need(job.programs, "converted programs").d_model
+        d_model = job.get(PROGRAMS).d_model
         geometry = job.config.variant.geometry
-        backend = package_backend(package, geometry, d_model, settings.backend, settings.precision)
+        backend = package_backend(
+            package, geometry, d_model, settings.backend, settings.precision, job.config.deployment_target
+        )
         return self._diarize(job, backend, folder)
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
-        job.diarization = self._taken(entry)
+    def accept(self, job: Job, folder: Path, facts: DiarizationFacts) -> None:
+        job.put(DIARIZATION, Diarization.from_facts(folder / RTTM_FOLDER, facts))
 
 
 class TwinDiarizationStage(DiarizationStage):
     """A compressed package's fp16 twin, diarized (or found where its fp16 job left it)."""
 
     name = "fp16-diarization"
+    upstream = (ProgramsStage.name,)
+    reads = (NEMO, DATASET, PROGRAMS)
+    provides = (TWIN_DIARIZATION,)
 
     @property
     def cache_name(self) -> str:
@@ -169,44 +198,52 @@ class TwinDiarizationStage(DiarizationStage):
     def _head(self, facts: KeyFacts) -> str | None:
         return None
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
+    def build(self, job: Job, folder: Path) -> DiarizationFacts:
         with fp16_twin(job, folder) as twin:
             return self._run(job, twin, folder)
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
-        job.twin_diarization = self._taken(entry)
+    def accept(self, job: Job, folder: Path, facts: DiarizationFacts) -> None:
+        job.put(TWIN_DIARIZATION, Diarization.from_facts(folder / RTTM_FOLDER, facts))
 
 
-class EvaluationStage(Stage):
+class EvaluationStage(UncachedStage):
     """DER of the package's diarization against the ground truth, NeMo and the fp16 twin; its
     RTTMs staged for publishing beside the package."""
 
     name = "evaluation"
+    evaluates = True
+    reads = (JOB_DIGEST, CHECKPOINT, DATASET, DIARIZATION, NEMO_DIARIZATION)
+    reads_if_present = (TWIN_DIARIZATION,)
+    provides = (EVALUATION, EVALUATION_DIR)
 
     def applies(self, config: BuildConfig) -> bool:
         return config.evaluate is not None
 
+    def skip(self, config: BuildConfig) -> Skip | None:
+        return _unavailable(config)
+
     def description(self, config: BuildConfig) -> str:
         return "Scoring the diarization (DER against the ground truth, NeMo and the fp16 twin)"
 
-    def execute(self, job: JobContext) -> None:
+    def execute(self, job: Job) -> None:
         with self.step(job) as step:
-            if job.diarization is None:
-                job.evaluation = EvaluationRecord(skipped=_unavailable(job.config))
-            else:
-                job.evaluation = score(job)
-                job.evaluation_dir = _stage_rttms(job)
-            step.status, step.detail = SCORED, job.evaluation.summary()
-        log_table(job.evaluation)
+            evaluation = score(job)
+            job.put(EVALUATION, evaluation)
+            job.put(EVALUATION_DIR, _stage_rttms(job))
+            step.status, step.detail = StepStatus.scored, evaluation.summary()
+        log_table(evaluation, job.get(CHECKPOINT).source in RANDOM_WEIGHT_SOURCES)
 
 
-def score(job: JobContext) -> EvaluationRecord:
+AGAINST_TRUTH, AGAINST_NEMO = "ground truth", "nemo"
+
+
+def score(job: Job) -> DatasetEvaluation:
     from sortformer_build.evaluate.scoring import compare
 
     settings = _settings(job.config)
-    dataset = need(job.dataset, "evaluation dataset").get().dataset
-    ours = need(job.diarization, "diarization")
-    nemo = need(job.nemo_diarization, "NeMo's diarization")
+    loaded = job.get(DATASET)
+    dataset = loaded.dataset
+    ours, nemo = job.get(DIARIZATION), job.get(NEMO_DIARIZATION)
     truth = {r.name: r.rttm for r in dataset.recordings if r.rttm is not None} if dataset.has_truth else None
 
     def against(hypothesis: Diarization, reference: dict[str, Path], name: str) -> Comparison:
@@ -217,80 +254,139 @@ def score(job: JobContext) -> EvaluationRecord:
     vs_truth = None if truth is None else against(ours, truth, AGAINST_TRUTH)
     vs_nemo = against(ours, nemo.rttms, AGAINST_NEMO)
     change = None
-    if job.twin_diarization is not None:
-        twin = job.twin_diarization
+    twin = job.find(TWIN_DIARIZATION)
+    if twin is not None:
         base, twin_base = (
             (vs_truth, against(twin, truth, AGAINST_TRUTH))
             if truth is not None and vs_truth is not None
             else (vs_nemo, against(twin, nemo.rttms, AGAINST_NEMO))
         )
         change = round(100.0 * (base.overall.der - twin_base.overall.der), 4)
-    overall = [record for record in (vs_truth,) if record is not None]
-    return EvaluationRecord(
-        der=[_record(dataset.name, comparison) for comparison in overall],
-        vs_nemo=_record(dataset.name, vs_nemo),
-        change_vs_fp16_pp=change,
-        recordings=[
-            _record(dataset.name, comparison, score.name, score.errors)
-            for comparison in (*overall, vs_nemo)
-            for score in comparison.recordings
-        ],
+    by_truth = {} if vs_truth is None else {score.name: score.errors for score in vs_truth.recordings}
+    digest = job.get(JOB_DIGEST).evaluation
+    assert digest is not None, "an evaluating job's digest covers its evaluation"
+    return DatasetEvaluation(
+        dataset=dataset.name,
+        dataset_sha256=loaded.sha256,
+        digest=digest,
         backend=ours.backend,
+        scoring=Scoring(collar=settings.collar, scored_overlap=not settings.skip_overlap),
+        der_vs_truth=None if vs_truth is None else _rates(vs_truth.overall),
+        der_vs_nemo=_rates(vs_nemo.overall),
+        der_change_vs_fp16_pp=change,
+        recordings=[
+            RecordingDer(
+                recording=score.name,
+                vs_truth=_rates(by_truth[score.name]) if score.name in by_truth else None,
+                vs_nemo=_rates(score.errors),
+            )
+            for score in vs_nemo.recordings
+        ],
         audio_seconds=round(ours.audio_seconds, 3),
         real_time_factor=round(ours.real_time_factor, 4),
         nemo_real_time_factor=round(nemo.real_time_factor, 4),
-        rttm_dir=str(ArtifactPaths.of(job.config).evaluation),
+        rttm_dir=str(ArtifactPaths.of(job.config).evaluation(dataset.name)),
     )
 
 
-def _record(
-    dataset: str, comparison: Comparison, recording: str | None = None, errors: ErrorBreakdown | None = None
-) -> DerRecord:
-    errors = comparison.overall if errors is None else errors
-    return DerRecord(
-        dataset=dataset,
-        against=comparison.against,
-        collar=comparison.collar,
-        scored_overlap=not comparison.skip_overlap,
+def _rates(errors: ErrorBreakdown) -> DerRates:
+    return DerRates(
         der=round(errors.der, 6),
-        miss=round(errors.missed_rate, 6),
+        missed=round(errors.missed_rate, 6),
         false_alarm=round(errors.false_alarm_rate, 6),
         confusion=round(errors.confusion_rate, 6),
-        recording=recording,
     )
 
 
-def _stage_rttms(job: JobContext) -> Path:
-    """The package's and NeMo's RTTMs, staged to be published beside the package."""
-    staged = job.staging / ArtifactPaths.of(job.config).evaluation.name
-    for name, diarization in (("artifact", job.diarization), ("nemo", job.nemo_diarization)):
-        shutil.copytree(need(diarization, f"{name} diarization").folder, staged / name)
-    return staged
+def _stage_rttms(job: Job) -> Path:
+    """The package's and NeMo's RTTMs, staged to be delivered beside the package: the staged
+    `<file name>.evaluation/` holds this dataset's folder."""
+    staged = ArtifactPaths.of(job.config).staged(job.staging)
+    dataset = job.get(DATASET).dataset.name
+    for name, diarization in (("artifact", job.get(DIARIZATION)), ("nemo", job.get(NEMO_DIARIZATION))):
+        shutil.copytree(diarization.folder, staged.evaluation(dataset) / name)
+    return staged.evaluations
 
 
-def log_table(record: EvaluationRecord) -> None:
+class PublishedPackageStage(UncachedStage):
+    """Evaluating a delivered, up-to-date package on another dataset: the package is the one in
+    the output folder, as it is (never rebuilt, never moved)."""
+
+    name = "delivered-package"
+    evaluates = True
+    provides = (PACKAGE,)
+
+    def description(self, config: BuildConfig) -> str:
+        return "Taking the delivered package, unchanged"
+
+    def execute(self, job: Job) -> None:
+        package = ArtifactPaths.of(job.config).package
+        with self.step(job) as step:
+            step.status, step.detail = StepStatus.cached, str(package)
+        job.put(PACKAGE, StagedPackage(package, job.config.verify.precision))
+
+
+class DeliverEvaluationStage(UncachedStage):
+    """The new dataset's RTTMs into place beside the package, and its evaluation added to the
+    manifest (one per dataset: a dataset evaluated again replaces its entry); the package is not
+    touched."""
+
+    name = "deliver-evaluation"
+    evaluates = True
+    reads = (EVALUATION, EVALUATION_DIR)
+
+    def description(self, config: BuildConfig) -> str:
+        return f"Adding the evaluation to the manifest in {config.artifact_dir}"
+
+    def execute(self, job: Job) -> None:
+        paths = ArtifactPaths.of(job.config)
+        evaluation = job.get(EVALUATION)
+        staged = job.get(EVALUATION_DIR) / evaluation.dataset
+        with atomic.lock(paths.folder / paths.name):
+            with self.step(job) as step:
+                paths.evaluations.mkdir(exist_ok=True)
+                atomic.replace(staged, paths.evaluation(evaluation.dataset))
+                step.detail = str(paths.evaluation(evaluation.dataset))
+            manifest = Manifest.read(paths.manifest)
+            evaluations = [kept for kept in manifest.evaluations if kept.dataset != evaluation.dataset]
+            ran = {step.name: step for step in job.steps.steps if step.name in EVALUATION_STEPS}
+            steps = [ran.pop(step.name, step) for step in manifest.steps]
+            updated = manifest.model_copy(
+                update={"evaluations": [*evaluations, evaluation], "steps": [*steps, *ran.values()]}
+            )
+            updated.write(paths.manifest)
+
+
+# The steps of an evaluation, whose records an evaluation on another dataset replaces.
+EVALUATION_STEPS = (
+    NemoDiarizationStage.name,
+    DiarizationStage.name,
+    TwinDiarizationStage.name,
+    EvaluationStage.name,
+    DeliverEvaluationStage.name,
+)
+
+
+def log_table(evaluation: DatasetEvaluation, random_weights: bool) -> None:
     """The DER table, per recording and overall, in the job's log (and console)."""
-    if record.skipped:
-        log.info("Evaluation skipped: %s", record.skipped)
-        return
-    overall = record.vs_nemo
-    if overall is None:
-        return
-    scoring = f"collar {overall.collar:g} s, overlap {'scored' if overall.scored_overlap else 'skipped'}"
-    log.info("DER of %s on %s (%s), rates of scored speech:", record.backend, overall.dataset, scoring)
-    nemo = {row.recording: row for row in record.recordings if row.against == AGAINST_NEMO}
-    truth = {row.recording: row for row in record.recordings if row.against == AGAINST_TRUTH}
-    rows = [(str(name), truth.get(name), row) for name, row in nemo.items()]
-    rows.append(("overall", record.der[0] if record.der else None, overall))
+    log.info(
+        "DER of %s on %s (%s), rates of scored speech:",
+        evaluation.backend,
+        evaluation.dataset,
+        evaluation.scoring.describe(),
+    )
+    if random_weights and evaluation.der_vs_truth is not None:
+        log.info("  random weights: DER against the ground truth is not meaningful (against NeMo it is)")
+    rows = [(row.recording, row.vs_truth, row.vs_nemo) for row in evaluation.recordings]
+    rows.append(("overall", evaluation.der_vs_truth, evaluation.der_vs_nemo))
     log.info("  | recording | vs ground truth | missed | false alarm | confusion | vs NeMo |")
     for name, vs_truth, vs_nemo in rows:
-        log.info("  | %s |", " | ".join((name, *_rates(vs_truth), f"{vs_nemo.der:.2%}")))
-    if record.change_vs_fp16_pp is not None:
-        log.info("  change against the fp16 twin: %+.2f percentage points", record.change_vs_fp16_pp)
+        log.info("  | %s |", " | ".join((name, *_cells(vs_truth), f"{vs_nemo.der:.2%}")))
+    if evaluation.der_change_vs_fp16_pp is not None:
+        log.info("  change against the fp16 twin: %+.2f percentage points", evaluation.der_change_vs_fp16_pp)
 
 
-def _rates(row: DerRecord | None) -> tuple[str, str, str, str]:
-    if row is None:
+def _cells(rates: DerRates | None) -> tuple[str, str, str, str]:
+    if rates is None:
         return ("no ground truth", "", "", "")
-    values = (row.der, row.miss, row.false_alarm, row.confusion)
-    return tuple(f"{value:.2%}" if value is not None else "" for value in values)  # type: ignore[return-value]
+    return tuple(f"{value:.2%}" for value in (rates.der, rates.missed, rates.false_alarm, rates.confusion))  # type: ignore[return-value]

@@ -4,30 +4,40 @@ checkpoint and geometry."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sortformer_build.checkpoint.counts import ParameterCounts, parameter_counts
+from sortformer_build.checkpoint.counts import parameter_counts
 from sortformer_build.config import BuildConfig
-from sortformer_build.stages.base import (
-    CachedStage,
-    ConvertedPrograms,
-    JobContext,
-    KeyFacts,
-)
-from sortformer_build.stages.kinds import model_kind
-from sortformer_build.store.cache import Entry
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.facts import ProgramsFacts
+from sortformer_build.records.manifest import ParameterCounts
+from sortformer_build.stages.base import CachedStage, Job, KeyFacts
+from sortformer_build.stages.slots import COMPRESSIBLE, NEMO, PROGRAMS
 
 
-class ProgramsStage(CachedStage):
+@dataclass(frozen=True)
+class ConvertedPrograms:
+    """The traced and converted fp16 programs of one checkpoint and geometry, in one folder
+    (their files are the model kind's)."""
+
+    folder: Path
+    d_model: int
+    parameters: ParameterCounts
+
+
+class ProgramsStage(CachedStage[ProgramsFacts]):
     name = "programs"
+    facts_type = ProgramsFacts
+    reads = (NEMO,)
+    provides = (PROGRAMS, COMPRESSIBLE)
 
     def outputs(self, config: BuildConfig) -> tuple[str, ...]:
-        return model_kind(config.variant.geometry).converted
+        return kind_of(config.variant.geometry).converted
 
     def description(self, config: BuildConfig) -> str:
-        what = model_kind(config.variant.geometry).what(config.variant.geometry)
+        what = kind_of(config.variant.geometry).what(config.variant.geometry)
         return f"Converting {what} to Core ML (fp16, {config.deployment_target.value})"
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
@@ -35,18 +45,19 @@ class ProgramsStage(CachedStage):
         geometry = facts.config.variant.geometry
         return {
             "checkpoint": facts.checkpoint_sha256,
-            **model_kind(geometry).conversion_key(geometry),
+            **kind_of(geometry).conversion_key(geometry),
             "deployment_target": facts.config.deployment_target.value,
-            "versions": facts.versions,
         }
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        geometry = job.config.variant.geometry
-        nemo = job.nemo()
-        model_kind(geometry).convert(nemo, geometry, job.config.deployment_target, folder, job.steps)
-        return {"d_model": int(nemo.encoder.d_model), "parameters": asdict(parameter_counts(nemo))}
+    def build(self, job: Job, folder: Path) -> ProgramsFacts:
+        from sortformer_build.coreml.convert import one_thread
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
-        parameters = ParameterCounts(**entry.facts["parameters"])
-        job.programs = ConvertedPrograms(entry.path, int(entry.facts["d_model"]), parameters)
-        job.head = entry.path / model_kind(job.config.variant.geometry).compressible
+        geometry = job.config.variant.geometry
+        nemo = job.get(NEMO).get()
+        with one_thread():
+            kind_of(geometry).convert(nemo, geometry, job.config.deployment_target, folder, job.steps)
+        return ProgramsFacts(d_model=int(nemo.encoder.d_model), parameters=parameter_counts(nemo))
+
+    def accept(self, job: Job, folder: Path, facts: ProgramsFacts) -> None:
+        job.put(PROGRAMS, ConvertedPrograms(folder, facts.d_model, facts.parameters))
+        job.put(COMPRESSIBLE, folder / kind_of(job.config.variant.geometry).compressible)

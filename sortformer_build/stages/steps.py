@@ -9,12 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sortformer_build.errors import BuildError
+from sortformer_build.progress import heartbeat
+from sortformer_build.records.steps import Skip, StepRecord, StepStatus
 
 log = logging.getLogger("sortformer_build")
-
-BUILT, CACHED, VERIFIED, SKIPPED, FAILED = "built", "cached", "verified", "skipped", "failed"
-# A measurement that judges nothing (the DER of an evaluation).
-SCORED = "scored"
 
 
 class StepFailed(BuildError):
@@ -22,10 +20,10 @@ class StepFailed(BuildError):
 
 
 @dataclass
-class Step:
-    name: str
-    status: str
-    seconds: float
+class Outcome:
+    """How a running step ends: the block may change both."""
+
+    status: StepStatus = StepStatus.built
     detail: str = ""
 
 
@@ -34,36 +32,56 @@ class StepLog:
     """Runs named steps (one per stage), logs them in words and times them; `timed` records the
     parts of a step (restore, trace, convert) in `timings` only."""
 
-    steps: list[Step] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def step(self, name: str, description: str) -> Iterator[Step]:
-        """Time the block; it may set `.status` and `.detail` on the yielded step."""
-        log.info("%s...", description)
-        record = Step(name=name, status=BUILT, seconds=0.0)
+    def step(self, name: str, description: str, announce: bool = True) -> Iterator[Outcome]:
+        """Time the block; it may set `.status` and `.detail` on the yielded outcome. Without
+        `announce` (a stage the cache will serve) only the outcome is logged, under the stage's
+        name: the description says what it would have done."""
+        if announce:
+            log.info("%s...", description)
+        outcome = Outcome()
         start = time.perf_counter()
         try:
-            yield record
+            with heartbeat(name):
+                yield outcome
         except BaseException as error:
-            record.status = FAILED
-            record.detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            outcome.status = StepStatus.failed
+            outcome.detail = one_line(error)
             raise
         finally:
-            record.seconds = round(time.perf_counter() - start, 3)
-            self.steps.append(record)
-            self.timings[name] = record.seconds
+            seconds = round(time.perf_counter() - start, 3)
+            self.steps.append(
+                StepRecord(name=name, status=outcome.status, seconds=seconds, detail=outcome.detail)
+            )
+            self.timings[name] = seconds
         log.info(
-            "  %s in %.1f s%s", record.status, record.seconds, f" ({record.detail})" if record.detail else ""
+            "  %s%s in %.1f s%s",
+            "" if announce else f"{name}: ",
+            outcome.status.value,
+            seconds,
+            f" ({outcome.detail})" if outcome.detail else "",
         )
 
     @contextmanager
     def timed(self, name: str, description: str) -> Iterator[None]:
         log.info("  %s...", description)
         start = time.perf_counter()
-        yield
+        with heartbeat(name):
+            yield
         self.timings[name] = round(time.perf_counter() - start, 3)
 
-    def skip(self, name: str, why: str) -> None:
-        log.info("Skipping %s: %s", name, why)
-        self.steps.append(Step(name=name, status=SKIPPED, seconds=0.0, detail=why))
+    def skip(self, name: str, skip: Skip) -> None:
+        log.info("Skipping %s: %s", name, skip.detail)
+        self.steps.append(
+            StepRecord(
+                name=name, status=StepStatus.skipped, seconds=0.0, detail=skip.detail, skip=skip.reason
+            )
+        )
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

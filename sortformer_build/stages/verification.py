@@ -8,44 +8,58 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build.config import BuildConfig
-from sortformer_build.coreml import macos
+from sortformer_build.coreml import host, macos
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.device import ComputeUnits
+from sortformer_build.records.facts import NoFacts, ReferenceFacts
+from sortformer_build.records.steps import Skip, SkipReason, StepStatus
+from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.assemble import fp16_twin
-from sortformer_build.stages.base import CachedStage, JobContext, KeyFacts, Stage, need
-from sortformer_build.stages.kinds import model_kind
+from sortformer_build.stages.base import CachedStage, Job, KeyFacts, UncachedStage
 from sortformer_build.stages.programs import ProgramsStage
-from sortformer_build.stages.steps import VERIFIED, StepFailed
-from sortformer_build.store.cache import Entry
+from sortformer_build.stages.slots import (
+    DEVICE_REPORT,
+    FP16_OUTPUTS,
+    NEMO,
+    ON_DEVICE,
+    PACKAGE,
+    PARITY,
+    PROGRAMS,
+    REFERENCE,
+)
+from sortformer_build.stages.steps import StepFailed
 from sortformer_build.verify.compare import OUTPUTS_FILE, REFERENCE_FILE
 
-PARITY_OFF = "verify.parity=false"
 
-
-class LintStage(Stage):
+class LintStage(UncachedStage):
     name = "lint"
+    reads = (PROGRAMS, PACKAGE)
 
     def description(self, config: BuildConfig) -> str:
         return "Checking the I/O contract, metadata, aliasing, target ops and compression"
 
-    def execute(self, job: JobContext) -> None:
+    def execute(self, job: Job) -> None:
         from sortformer_build.verify.lint import Expectation, lint_package
 
         config = job.config
         expected = Expectation(
             geometry=config.variant.geometry,
-            d_model=need(job.programs, "converted programs").d_model,
+            d_model=job.get(PROGRAMS).d_model,
             nbits=config.compression.nbits,
             deployment_target=config.deployment_target,
         )
         with self.step(job) as step:
-            findings = lint_package(need(job.package, "staged package"), expected)
+            findings = lint_package(job.get(PACKAGE).path, expected)
             if findings:
                 raise StepFailed(f"the package fails {len(findings)} static check(s): " + "; ".join(findings))
-            step.status = VERIFIED
-        job.verification.lint = "passed"
+            step.status = StepStatus.verified
 
 
-class NemoReferenceStage(CachedStage):
+class NemoReferenceStage(CachedStage[ReferenceFacts]):
     name = "nemo-reference"
+    facts_type = ReferenceFacts
+    reads = (NEMO, PROGRAMS)
+    provides = (REFERENCE,)
 
     def outputs(self, config: BuildConfig) -> tuple[str, ...]:
         return (REFERENCE_FILE,)
@@ -54,42 +68,44 @@ class NemoReferenceStage(CachedStage):
         return config.verify.parity
 
     def description(self, config: BuildConfig) -> str:
-        cases = model_kind(config.variant.geometry).reference_description()
+        cases = kind_of(config.variant.geometry).reference_description()
         return f"Computing NeMo's reference outputs ({cases})"
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
-        """Weights, geometry, inputs and tools: every compression of a model shares it."""
+        """Weights, geometry and inputs: every compression of a model shares it."""
         geometry, settings = facts.config.variant.geometry, facts.config.verify
         return {
             "checkpoint": facts.checkpoint_sha256,
             "geometry": geometry.metadata(),
             "seed": settings.seed,
-            **model_kind(geometry).reference_key(geometry, settings),
-            "versions": facts.versions,
+            **kind_of(geometry).reference_key(geometry, settings),
         }
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
+    def build(self, job: Job, folder: Path) -> ReferenceFacts:
         from sortformer_build.verify.compare import save_reference
 
         geometry = job.config.variant.geometry
-        d_model = need(job.programs, "converted programs").d_model
-        data = model_kind(geometry).reference(job.nemo(), geometry, d_model, job.config.verify)
+        d_model = job.get(PROGRAMS).d_model
+        data = kind_of(geometry).reference(job.get(NEMO).get(), geometry, d_model, job.config.verify)
         save_reference(data, folder)
-        return {"chunks": data.chunks}
+        return ReferenceFacts(chunks=data.chunks)
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
+    def accept(self, job: Job, folder: Path, facts: ReferenceFacts) -> None:
         from sortformer_build.verify.compare import load_reference
 
-        chunks = entry.facts["chunks"]
-        job.reference = load_reference(entry.path, None if chunks is None else int(chunks))
+        job.put(REFERENCE, load_reference(folder, facts.chunks))
 
 
-class Fp16OutputsStage(CachedStage):
+class Fp16OutputsStage(CachedStage[NoFacts]):
     """The fp16 package's outputs on the reference cases. An fp16 build computes them on its own
     staged package; a compressed build reuses them, or assembles the fp16 twin from the cached
     conversion to compute them."""
 
     name = "fp16-outputs"
+    facts_type = NoFacts
+    upstream = (ProgramsStage.name, NemoReferenceStage.name)
+    reads = (PROGRAMS, PACKAGE, REFERENCE)
+    provides = (FP16_OUTPUTS,)
 
     def outputs(self, config: BuildConfig) -> tuple[str, ...]:
         return (OUTPUTS_FILE,)
@@ -102,54 +118,58 @@ class Fp16OutputsStage(CachedStage):
 
     def key(self, facts: KeyFacts) -> dict[str, Any]:
         return {
-            "programs": facts.entries[ProgramsStage.name],
-            "reference": facts.entries[NemoReferenceStage.name],
+            "programs": facts.entry(ProgramsStage.name),
+            "reference": facts.entry(NemoReferenceStage.name),
             "precision": facts.config.verify.precision.value,
         }
 
-    def build(self, job: JobContext, folder: Path) -> dict[str, Any]:
-        from sortformer_build.verify.compare import package_step, save_outputs
+    def build(self, job: Job, folder: Path) -> NoFacts:
+        from sortformer_build.executor.step import package_step
+        from sortformer_build.verify.compare import save_outputs
         from sortformer_build.verify.parity import run_cases
 
-        cases = need(job.reference, "NeMo reference").cases
-        precision = job.config.verify.precision
+        cases = job.get(REFERENCE).cases
         if job.config.compression.is_fp16:
-            outputs = run_cases(job.package_step(), cases)
+            outputs = run_cases(job.get(PACKAGE).step(), cases)
         else:
             with fp16_twin(job, folder) as twin:
-                outputs = run_cases(package_step(twin, precision), cases)
+                outputs = run_cases(package_step(twin, job.config.verify.precision), cases)
         save_outputs(outputs, cases, folder)
-        return {}
+        return NoFacts()
 
-    def accept(self, job: JobContext, entry: Entry) -> None:
+    def accept(self, job: Job, folder: Path, facts: NoFacts) -> None:
         from sortformer_build.verify.compare import load_outputs
 
-        job.fp16_outputs = load_outputs(entry.path)
+        job.put(FP16_OUTPUTS, load_outputs(folder))
 
 
-class ParityStage(Stage):
+class ParityStage(UncachedStage):
     name = "parity"
+    reads = (PROGRAMS, PACKAGE, REFERENCE, FP16_OUTPUTS)
+    provides = (PARITY,)
 
-    def skip_reason(self, config: BuildConfig) -> str | None:
-        return None if config.verify.parity else PARITY_OFF
+    def skip(self, config: BuildConfig) -> Skip | None:
+        return (
+            None if config.verify.parity else Skip(reason=SkipReason.parity_off, detail="verify.parity=false")
+        )
 
     def description(self, config: BuildConfig) -> str:
         precision = config.verify.precision.value
-        cases = model_kind(config.variant.geometry).reference_description()
+        cases = kind_of(config.variant.geometry).reference_description()
         return f"Comparing the package with NeMo ({precision} executor, {cases})"
 
-    def execute(self, job: JobContext) -> None:
+    def execute(self, job: Job) -> None:
         from sortformer_build.verify.gates import gate
 
         config = job.config
         fp16 = config.compression.is_fp16
-        outputs = need(job.fp16_outputs, "fp16 outputs")
+        outputs = job.get(FP16_OUTPUTS)
         with self.step(job) as step:
-            figures = model_kind(config.variant.geometry).figures(
-                job.package_step(),
-                need(job.reference, "NeMo reference"),
+            figures = kind_of(config.variant.geometry).figures(
+                job.get(PACKAGE).step(),
+                job.get(REFERENCE),
                 config.variant.geometry,
-                need(job.programs, "converted programs").d_model,
+                job.get(PROGRAMS).d_model,
                 config.verify.precision,
                 outputs=outputs if fp16 else None,
                 twin=None if fp16 else outputs,
@@ -158,37 +178,45 @@ class ParityStage(Stage):
             failures = gate(figures, config.compression.gates, config.verify.max_emb_error_ratio)
             if failures:
                 raise StepFailed(f"parity with NeMo fails: {'; '.join(failures)} [{step.detail}]")
-            step.status = VERIFIED
-        job.verification.parity = figures
+            step.status = StepStatus.verified
+        job.put(PARITY, figures)
 
 
-class OnDeviceStage(Stage):
-    """Core ML itself, where it exists: compile to .mlmodelc, load with all compute units, and
-    (with parity on) predict the per-step cases and compare with NeMo."""
+class OnDeviceStage(UncachedStage):
+    """Core ML itself, where it runs: compile to .mlmodelc, a first prediction in a fresh process
+    (a model that kills its process fails the check, not the build), the device report (load,
+    latency, memory, where the ops run), and, with parity on, Core ML's predictions of the
+    per-call cases against NeMo under the compression's on-device gates."""
 
     name = "on-device"
+    reads = (PACKAGE,)
+    reads_if_present = (REFERENCE,)
+    provides = (ON_DEVICE, DEVICE_REPORT)
 
-    def skip_reason(self, config: BuildConfig) -> str | None:
-        return None if macos.available() else macos.NEEDS_MACOS
+    def skip(self, config: BuildConfig) -> Skip | None:
+        return host.for_target(config.deployment_target).skipped()
 
     def description(self, config: BuildConfig) -> str:
         return "Compiling, loading with all compute units and predicting with Core ML"
 
-    def execute(self, job: JobContext) -> None:
+    def execute(self, job: Job) -> None:
         from sortformer_build.verify.gates import gate
 
         config = job.config
-        package = need(job.package, "staged package")
-        compiled = package.with_suffix(".mlmodelc")
+        package = job.get(PACKAGE).path
+        compiled = ArtifactPaths.beside(package).compiled
+        reference = job.find(REFERENCE)
         with self.step(job) as step:
-            macos.compile_package(package, compiled)
-            loaded = macos.load_compiled(compiled)
-            step.detail = "compiled and loaded"
-            if job.reference is not None:
-                figures = model_kind(config.variant.geometry).device_figures(loaded.predict, job.reference)
-                step.detail = figures.summary()
-                failures = gate(figures, config.compression.gates, config.verify.max_emb_error_ratio)
+            report = macos.measure_device(package, compiled, ComputeUnits.all)
+            job.put(DEVICE_REPORT, report)
+            step.detail = report.one_line()
+            if reference is not None:
+                loaded = macos.load_compiled(compiled)
+                figures = kind_of(config.variant.geometry).device_figures(loaded.predict, reference)
+                step.detail += f"; {figures.summary()}"
+                gates = config.compression.on_device_gates
+                failures = gate(figures, gates, config.verify.max_emb_error_ratio)
                 if failures:
                     raise StepFailed(f"Core ML predictions differ from NeMo: {'; '.join(failures)}")
-                job.verification.on_device = figures
-            step.status = VERIFIED
+                job.put(ON_DEVICE, figures)
+            step.status = StepStatus.verified

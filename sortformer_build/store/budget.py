@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sortformer_build.store import atomic
+from sortformer_build.store.layout import LUTS_FOLDER, CacheLayout
 from sortformer_build.store.usage import ENTRY_FILE, last_use, unused
 
 log = logging.getLogger("sortformer_build")
 
 GB = 1e9
-# Folders of the build cache that hold shared stores, not stage entries.
-_NOT_STAGES = ("luts",)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def entries(build_root: Path) -> list[CacheEntry]:
     if not build_root.is_dir():
         return found
     for stage in sorted(build_root.iterdir()):
-        if not stage.is_dir() or stage.name in _NOT_STAGES or stage.name.startswith("."):
+        if not stage.is_dir() or stage.name == LUTS_FOLDER or stage.name.startswith("."):
             continue
         for entry in stage.iterdir():
             if entry.name.startswith(".") or not (entry / ENTRY_FILE).is_file():
@@ -57,19 +56,16 @@ def entries(build_root: Path) -> list[CacheEntry]:
     return sorted(found, key=lambda entry: entry.last_use)
 
 
-def summary(cache_root: Path) -> list[StageSummary]:
+def summary(layout: CacheLayout) -> list[StageSummary]:
     """Per stage of the build cache, and for the checkpoints and look-up tables."""
     by_stage: dict[str, list[CacheEntry]] = {}
-    for entry in entries(cache_root / "build"):
+    for entry in entries(layout.build):
         by_stage.setdefault(entry.stage, []).append(entry)
     rows = [
         StageSummary(stage, len(found), sum(e.bytes for e in found), max(e.last_use for e in found))
         for stage, found in sorted(by_stage.items())
     ]
-    for name, folder in (
-        ("luts", cache_root / "build" / "luts"),
-        ("checkpoints", cache_root / "checkpoints"),
-    ):
+    for name, folder in (("luts", layout.luts), ("checkpoints", layout.checkpoints)):
         files = [path for path in folder.glob("*") if path.is_file() and not path.name.startswith(".")]
         if files:
             newest = max(path.stat().st_mtime for path in files)

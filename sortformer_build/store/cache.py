@@ -9,7 +9,6 @@ missing or unreadable is not an entry: it is rebuilt.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sortformer_build.records.base import RecordError
+from sortformer_build.records.facts import CacheEntryRecord
 from sortformer_build.store import atomic
 from sortformer_build.store.digests import digest_of
 from sortformer_build.store.usage import ENTRY_FILE, Uses
@@ -64,30 +65,31 @@ class BuildCache:
         entry = self._read(final)
         if entry is not None and self._uses.hold(final):
             return entry
-        with atomic.lock(final):
+        lock = atomic.lock(final)
+        with lock:
             entry = self._read(final)
             if entry is not None and self._uses.hold(final):
                 return entry
             atomic.sweep_stale_partials(final.parent)
-            with atomic.staged(final) as folder:
-                folder.mkdir()
-                facts = build(folder)
-                (folder / ENTRY_FILE).write_text(
-                    json.dumps({"key": key, "facts": facts}, indent=1, default=str)
-                )
+            try:
+                with atomic.staged(final) as folder:
+                    folder.mkdir()
+                    facts = build(folder)
+                    (folder / ENTRY_FILE).write_text(CacheEntryRecord(key=key, facts=facts).to_json())
+            except BaseException:
+                # Nothing was cached: no lock file stays behind for an entry that does not exist.
+                Path(lock.lock_file).unlink(missing_ok=True)
+                raise
             self._uses.hold(final)
         return Entry(final, hit=False, facts=facts)
 
     @staticmethod
     def _read(folder: Path) -> Entry | None:
         try:
-            recorded = json.loads((folder / ENTRY_FILE).read_text())
-            facts = recorded["facts"]
-        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+            recorded = CacheEntryRecord.read(folder / ENTRY_FILE)
+        except RecordError:
             return None
-        if not isinstance(facts, dict):
-            return None
-        return Entry(folder, hit=True, facts=facts)
+        return Entry(folder, hit=True, facts=recorded.facts)
 
 
 class ArrayStore:

@@ -1,29 +1,27 @@
-"""What an artifact was built with: tool versions and this package's own source."""
+"""What an artifact was built with (tool versions), and which code publishes a release."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import platform
 import subprocess
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from sortformer_build import __version__
+from sortformer_build.records.manifest import ToolVersions
+from sortformer_build.records.release import Provenance
 
 _TOOLS = ("torch", "coremltools", "nemo_toolkit", "numpy")
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions of everything that shapes an artifact, read without importing the packages."""
-    versions = {name: _version(name) for name in _TOOLS}
-    versions["sortformer-build"] = f"{_version('sortformer-build')}+{code_fingerprint()[:12]}"
-    return versions
-
-
-def python_version() -> str:
-    return platform.python_version()
+def tool_versions() -> ToolVersions:
+    """Versions of everything that shapes an artifact besides its config, weights and this
+    package's code (whose digest each cache key names for itself), read without importing them."""
+    return ToolVersions(
+        python=platform.python_version(),
+        **{name: _version(name) for name in _TOOLS},
+        sortformer_build=_version("sortformer-build"),
+    )
 
 
 def _version(distribution: str) -> str:
@@ -31,30 +29,6 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """Hash of this package's source: any code change invalidates what it built. Read once per
-    process: the code a process runs is the code it imported."""
-    digest = hashlib.sha256()
-    root = Path(__file__).parents[1]
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Which code built or publishes a release."""
-
-    version: str
-    # `<sha>` or `<sha>-dirty`; None outside a git checkout (an installed wheel).
-    git_revision: str | None
-
-    def describe(self) -> str:
-        return f"sortformer-build {self.version}, git {self.git_revision or 'revision unknown'}"
 
 
 def current_provenance() -> Provenance:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from sortformer_build.config import ExecutorPrecision, VerifyConfig
-from sortformer_build.cores import job_cores
 from sortformer_build.geometry import FRAME_SECONDS, OfflineGeometry, StreamingGeometry
+from sortformer_build.records.parity import ParityFigures
 from sortformer_build.verify import reference
-from sortformer_build.verify.parity import ParityFigures, compare_steps, compare_streams, run_cases
+from sortformer_build.verify.parity import compare_calls, compare_streams, run_cases
 from sortformer_build.verify.reference import StepFunction, StreamResult
 
 Outputs = list[dict[str, np.ndarray]]
@@ -86,26 +86,6 @@ def load_outputs(folder: Path) -> Outputs:
     return _load(folder / OUTPUTS_FILE)[1]
 
 
-def package_step(
-    package: Path, precision: ExecutorPrecision, threads: Callable[[], int] = job_cores
-) -> StepFunction:
-    """The package as a step function, run by the executor with `threads()` threads for BLAS and
-    for its own element-wise work, asked again at every step: by default the job's share of the
-    cores (`cores.job_cores`), which grows when a sweep's other jobs end. The executor's own
-    threads never change a result; BLAS sums may differ in their last bits with its thread count."""
-    from sortformer_build.executor import load_package
-    from sortformer_build.executor.threads import blas_limit
-
-    model = load_package(package)
-
-    def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = threads()
-        with blas_limit(count):
-            return model.predict(inputs, precision=precision.value, threads=count)
-
-    return step
-
-
 def package_figures(
     step: StepFunction,
     data: ReferenceData,
@@ -122,9 +102,9 @@ def package_figures(
     mel, stream = need_stream(data)
     return ParityFigures(
         precision=precision.value,
-        per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases),
+        per_call_vs_nemo=compare_calls(ours, data.outputs, data.cases),
         streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, mel, step), stream),
-        per_step_vs_fp16=None if twin is None else compare_steps(ours, twin, data.cases),
+        per_call_vs_fp16=None if twin is None else compare_calls(ours, twin, data.cases),
     )
 
 
@@ -148,8 +128,8 @@ def window_figures(
     ours = outputs if outputs is not None else run_cases(step, data.cases)
     return ParityFigures(
         precision=precision.value,
-        per_step_vs_nemo=compare_windows(ours, data.outputs),
-        per_step_vs_fp16=None if twin is None else compare_windows(ours, twin),
+        per_call_vs_nemo=compare_windows(ours, data.outputs),
+        per_call_vs_fp16=None if twin is None else compare_windows(ours, twin),
     )
 
 
@@ -165,7 +145,7 @@ def device_figures(
 ) -> ParityFigures:
     """Core ML's own predictions (macOS) for the per-step inputs, against NeMo."""
     ours = device_outputs(predict, data)
-    return ParityFigures(precision="core_ml", per_step_vs_nemo=compare_steps(ours, data.outputs, data.cases))
+    return ParityFigures(precision="core_ml", per_call_vs_nemo=compare_calls(ours, data.outputs, data.cases))
 
 
 def _stream_arrays(stream: StreamResult) -> dict[str, np.ndarray]:

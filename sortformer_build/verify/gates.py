@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sortformer_build.config import GateConfig
-from sortformer_build.verify.parity import ParityFigures
+from sortformer_build.records.parity import ParityFigures
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Gate:
 
 
 def _twin_decisions(figures: ParityFigures) -> float | None:
-    twin = figures.per_step_vs_fp16
+    twin = figures.per_call_vs_fp16
     return None if twin is None else twin.overall.decision_agreement
 
 
@@ -31,19 +31,19 @@ def _streaming_decisions(figures: ParityFigures) -> float | None:
 
 GATES = (
     Gate(
-        "max |p - p_nemo| per step",
-        lambda figures: figures.per_step_vs_nemo.overall.max_abs_prob_error,
+        "max |p - p_nemo| per call",
+        lambda figures: figures.per_call_vs_nemo.overall.max_abs_prob_error,
         lambda gates: gates.max_prob_error,
         at_least=False,
     ),
     Gate(
-        "decisions at 0.5 agreeing with NeMo per step",
-        lambda figures: figures.per_step_vs_nemo.overall.decision_agreement,
+        "decisions at 0.5 agreeing with NeMo per call",
+        lambda figures: figures.per_call_vs_nemo.overall.decision_agreement,
         lambda gates: gates.min_decision_agreement,
         at_least=True,
     ),
     Gate(
-        "decisions at 0.5 agreeing with the fp16 twin per step",
+        "decisions at 0.5 agreeing with the fp16 twin per call",
         _twin_decisions,
         lambda gates: gates.min_twin_decision_agreement,
         at_least=True,
@@ -73,7 +73,7 @@ def gate(figures: ParityFigures, gates: GateConfig, max_emb_error_ratio: float) 
 def _structural(figures: ParityFigures, max_emb_error_ratio: float) -> list[str]:
     """What no compression may change: the uncompressed pre-encoder's lengths and embeddings
     (when the model returns them)."""
-    steps = figures.per_step_vs_nemo
+    steps = figures.per_call_vs_nemo
     failures = []
     if steps.lengths_equal is False:
         failures.append("chunk embedding lengths differ from NeMo's")
@@ -89,4 +89,4 @@ def _spread(figures: ParityFigures, rule: Gate) -> str:
     """Errors mean little without the scale of the reference: say it next to them."""
     if rule.at_least:
         return ""
-    return f" (reference spread {figures.per_step_vs_nemo.overall.prob_spread:.3f})"
+    return f" (reference spread {figures.per_call_vs_nemo.overall.prob_spread:.3f})"

@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from sortformer_build import contract
-from sortformer_build.coreml.layout import SUBSAMPLING_WEIGHTS
 from sortformer_build.coreml.package import PackageError, SavedPackage, SavedProgram, read_package
 from sortformer_build.coreml.targets import DEFAULT_TARGET, TARGET_FACTS, DeploymentTarget
-from sortformer_build.geometry import (
-    Geometry,
-    GeometryError,
-    OfflineGeometry,
-    geometry_from_metadata,
-    validate_geometry,
-)
+from sortformer_build.geometry import Geometry, GeometryError
+from sortformer_build.kinds import kind_for_metadata, kind_of
+from sortformer_build.kinds.base import ModelKind
 
 PALETTE_OP = "constexpr_lut_to_dense"
 # Linear weight quantization crashed the GPU path of the Sortformer head.
@@ -61,30 +56,30 @@ def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -
     yield from _check_aliasing(spec, programs)
     yield from _check_target(spec, programs, expected.deployment_target)
     yield from _check_linear_quantization(programs)
-    if check_compression:
-        yield from _check_compression(programs, expected.nbits, geometry)
+    if check_compression and geometry is not None:
+        yield from _check_compression(programs, expected.nbits, kind_of(geometry))
 
 
 def _check_metadata(spec: Any, expected: Geometry | None) -> Iterator[str]:
     metadata = dict(spec.description.metadata.userDefined)
+    kind = kind_for_metadata(metadata)
     try:
-        geometry = geometry_from_metadata(metadata)
-        validate_geometry(geometry)
+        geometry = kind.geometry_from_metadata(metadata)
+        geometry.validate()
     except GeometryError as error:
         yield f"metadata: {error}"
         return expected
     if expected is not None and geometry != expected:
         yield f"metadata: geometry {geometry.metadata()} differs from the expected {expected.metadata()}"
         return expected
-    if isinstance(geometry, OfflineGeometry) and not metadata.get(contract.CHECKPOINT_VERSION):
-        yield f"metadata: an offline model must say its {contract.CHECKPOINT_VERSION}"
+    yield from kind.metadata_findings(metadata)
     return geometry
 
 
 def _check_contract(spec: Any, geometry: Geometry, d_model: int | None) -> Iterator[str]:
     if d_model is None:
         d_model = _declared_width(spec)
-    inputs, outputs = contract.contract_for(geometry, d_model)
+    inputs, outputs = kind_of(geometry).contract(geometry, d_model)
     for kind, declared, wanted in (
         ("input", spec.description.input, inputs),
         ("output", spec.description.output, outputs),
@@ -153,44 +148,46 @@ def _check_linear_quantization(programs: list[SavedProgram]) -> Iterator[str]:
             yield f"compression: {program.describe()} has linear weight quantization ({op_type})"
 
 
-def _check_compression(
-    programs: list[SavedProgram], nbits: int | None, geometry: Geometry | None
-) -> Iterator[str]:
-    """The pre-encode subsampling keeps fp16 weights; the rest is palettized as the build said."""
-    if isinstance(geometry, OfflineGeometry):
-        if len(programs) != 1:
-            return
-        yield from _check_subsampling_kept(programs[0])
-        compressed = programs[0]
-    else:
-        if len(programs) != 2:
-            return
-        pre_encoder, compressed = programs
-        if PALETTE_OP in {op.type for op in pre_encoder.operations}:
-            yield "compression: the pre-encoder is palettized; it must keep full-precision weights"
+def _check_compression(programs: list[SavedProgram], nbits: int | None, kind: ModelKind) -> Iterator[str]:
+    """Palettized weights exactly where the kind says: its compressed program as the build said,
+    and nothing in what it keeps fp16 (a whole program, or the weights named with a prefix)."""
+    if len(programs) != kind.package_programs:
+        yield (
+            f"compression: a {kind.name} package holds {kind.package_programs} program(s), "
+            f"this one {len(programs)}"
+        )
+        return
+    compressed = programs[kind.compressed_program]
+    if kind.kept_program is not None:
+        kept = programs[kind.kept_program]
+        if PALETTE_OP in {op.type for op in kept.operations}:
+            yield f"compression: {kind.kept_part} is palettized; it must keep full-precision weights"
+    if kind.kept_prefix is not None:
+        yield from _check_prefix_kept(compressed, kind.kept_prefix, kind.kept_part)
     palettes = [op for op in compressed.operations if op.type == PALETTE_OP]
     if nbits is None and palettes:
         yield f"compression: an fp16 build has {len(palettes)} palettized weights"
     if nbits is not None:
         if not palettes:
-            yield f"compression: a {nbits}-bit palettized build has no {PALETTE_OP} weights in its head"
+            where = compressed.describe()
+            yield f"compression: a {nbits}-bit palettized build has no {PALETTE_OP} weights in {where}"
         sizes = sorted({_lut_entries(op) for op in palettes} - {1 << nbits})
         if sizes:
             yield f"compression: look-up tables of {sizes} entries in a {nbits}-bit build"
 
 
-def _check_subsampling_kept(program: SavedProgram) -> Iterator[str]:
-    """In a single program the subsampling is told apart by its weights' names (the traced
+def _check_prefix_kept(program: SavedProgram, prefix: str, part: str) -> Iterator[str]:
+    """Weights kept fp16 inside a compressed program are told apart by their names (the traced
     module path); finding none of them at all would make this check vacuous, so that fails too."""
     kept = palettized = 0
     for op in program.operations:
-        if op.outputs and op.outputs[0].name.startswith(SUBSAMPLING_WEIGHTS):
+        if op.outputs and op.outputs[0].name.startswith(prefix):
             kept += op.type == "const"
             palettized += op.type == PALETTE_OP
     if palettized:
-        yield f"compression: {palettized} pre-encode subsampling weights are palettized; they must stay fp16"
+        yield f"compression: {palettized} {part} weights are palettized; they must stay fp16"
     elif not kept:
-        yield f"compression: {program.describe()} has no subsampling weights ({SUBSAMPLING_WEIGHTS}*)"
+        yield f"compression: {program.describe()} has no {part} weights ({prefix}*)"
 
 
 def _lut_entries(op: Any) -> int:

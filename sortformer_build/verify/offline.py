@@ -4,17 +4,23 @@ figures of a package against those answers."""
 
 from __future__ import annotations
 
+import math
+from itertools import permutations
 from typing import Any
 
 import numpy as np
 
 from sortformer_build import contract
-from sortformer_build.geometry import OfflineGeometry
+from sortformer_build.geometry import NUM_SPEAKERS, SUBSAMPLING_FACTOR, OfflineGeometry
+from sortformer_build.progress import counted
+from sortformer_build.records.parity import CallFigures
 from sortformer_build.verify import reference
-from sortformer_build.verify.parity import StepFigures, agreement, merge
+from sortformer_build.verify.parity import agreement, merge, rounded
 from sortformer_build.verify.reference import StepFunction
 
 MEL_FRAMES_PER_SECOND = 100
+# Output frames two neighbouring windows of a recording share: their speakers are matched over it.
+OFFLINE_OVERLAP_FRAMES = 100
 # (name, valid share of the window, share of the audio with speech)
 WINDOW_CASES = (
     ("full window of a conversation", 1.0, 1.0),
@@ -67,18 +73,44 @@ def nemo_window(model: Any) -> StepFunction:
     return step
 
 
-def compare_windows(ours: list[dict[str, np.ndarray]], theirs: list[dict[str, np.ndarray]]) -> StepFigures:
+def compare_windows(ours: list[dict[str, np.ndarray]], theirs: list[dict[str, np.ndarray]]) -> CallFigures:
     """Probabilities over every output frame of each window, the padded ones included (NeMo
     gives zeros there); an offline model returns no embeddings or lengths to compare."""
     windows = [
         agreement(mine[contract.OFFLINE_PREDS][0], reference[contract.OFFLINE_PREDS][0])
         for mine, reference in zip(ours, theirs, strict=True)
     ]
-    return StepFigures(
-        cases=[window.rounded() for window in windows],
-        overall=merge(windows).rounded(),
-        max_abs_emb_error=None,
-        emb_error_ratio=None,
-        mean_abs_emb_error=None,
-        lengths_equal=None,
+    return CallFigures(cases=[rounded(window) for window in windows], overall=rounded(merge(windows)))
+
+
+def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction) -> np.ndarray:
+    """Speaker probabilities (output frames, speakers) of a whole recording from an offline
+    model: windows overlapping by OFFLINE_OVERLAP_FRAMES output frames; each window's speaker
+    columns are permuted to agree best with the timeline over the overlap (a window numbers
+    speakers by arrival, its own), then averaged there."""
+    total = math.ceil(mel.shape[2] / SUBSAMPLING_FACTOR)
+    timeline = np.zeros((total, NUM_SPEAKERS), dtype=np.float32)
+    stride = geometry.output_frames - OFFLINE_OVERLAP_FRAMES
+    windows = 1 + math.ceil(max(0, total - geometry.output_frames) / stride)
+    filled = 0
+    for index in counted(range(windows), windows, "window by window", "windows"):
+        start = index * stride
+        chunk = mel[:, :, start * SUBSAMPLING_FACTOR :][:, :, : geometry.window_frames]
+        padded = np.zeros((1, mel.shape[1], geometry.window_frames), dtype=np.float32)
+        padded[:, :, : chunk.shape[2]] = chunk
+        inputs = {contract.MEL: padded, contract.MEL_LENGTH: np.array([chunk.shape[2]], dtype=np.int32)}
+        preds = np.asarray(step(inputs)[contract.OFFLINE_PREDS], dtype=np.float32)[0, : total - start]
+        overlap = filled - start
+        if overlap > 0:
+            preds = preds[:, _best_permutation(timeline[start:filled], preds[:overlap])]
+            timeline[start:filled] = (timeline[start:filled] + preds[:overlap]) / 2
+        timeline[filled : start + preds.shape[0]] = preds[overlap:]
+        filled = start + preds.shape[0]
+    return timeline
+
+
+def _best_permutation(timeline: np.ndarray, window: np.ndarray) -> list[int]:
+    """The column order of `window` that agrees most with `timeline` (sum of products)."""
+    return list(
+        max(permutations(range(NUM_SPEAKERS)), key=lambda order: float(np.sum(timeline * window[:, order])))
     )

@@ -9,14 +9,15 @@ the same loop drives NeMo and a Core ML package.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from sortformer_build import contract
+from sortformer_build.contract import StepFunction
 from sortformer_build.geometry import SUBSAMPLING_FACTOR, StreamingGeometry
+from sortformer_build.progress import counted
 
 SAMPLE_RATE = 16000
 
@@ -27,9 +28,6 @@ CHUNK_CASES = (
     ("full cache and FIFO, full chunk", 1.0, 1.0, 1.0),
     ("short last chunk, partly filled cache and FIFO", 0.3, 1.0, 0.55),
 )
-
-# One model call of the streaming loop: the six contract inputs in, the three outputs out.
-StepFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -141,7 +139,6 @@ def stream(modules: Any, geometry: StreamingGeometry, mel: np.ndarray, step: Ste
     """NeMo's asynchronous streaming loop (`forward_streaming` with `async_streaming`), with
     `step` in place of the model: fixed-size inputs in, NeMo's state update on the outputs."""
     import torch
-    from tqdm import tqdm
 
     features = torch.from_numpy(mel)
     state = modules.init_streaming_state(batch_size=1, async_streaming=True)
@@ -152,15 +149,8 @@ def stream(modules: Any, geometry: StreamingGeometry, mel: np.ndarray, step: Ste
         feat_seq_offset=torch.zeros(1, dtype=torch.long),
     )
     chunks = 0
-    # Shown on a terminal only (disable=None): a sweep's log gets the stage's own lines.
-    progress = tqdm(
-        loader,
-        total=math.ceil(mel.shape[2] / (geometry.chunk_len * SUBSAMPLING_FACTOR)),
-        desc="  streaming chunk by chunk",
-        unit=" chunks",
-        leave=False,
-        disable=None,
-    )
+    expected = math.ceil(mel.shape[2] / (geometry.chunk_len * SUBSAMPLING_FACTOR))
+    progress = counted(loader, expected, "streaming chunk by chunk", "chunks")
     for _, chunk, chunk_lengths, left_offset, right_offset in progress:
         outputs = step(_step_inputs(geometry, chunk.numpy(), int(chunk_lengths), state))
         emb_frames = int(outputs[contract.CHUNK_EMB_LENGTHS][0])

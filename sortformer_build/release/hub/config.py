@@ -7,6 +7,9 @@ from enum import StrEnum
 from pathlib import Path
 
 STAGING_FOLDER = ".publish"
+# Where the Swift runtime downloads its models from.
+RUNTIME_REPO = "FluidInference/diar-streaming-sortformer-coreml"
+RUNTIME_FOLDER = "v3"
 
 
 class Format(StrEnum):
@@ -40,8 +43,8 @@ class CardConfig:
 class PublishConfig:
     # The output folder of a finished sweep (holds matrix.json).
     output_dir: str = "outputs/hub"
-    repo_id: str = "FluidInference/diar-streaming-sortformer-coreml"
-    path_in_repo: str = "v3"
+    repo_id: str = RUNTIME_REPO
+    path_in_repo: str = RUNTIME_FOLDER
     # Branch to commit to; None: the repo's default branch.
     revision: str | None = None
     create_pr: bool = False
@@ -54,6 +57,9 @@ class PublishConfig:
     commit_message: str | None = None
     # Synthetic and tiny checkpoints are random weights: uploading them is refused unless asked.
     allow_synthetic: bool = False
+    # A release of fewer models than the release set, or one bound elsewhere than where the
+    # runtime downloads from, is refused unless asked.
+    allow_partial: bool = False
     card: CardConfig = field(default_factory=CardConfig)
 
     @property

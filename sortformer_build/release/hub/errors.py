@@ -9,6 +9,15 @@ class PublishError(BuildError):
     """The release cannot be staged or uploaded; the message says why and what to do."""
 
 
+class UploadRefused(PublishError):
+    """The release is fit, but uploading it would be refused: one reason per line. A dry run
+    still stages it for inspection."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(f"an upload would be refused: {len(reasons)} reason(s)")
+
+
 class ReleaseRefused(PublishError):
     """The release is unfit to publish: one problem per line."""
 

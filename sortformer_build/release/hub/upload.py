@@ -12,9 +12,9 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Mo
 from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
-from sortformer_build.release.publish.errors import PublishError
-from sortformer_build.release.publish.stage import CARD_FILE, StagedFile, StagedRelease
-from sortformer_build.store.provenance import Provenance
+from sortformer_build.records.release import Provenance, StagedFile
+from sortformer_build.release.hub.errors import PublishError
+from sortformer_build.release.hub.tree import CARD_FILE, StagedRelease
 
 ADD, DELETE = "add", "delete"
 T = TypeVar("T")

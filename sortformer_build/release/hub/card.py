@@ -10,17 +10,18 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from sortformer_build.release.publish.config import CardConfig
-from sortformer_build.release.publish.errors import PublishError
-from sortformer_build.release.publish.release import Manifest, Model, Release
+from sortformer_build import text
+from sortformer_build.coreml.targets import TARGET_FACTS
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.device import DeviceReport
+from sortformer_build.records.evaluation import DerRates
+from sortformer_build.records.manifest import RANDOM_WEIGHT_SOURCES, Manifest
+from sortformer_build.records.release import Provenance
+from sortformer_build.release.hub.config import CardConfig
+from sortformer_build.release.hub.errors import PublishError
+from sortformer_build.release.hub.release import Model, Release
 from sortformer_build.store import atomic
-from sortformer_build.store.provenance import Provenance
-
-MB = 1e6
-# Deployment target -> the oldest systems that run the model.
-MINIMUM_OS = {"iOS16": "iOS 16 / macOS 13", "iOS17": "iOS 17 / macOS 14"}
-TOOLS = ("python", "torch", "coremltools", "nemo_toolkit", "numpy", "sortformer-build")
-SYNTHETIC_SOURCES = ("synthetic", "tiny")
+from sortformer_build.text import NOT_MEASURED, markdown_table
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ class CardFacts:
     path_in_repo: str
     formats: list[str]
     # How the compiled models were checked at publish time, in words.
-    core_ml_check: str
+    # Each compiled model measured on the Mac that publishes, by release stem; empty when only
+    # packages are staged (where Core ML cannot compile).
+    device_reports: dict[str, DeviceReport]
     provenance: Provenance
 
 
@@ -76,8 +79,12 @@ def _built(release: Release) -> list[tuple[Model, Manifest]]:
     return [(model, model.manifest) for model in release.models if model.manifest is not None]
 
 
+def _ratio(model: Model) -> str:
+    return text.ratio(model.row.ratio_to_fp16)
+
+
 def card_data(models: list[tuple[Model, Manifest]], facts: CardFacts, settings: CardConfig) -> ModelCardData:
-    licenses = [_license(manifest.checkpoint.version) for _, manifest in models]
+    licenses = [_license(manifest.variant.version) for _, manifest in models]
     unique = list(dict.fromkeys(licenses))
     if len(unique) == 1:
         license, name, link = unique[0].license, unique[0].license_name, unique[0].license_link
@@ -109,23 +116,22 @@ def _license(version: str) -> SourceLicense:
 
 
 def _eval_results(models: list[tuple[Model, Manifest]]) -> list[EvalResult]:
+    """DER against a ground truth, as Hub results: never for random weights, where it means nothing."""
     return [
         EvalResult(
             task_type="speaker-diarization",
-            dataset_type=figure.dataset,
-            dataset_name=figure.dataset,
+            dataset_type=evaluation.dataset,
+            dataset_name=evaluation.dataset,
             metric_type="der",
-            metric_value=round(figure.der * 100, 2),
+            metric_value=round(evaluation.der_vs_truth.der * 100, 2),
             metric_name=f"DER {manifest.release_stem}",
-            metric_config=_scoring(figure.collar, figure.scored_overlap),
+            metric_config=evaluation.scoring.describe(),
         )
         for _, manifest in models
-        for figure in manifest.evaluation
+        if not manifest.checkpoint.random_weights
+        for evaluation in manifest.evaluations
+        if evaluation.der_vs_truth is not None
     ]
-
-
-def _scoring(collar: float, scored_overlap: bool) -> str:
-    return f"collar {collar:g} s, overlap {'scored' if scored_overlap else 'ignored'}"
 
 
 def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
@@ -134,6 +140,7 @@ def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: Car
         _models_table(models),
         _parity_table(models),
         _der_section(models),
+        _device_section(models, facts),
         _sources_table(models),
         _files_section(models, facts),
         _build_section(release, models, facts),
@@ -149,7 +156,7 @@ def _introduction(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str
         "and verified against NeMo by sortformer-build. The Swift runtime downloads "
         f"`{facts.path_in_repo}/<precision>/<file name>.mlmodelc`."
     )
-    synthetic = sorted({m.checkpoint.source for _, m in models} & set(SYNTHETIC_SOURCES))
+    synthetic = sorted({m.checkpoint.source for _, m in models} & set(RANDOM_WEIGHT_SOURCES))
     if synthetic:
         text += (
             f"\n\n**Warning: built from {', '.join(synthetic)} random weights, not NVIDIA's "
@@ -158,57 +165,54 @@ def _introduction(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str
     return text
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines)
-
-
 def _models_table(models: list[tuple[Model, Manifest]]) -> str:
-    rows = []
-    for model, manifest in models:
-        ratio = model.job.ratio_to_fp16
-        rows.append(
-            [
-                f"`{manifest.release_stem}`",
-                manifest.compression,
-                manifest.geometry.describe(),
-                f"{manifest.geometry.latency_seconds:.2f} s",
-                f"{manifest.bytes / MB:.1f} MB",
-                f"{ratio:.2f}" if ratio else "",
-                MINIMUM_OS.get(manifest.deployment_target, manifest.deployment_target),
-            ]
-        )
+    rows = [
+        [
+            f"`{manifest.release_stem}`",
+            manifest.compression.name,
+            manifest.geometry.describe(),
+            manifest.geometry.latency,
+            text.megabytes(manifest.artifact.bytes),
+            _ratio(model),
+            TARGET_FACTS[manifest.deployment_target].os_versions,
+        ]
+        for model, manifest in models
+    ]
     header = ["model", "precision", "geometry", "latency", "package size", "vs fp16", "minimum OS"]
-    return (
-        "## Models\n\n"
-        + _table(header, rows)
-        + ("\n\nLatency is the output latency of one streaming step: (chunk + right context) x 80 ms.")
-    )
+    kinds = list(dict.fromkeys(kind_of(manifest.geometry) for _, manifest in models))
+    rules = " ".join(f"{kind.name.capitalize()} models: latency is {kind.latency_rule}." for kind in kinds)
+    return f"## Models\n\n{markdown_table(header, rows)}\n\n{rules}"
 
 
 def _parity_table(models: list[tuple[Model, Manifest]]) -> str:
     rows = []
     for _, manifest in models:
-        parity = manifest.parity
+        parity = manifest.verification.parity
         if parity is None:
             continue
-        twin = parity.twin_decision_agreement
+        calls, stream, twin = (
+            parity.per_call_vs_nemo.overall,
+            parity.streaming_vs_nemo,
+            parity.per_call_vs_fp16,
+        )
         rows.append(
             [
                 f"`{manifest.release_stem}`",
                 parity.precision,
-                f"{parity.step_max_abs_error:.1e}",
-                f"{parity.step_decision_agreement:.2%}",
-                f"{parity.step_argmax_agreement:.2%}",
-                f"{parity.stream_max_abs_error:.1e} ({parity.stream_chunks} chunks)",
-                f"{parity.stream_decision_agreement:.2%}",
-                f"{twin:.2%}" if twin is not None else "",
+                text.scientific(calls.max_abs_prob_error),
+                text.percent(calls.decision_agreement),
+                text.percent(calls.argmax_agreement),
+                NOT_MEASURED
+                if stream is None
+                else f"{stream.agreement.max_abs_prob_error:.1e} ({stream.chunks} chunks)",
+                NOT_MEASURED if stream is None else text.percent(stream.agreement.decision_agreement),
+                NOT_MEASURED if twin is None else text.percent(twin.overall.decision_agreement),
             ]
         )
     header = [
         "model",
         "executor",
-        "per step max |dp|",
+        "per call max |dp|",
         "decisions",
         "argmax",
         "streaming max |dp|",
@@ -217,10 +221,11 @@ def _parity_table(models: list[tuple[Model, Manifest]]) -> str:
     ]
     return (
         "## Parity with NeMo\n\n"
-        "Each package was run by sortformer-build's Core ML program executor on fixed streaming "
-        "steps and on a synthetic conversation streamed through NeMo's own state update, and "
-        "compared with NeMo: |dp| is the largest speaker-probability difference, decisions the "
-        "agreement at 0.5.\n\n" + _table(header, rows)
+        "Each package was run by sortformer-build's Core ML program executor and compared with NeMo: "
+        "a streaming model on fixed streaming steps and on a synthetic conversation streamed through "
+        "NeMo's own state update, the offline model on whole windows (it has no stream: "
+        f"{NOT_MEASURED}). |dp| is the largest speaker-probability difference, decisions the "
+        "agreement at 0.5.\n\n" + markdown_table(header, rows)
     )
 
 
@@ -228,27 +233,47 @@ def _der_section(models: list[tuple[Model, Manifest]]) -> str:
     rows = [
         [
             f"`{manifest.release_stem}`",
-            figure.dataset,
-            _scoring(figure.collar, figure.scored_overlap),
-            f"{figure.der:.2%}",
+            evaluation.dataset,
+            evaluation.scoring.describe(),
+            _truth(evaluation.der_vs_truth, manifest.checkpoint.random_weights),
             *(
-                f"{value:.2%}" if value is not None else ""
-                for value in (figure.miss, figure.false_alarm, figure.confusion)
+                text.percent(
+                    None if evaluation.der_vs_truth is None else getattr(evaluation.der_vs_truth, part)
+                )
+                for part in ("missed", "false_alarm", "confusion")
             ),
+            text.percent(evaluation.der_vs_nemo.der),
+            text.points(evaluation.der_change_vs_fp16_pp),
         ]
         for _, manifest in models
-        for figure in manifest.evaluation
+        for evaluation in manifest.evaluations
     ]
     if not rows:
         return "## Diarization error rate\n\nThis release was not evaluated on a diarization corpus."
-    header = ["model", "dataset", "scoring", "DER", "missed", "false alarm", "confusion"]
-    return "## Diarization error rate\n\n" + _table(header, rows)
+    header = [
+        "model",
+        "dataset",
+        "scoring",
+        "DER",
+        "missed",
+        "false alarm",
+        "confusion",
+        "DER vs NeMo",
+        "vs fp16",
+    ]
+    return "## Diarization error rate\n\n" + markdown_table(header, rows)
+
+
+def _truth(rates: DerRates | None, random_weights: bool) -> str:
+    if rates is None:
+        return NOT_MEASURED
+    return f"{rates.der:.2%}" + (" (random weights: not meaningful)" if random_weights else "")
 
 
 def _sources_table(models: list[tuple[Model, Manifest]]) -> str:
     seen: dict[tuple[str, str], Manifest] = {}
     for _, manifest in models:
-        seen.setdefault((manifest.checkpoint.version, manifest.checkpoint.sha256), manifest)
+        seen.setdefault((manifest.variant.version, manifest.checkpoint.sha256), manifest)
     rows = []
     for (version, sha256), manifest in sorted(seen.items()):
         license = _license(version)
@@ -259,28 +284,74 @@ def _sources_table(models: list[tuple[Model, Manifest]]) -> str:
     header = ["checkpoint", "base model", "license", "origin", "sha256"]
     return (
         "## Sources and licenses\n\nEach model keeps the license of the checkpoint it was converted from.\n\n"
-        + _table(header, rows)
+        + markdown_table(header, rows)
     )
 
 
 def _files_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
     suffixes = " and ".join(f"`.{value}`" for value in facts.formats)
     folders = ", ".join(
-        f"`{facts.path_in_repo}/{folder}/`" for folder in sorted({m.folder for _, m in models})
+        f"`{facts.path_in_repo}/{folder}/`" for folder in sorted({m.compression.folder for _, m in models})
     )
     return (
         "## Files\n\n"
         f"{folders}: one {suffixes} per model. "
         f"`{facts.path_in_repo}/release.json` lists every file of the release with its size and sha256, "
-        f"and each model's build manifest digest. Core ML check at publish: {facts.core_ml_check}."
+        "and each model's build manifest digest."
+    )
+
+
+def _device_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
+    """What each compiled model did on the Mac that published it, or that nothing ran there."""
+    if not facts.device_reports:
+        return (
+            "## On device\n\nNot measured: only packages were staged, where Core ML cannot compile; "
+            "compile and check them on a Mac."
+        )
+    rows = []
+    for _, manifest in models:
+        report = facts.device_reports.get(manifest.release_stem)
+        if report is None:
+            continue
+        latency, plan = report.latency, report.compute_plan
+        rows.append(
+            [
+                f"`{manifest.release_stem}`",
+                report.machine.describe(),
+                report.compute_units.value,
+                text.seconds(report.compile_seconds),
+                text.seconds(report.load_seconds),
+                text.seconds(report.first_predict_seconds),
+                NOT_MEASURED if latency is None else f"{latency.median_ms:.2f} / {latency.p95_ms:.2f} ms",
+                text.megabytes(report.peak_rss_bytes),
+                NOT_MEASURED
+                if plan is None or not report.neural_engine_in_play
+                else text.percent(plan.op_share.neural_engine),
+            ]
+        )
+    header = [
+        "model",
+        "machine",
+        "compute units",
+        "compile",
+        "load",
+        "first prediction",
+        "per call median / p95",
+        "peak memory",
+        "ops on the Neural Engine",
+    ]
+    notes = sorted({note for report in facts.device_reports.values() for note in report.notes()})
+    return (
+        "## On device\n\nEach `.mlmodelc` was compiled from its verified package on the Mac that "
+        "published it; its first prediction ran in a fresh process, then calls were timed after a "
+        "warm-up.\n\n" + markdown_table(header, rows) + "".join(f"\n- {note}" for note in notes)
     )
 
 
 def _build_section(release: Release, models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
     toolsets = defaultdict(list)
     for _, manifest in models:
-        tools = ", ".join(f"{name} {manifest.versions[name]}" for name in TOOLS if name in manifest.versions)
-        toolsets[tools].append(manifest.release_stem)
+        toolsets[manifest.versions.describe()].append(manifest.release_stem)
     lines = ["## How it was built", ""]
     if len(toolsets) == 1:
         lines.append(f"- Tools: {next(iter(toolsets))}.")
@@ -291,8 +362,8 @@ def _build_section(release: Release, models: list[tuple[Model, Manifest]], facts
         lines.append(f"- Sweep: `{command}`")
     else:
         options = {
-            "variant": sorted({m.variant for _, m in models}),
-            "compression": sorted({m.compression for _, m in models}),
+            "variant": sorted({m.variant.name for _, m in models}),
+            "compression": sorted({m.compression.name for _, m in models}),
             "checkpoint": sorted({m.checkpoint.source for _, m in models}),
         }
         chosen = " ".join(f"{group}={','.join(values)}" for group, values in options.items())

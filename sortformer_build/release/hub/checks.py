@@ -1,63 +1,60 @@
 """What makes a release unfit to publish, one line per problem.
 
 Lint and parity must have run and passed. Compile, load and predict need Core ML, which only
-macOS has: a release built elsewhere records them as skipped (needs macOS), and that is
-accepted because publishing `.mlmodelc` happens on a Mac, where the publish step compiles every
-package and loads it with all compute units before anything is staged. Any other skip, and any
-failed step, refuses the release.
+macOS has: a release built elsewhere records them as skipped for a reason that means "could not
+run here", and that is accepted because publishing `.mlmodelc` happens on a Mac, where the
+publish step compiles every package and loads it with all compute units before anything is
+staged. Any other skip, and any failed step, refuses the release.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from sortformer_build.coreml import macos
 from sortformer_build.coreml.package import package_digest
-from sortformer_build.release.publish.release import Manifest, Model, Release
-from sortformer_build.stages.steps import FAILED, SKIPPED, VERIFIED
+from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.steps import StepStatus
+from sortformer_build.release.hub.release import Model, Release
 
 REQUIRED_VERIFIED = ("lint", "parity")
 
 
 def release_problems(release: Release) -> list[str]:
     """Every reason not to publish `release`; empty when it is fit."""
-    problems = [f"{job.label}: the job failed: {job.error}" for job in release.matrix.jobs if not job.ok]
+    problems = [
+        f"{row.label}: the job failed: {row.status.error}" for row in release.matrix.rows if not row.status.ok
+    ]
     present = []
     for model in release.models:
-        found = _missing(model)
-        if found:
-            problems.append(found)
+        if model.manifest is None:
+            problems.append(f"{model.label}: {model.problem}")
             continue
-        assert model.manifest is not None
+        if not model.paths.package.is_dir():
+            problems.append(f"{model.label}: the package {model.paths.package} is missing")
+            continue
         problems += _artifact_problems(model, model.manifest)
-        present.append(model.manifest)
-    if not release.matrix.jobs:
+        present.append(model)
+    if not release.matrix.rows:
         problems.append(f"{release.folder}: the matrix lists no jobs: nothing to publish")
-    return problems + _collisions(present) + _checkpoint_problems(present)
-
-
-def _missing(model: Model) -> str | None:
-    if model.manifest is None:
-        return f"{model.job.label}: the manifest {model.manifest_path} is missing"
-    if not model.package.is_dir():
-        return f"{model.job.label}: the package {model.package} is missing"
-    return None
+    manifests = [model.manifest for model in present if model.manifest is not None]
+    return problems + _collisions(present) + _checkpoint_problems(manifests)
 
 
 def _artifact_problems(model: Model, manifest: Manifest) -> list[str]:
-    label = model.job.label
+    label = model.label
     problems = []
-    if model.job.bytes is not None and model.job.bytes != manifest.bytes:
+    swept = model.row.manifest
+    if swept is not None and swept.artifact.content_sha256 != manifest.artifact.content_sha256:
         problems.append(
-            f"{label}: matrix.json says {model.job.bytes} bytes, the manifest {manifest.bytes}: "
-            "it was rebuilt after the sweep; rerun the sweep"
+            f"{label}: the sweep's matrix describes another build than the manifest on disk: it was "
+            "rebuilt after the sweep; rerun the sweep"
         )
     # Read every byte again: a remembered digest keyed by file stamps could miss an edit.
-    content = package_digest(model.package)
-    if content != manifest.content_sha256:
+    content = package_digest(model.paths.package)
+    if content != manifest.artifact.content_sha256:
         problems.append(
             f"{label}: content sha256 {content[:12]} does not match its manifest's "
-            f"{manifest.content_sha256[:12]} (changed after it was verified); rebuild it"
+            f"{manifest.artifact.content_sha256[:12]} (changed after it was verified); rebuild it"
         )
     unverified = _unverified_steps(manifest)
     if unverified:
@@ -71,26 +68,27 @@ def _unverified_steps(manifest: Manifest) -> list[str]:
         step = manifest.step(name)
         if step is None:
             found.append(f"{name} did not run")
-        elif step.status != VERIFIED:
-            found.append(_describe(step.name, step.status, step.detail))
+        elif step.status is not StepStatus.verified:
+            found.append(step.describe())
     for step in manifest.steps:
         if step.name in REQUIRED_VERIFIED:
             continue
-        if step.status == FAILED or (step.status == SKIPPED and step.detail != macos.NEEDS_MACOS):
-            found.append(_describe(step.name, step.status, step.detail))
+        skipped_elsewhere = step.status is StepStatus.skipped and not (
+            step.skip is not None and step.skip.could_not_run_here
+        )
+        if step.status is StepStatus.failed or skipped_elsewhere:
+            found.append(step.describe())
     return found
 
 
-def _describe(name: str, status: str, detail: str) -> str:
-    return f"{name} {status}{f' ({detail})' if detail else ''}"
-
-
-def _collisions(manifests: list[Manifest]) -> list[str]:
-    paths: dict[str, list[Manifest]] = defaultdict(list)
-    for manifest in manifests:
-        paths[manifest.release_path].append(manifest)
+def _collisions(models: list[Model]) -> list[str]:
+    paths: dict[str, list[Model]] = defaultdict(list)
+    for model in models:
+        assert model.manifest is not None
+        paths[model.manifest.artifact.release_path].append(model)
     return [
-        f"{path}: {len(group)} artifacts would be published here ({', '.join(str(m.path) for m in group)})"
+        f"{path}: {len(group)} artifacts would be published here "
+        f"({', '.join(str(model.paths.manifest) for model in group)})"
         for path, group in paths.items()
         if len(group) > 1
     ]
@@ -105,7 +103,7 @@ def _checkpoint_problems(manifests: list[Manifest]) -> list[str]:
         problems.append(f"the release mixes checkpoint sources ({', '.join(sources)}): build it from one")
     by_version: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for manifest in manifests:
-        by_version[manifest.checkpoint.version][manifest.checkpoint.sha256].append(manifest.release_stem)
+        by_version[manifest.variant.version][manifest.checkpoint.sha256].append(manifest.release_stem)
     for version, digests in sorted(by_version.items()):
         if len(digests) > 1:
             which = "; ".join(f"{sha[:12]}: {', '.join(stems)}" for sha, stems in sorted(digests.items()))

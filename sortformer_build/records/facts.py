@@ -1,0 +1,40 @@
+"""What cached stages remember beside their files, in the build cache's `entry.json`."""
+
+from __future__ import annotations
+
+from sortformer_build.records.base import Record
+from sortformer_build.records.evaluation import RecordingRun
+from sortformer_build.records.manifest import ParameterCounts
+
+
+class NoFacts(Record):
+    """A stage whose files say everything."""
+
+
+class ProgramsFacts(Record):
+    d_model: int
+    parameters: ParameterCounts
+
+
+class PalettizeFacts(Record):
+    engine: str
+    # Look-up tables served by the LUT store and computed now (fast engine only).
+    lut_cache_hits: int | None = None
+    lut_cache_misses: int | None = None
+
+
+class ReferenceFacts(Record):
+    chunks: int | None  # the reference stream's; None: the model does not stream
+
+
+class DiarizationFacts(Record):
+    backend: str
+    recordings: list[RecordingRun]
+
+
+class CacheEntryRecord(Record):
+    """`entry.json`: the key an entry was built for, and its stage's facts (checked against the
+    stage's own facts type when the entry is used)."""
+
+    key: dict[str, object]
+    facts: dict[str, object]

@@ -1,0 +1,106 @@
+"""The deliver stage: the verified package (and compiled model, and RTTMs) renamed into the output
+folder, then the manifest that vouches for them, under a lock so two jobs writing one artifact
+leave one consistent pair. (Publishing a release to the Hugging Face Hub is `release.hub`.)"""
+
+from __future__ import annotations
+
+from sortformer_build.config import BuildConfig
+from sortformer_build.coreml.package import package_digest, package_size
+from sortformer_build.kinds import kind_of
+from sortformer_build.records.manifest import (
+    ArtifactRecord,
+    CheckpointRecord,
+    CompressionRecord,
+    Manifest,
+    VariantRecord,
+    Verification,
+)
+from sortformer_build.stages.artifact import ArtifactPaths
+from sortformer_build.stages.base import Job, UncachedStage
+from sortformer_build.stages.slots import (
+    CHECKPOINT,
+    DEVICE_REPORT,
+    EVALUATION,
+    EVALUATION_DIR,
+    JOB_DIGEST,
+    ON_DEVICE,
+    PACKAGE,
+    PARITY,
+    PROGRAMS,
+)
+from sortformer_build.store import atomic
+
+
+class DeliverStage(UncachedStage):
+    name = "deliver"
+    reads = (JOB_DIGEST, CHECKPOINT, PROGRAMS, PACKAGE)
+    reads_if_present = (PARITY, ON_DEVICE, DEVICE_REPORT, EVALUATION, EVALUATION_DIR)
+
+    def description(self, config: BuildConfig) -> str:
+        return f"Delivering into {config.artifact_dir}"
+
+    def execute(self, job: Job) -> None:
+        paths = ArtifactPaths.of(job.config)
+        staged = ArtifactPaths.beside(job.get(PACKAGE).path)
+        with atomic.lock(paths.folder / paths.name):
+            with self.step(job) as step:
+                content = package_digest(staged.package)
+                for source, final in (
+                    (staged.package, paths.package),
+                    (staged.compiled, paths.compiled),
+                    (job.find(EVALUATION_DIR), paths.evaluations),
+                ):
+                    if source is not None and source.exists():
+                        atomic.replace(source, final)
+                    elif final != paths.package:  # an earlier build's: not this manifest's
+                        atomic.remove(final)
+                step.detail = str(paths.package)
+            # The manifest names this step too: written last, it is what says "done".
+            manifest_of(job, content).write(paths.manifest)
+        # Remember the digest for the published files: the next warm check is free.
+        package_digest(paths.package, job.config.cache_layout.package_digests, known=content)
+
+
+def manifest_of(job: Job, content_sha256: str) -> Manifest:
+    config = job.config
+    checkpoint = job.get(CHECKPOINT)
+    paths = ArtifactPaths.of(config)
+    compression, variant, geometry = config.compression, config.variant, config.variant.geometry
+    evaluation = job.find(EVALUATION)
+    return Manifest(
+        artifact=ArtifactRecord(
+            file=paths.package.name,
+            content_sha256=content_sha256,
+            bytes=package_size(paths.package),
+            release_path=paths.release_path,
+        ),
+        variant=VariantRecord(
+            name=variant.name, version=variant.version, file_name=variant.file_name, released=variant.released
+        ),
+        compression=CompressionRecord(
+            name=compression.name,
+            folder=compression.folder,
+            nbits=compression.nbits,
+            release=compression.release,
+        ),
+        deployment_target=config.deployment_target,
+        geometry=geometry,
+        shapes=kind_of(geometry).shapes(geometry),
+        checkpoint=CheckpointRecord(
+            source=checkpoint.source,
+            origin=checkpoint.origin,
+            file=str(checkpoint.path),
+            sha256=checkpoint.sha256,
+        ),
+        parameters=job.get(PROGRAMS).parameters,
+        versions=job.versions,
+        code=job.get(JOB_DIGEST).code,
+        steps=list(job.steps.steps),
+        seconds=dict(job.steps.timings),
+        job_digest=job.get(JOB_DIGEST).digest,
+        config=config,
+        verification=Verification(
+            parity=job.find(PARITY), on_device=job.find(ON_DEVICE), device=job.find(DEVICE_REPORT)
+        ),
+        evaluations=[] if evaluation is None else [evaluation],
+    )
