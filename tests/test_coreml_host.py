@@ -268,7 +268,7 @@ def test_a_full_report() -> None:
     )
     assert report.one_line() == (
         "Apple M2 Pro, macOS 14.4.1, cpu_and_ne: compile 12.3 s, load 2.50 s, first prediction 0.41 s, "
-        "7.91 ms median, 8.40 ms p95 (50 calls), peak 412 MB, Neural Engine 50.0% of ops (90.0% of cost), "
+        "7.91 ms median, 8.40 ms p95 (50 calls), peak 412.0 MB, Neural Engine 50.0% of ops (90.0% of cost), "
         "1 off it"
     )
     rows = dict(report.rows())
