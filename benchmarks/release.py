@@ -12,15 +12,17 @@ checkpoints, in one run:
     .venv/bin/python benchmarks/release.py [--work DIR] [-- extra overrides]
 
 Prints the table the README quotes, where the cold time goes (per-stage seconds summed over the
-jobs' manifests), and the peak RSS of the largest job process. The synthetic checkpoints are made
-beforehand and not timed: a real release reads its weights from the Hugging Face cache.
-Targets on a 2-core machine: cold >= 2x faster than reference-style, >= 5x without
-verification, warm <= 10 s, no job above 4 GB peak RSS.
+jobs' manifests), the peak RSS of the largest job process, and where the cold sweep's last
+minutes went (the stretch at its end with fewer jobs running than workers, from the jobs'
+status files). The synthetic checkpoints are made beforehand and not timed: a real release reads
+its weights from the Hugging Face cache. Targets on a 2-core machine: cold >= 3x faster than
+reference-style, >= 5x without verification, warm <= 10 s, no job above 4 GB peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -261,6 +263,43 @@ def cold_stages(release: Path) -> tuple[dict[str, float], set[str]]:
     return dict(stages), engines
 
 
+def sweep_timeline(work: Path) -> list[tuple[float, float, str]]:
+    """(start, end, job) of the latest sweep run in `work`, in seconds from its first job's start;
+    a job's status file is written when it ends, and holds how long it ran."""
+    sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
+    from sortformer_build.records.status import JOB_STATUS_FILE, JobStatus
+
+    jobs = []
+    for path in sweep.glob(f"*/{JOB_STATUS_FILE}"):
+        status = JobStatus.read(path)
+        end = path.stat().st_mtime
+        jobs.append((end - status.seconds, end, f"{status.compression}/{status.variant}"))
+    first = min(start for start, _, _ in jobs)
+    return sorted((start - first, end - first, name) for start, end, name in jobs)
+
+
+def tail_note(timeline: list[tuple[float, float, str]], workers: int) -> str:
+    """Where the sweep's last minutes went: the stretch at its end with fewer jobs running than
+    workers, the jobs running then, and the worker-seconds left idle."""
+    edges = sorted({time for start, end, _ in timeline for time in (start, end)})
+    tail_start, idle = edges[-1], 0.0
+    for begin, finish in reversed(list(itertools.pairwise(edges))):
+        running = sum(1 for start, end, _ in timeline if start < finish and end > begin)
+        if running >= workers:
+            break
+        tail_start, idle = begin, idle + (workers - running) * (finish - begin)
+    total = edges[-1]
+    late = [
+        f"{name} ({end - max(start, tail_start):.0f} s of it)"
+        for start, end, name in timeline
+        if end > tail_start
+    ]
+    return (
+        f"The sweep took {total:.0f} s; in its last {total - tail_start:.0f} s fewer than {workers} jobs ran "
+        f"({idle:.0f} worker-seconds idle): {', '.join(late)}."
+    )
+
+
 def _workers(log: Path) -> str:
     """The worker count the launcher chose, from the line joblib's launcher logs."""
     found = re.search(r"n_jobs=(\d+)", log.read_text())
@@ -311,6 +350,8 @@ def main() -> None:
     extra = arguments.overrides
     print("Cold release sweep, as typed...", flush=True)
     cold, cold_peak = sweep(work, extra, "cold.log")
+    workers = _workers(work / "cold.log")
+    tail = tail_note(sweep_timeline(work), int(workers) if workers.isdigit() else 1)
     print("Warm release sweep...", flush=True)
     warm, _ = sweep(work, extra, "warm.log")
     stages, engines = cold_stages(work / "release")
@@ -332,6 +373,7 @@ def main() -> None:
         reference_stages,
         engines,
     )
+    print(f"\nThe cold sweep's last minutes: {tail}")
 
 
 def print_report(
@@ -357,7 +399,7 @@ def print_report(
             f"{reference:.1f} s",
             "",
         ),
-        ("cold speed-up over reference-style", f"{reference / cold:.2f}x", "target >= 2x"),
+        ("cold speed-up over reference-style", f"{reference / cold:.2f}x", "target >= 3x"),
         ("cold sweep without parity (verify.parity=false)", f"{unverified:.1f} s", ""),
         ("  its speed-up over reference-style (same work)", f"{reference / unverified:.2f}x", "target >= 5x"),
         ("peak RSS, largest sweep process (cold)", f"{cold_peak / GB:.2f} GB", "target <= 4 GB"),

@@ -169,6 +169,23 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
     assert [compression for _, compression in typed] == ["fp16", "fp16", "palettized6", "palettized6"]
 
 
+def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
+    """The configured order (conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
+    typed = ("variant=default,offline,nvidia_high", "compression=palettized6,fp16")
+    configured = [(variant, "fp16") for variant in ("nvidia_high", "offline", "default")]
+    assert _job_order(tmp_path / "configured", *typed) == [
+        *configured,
+        *((variant, "palettized6") for variant, _ in configured),
+    ]
+    swapped = [(variant, "fp16") for variant in ("offline", "nvidia_high", "default")]
+    assert _job_order(
+        tmp_path / "typed", *typed, "hydra.sweeper.longest={variant:[offline,nvidia_high]}"
+    ) == [
+        *swapped,
+        *((variant, "palettized6") for variant, _ in swapped),
+    ]
+
+
 def _launcher(work: Path, *overrides: str) -> tuple[str, str]:
     """The launcher a sweep would use and its n_jobs line, from the resolved Hydra config."""
     run = run_cli("--cfg", "all", "--resolve", *overrides, cwd=work)

@@ -9,6 +9,7 @@ import numpy as np
 from coremltools.proto import MIL_pb2
 
 from .errors import ExecutorError
+from .threads import chunk_count, run
 
 _PROTO_NAMES: dict[int, str] = {
     MIL_pb2.BOOL: "bool",
@@ -166,26 +167,36 @@ def _round_flat(values: np.ndarray) -> bool:
     return has_nan
 
 
-def round_to_fp16(values: np.ndarray, *, reuse: bool = False) -> np.ndarray:
+def round_to_fp16(values: np.ndarray, *, reuse: bool = False, threads: int = 1) -> np.ndarray:
     """float32 values rounded to the nearest float16 (ties to even), still held as float32.
 
     Same result as `values.astype(np.float16).astype(np.float32)`, bit for bit, in one compiled pass
-    instead of NumPy's two conversions. The result is a new array in the memory layout of `values`; with
-    `reuse` (the caller vouches that nothing else reads `values`), a writeable float32 `values` held in
-    one block of memory is rounded in place and returned.
+    instead of NumPy's two conversions, split over up to `threads` threads. The result is a new array
+    in the memory layout of `values`; with `reuse` (the caller vouches that nothing else reads
+    `values`), a writeable float32 `values` held in one block of memory is rounded in place and
+    returned.
     """
     array = np.asarray(values)
     if reuse and array.dtype == np.float32 and array.flags.writeable:
         flat = array.ravel(order="K")
         if np.may_share_memory(flat, array):  # a view: the array is one block of memory
-            _round_in_place(flat)
+            round_in_place(flat, threads)
             return array
     rounded = np.array(array, dtype=np.float32, order="K")
-    _round_in_place(rounded.ravel(order="K"))
+    round_in_place(rounded.ravel(order="K"), threads)
     return rounded
 
 
-def _round_in_place(flat: np.ndarray) -> None:
+def round_in_place(flat: np.ndarray, threads: int = 1) -> None:
+    """Round a 1-D float32 array (or a contiguous view) to float16 values in place."""
+    chunks = chunk_count(flat.size, threads)
+    if chunks == 1:
+        _round_chunk(flat)
+    else:
+        run(lambda start, stop: _round_chunk(flat[start:stop]), flat.size, chunks)
+
+
+def _round_chunk(flat: np.ndarray) -> None:
     if _round_flat(flat):
         # NumPy's own conversion, so that NaN payloads come out as NumPy makes them.
         nan = np.isnan(flat)

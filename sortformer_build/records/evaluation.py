@@ -85,5 +85,5 @@ class RecordingRun(Record):
 
     name: str
     audio_seconds: float
-    seconds: float  # wall time, audio loading to RTTM
+    seconds: float  # processing time, audio loading to RTTM (by a worker process: its share of it)
     regions: list[Region]

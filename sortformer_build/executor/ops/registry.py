@@ -38,13 +38,17 @@ def supported_op_types() -> frozenset[str]:
 
 
 class OpArgs:
-    """An op's argument values by parameter name, plus the types its outputs are declared with."""
+    """An op's argument values by parameter name, the types its outputs are declared with, and how
+    many threads it may split its own work over (with the result of one thread, bit for bit)."""
 
-    __slots__ = ("_values", "out_types")
+    __slots__ = ("_values", "out_types", "threads")
 
-    def __init__(self, values: Mapping[str, Sequence[Value]], out_types: Sequence[TensorType]) -> None:
+    def __init__(
+        self, values: Mapping[str, Sequence[Value]], out_types: Sequence[TensorType], threads: int = 1
+    ) -> None:
         self._values = values
         self.out_types = out_types
+        self.threads = threads
 
     def has(self, name: str) -> bool:
         return name in self._values
