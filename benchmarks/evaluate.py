@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from results import Results
+
 from sortformer_build import text
 from sortformer_build.records.manifest import Manifest
 
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--compressions", default=COMPRESSIONS, help=f"of step 1 (default {COMPRESSIONS})")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. evaluate.collar=0")
     arguments = parser.parse_args()
+    results = Results("evaluate")
     work = arguments.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = lively_checkpoint(work)
@@ -71,15 +74,16 @@ def main() -> None:
         returncode = subprocess.run(command, cwd=work, stdout=log, stderr=subprocess.STDOUT).returncode
     if returncode != 0:
         sys.exit(f"the sweep failed (exit {returncode}); see {work / 'sweep.log'}")
-    print(f"sweep: {time.perf_counter() - started:.0f} s\n")
-    print("| artifact | DER vs ground truth | DER vs NeMo | vs fp16 twin | RTF package | RTF NeMo |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for path in sorted((work / "release").glob("*/*.json")):
-        print(_row(path.parent.name, Manifest.read(path)))
-    side_by_side(work, checkpoint)
+    results.table(
+        f"DER and real-time factors on the conversation (sweep: {time.perf_counter() - started:.0f} s)",
+        ["artifact", "DER vs ground truth", "DER vs NeMo", "vs fp16 twin", "RTF package", "RTF NeMo"],
+        [_row(path.parent.name, Manifest.read(path)) for path in sorted((work / "release").glob("*/*.json"))],
+    )
+    side_by_side(work, checkpoint, results)
+    results.write()
 
 
-def side_by_side(work: Path, checkpoint: Path) -> None:
+def side_by_side(work: Path, checkpoint: Path, results: Results) -> None:
     """Step 2: the folder serially in this process, then by worker processes."""
     import soundfile
 
@@ -120,7 +124,7 @@ def side_by_side(work: Path, checkpoint: Path) -> None:
     )
     total = sum(seconds for _, seconds in SLICES)
     workers = recording_workers(len(recordings))
-    print(f"\n{len(recordings)} recordings, {total:.0f} s of audio, Default fp16 package, float16 executor:")
+    title = f"{len(recordings)} recordings, {total:.0f} s of audio, Default fp16 package, float16 executor"
     alone = dataclasses.replace(backend, recipe=None)  # no recipe: diarized in this process
     started = time.perf_counter()
     serial = diarize(alone, dataset, features, postprocessing, work / "serial")
@@ -129,14 +133,17 @@ def side_by_side(work: Path, checkpoint: Path) -> None:
     parallel = diarize(backend, dataset, features, postprocessing, work / "side-by-side")
     parallel_seconds = time.perf_counter() - started
     agreement = compare(parallel.rttms, serial.rttms, 0.0, False, parallel.regions).overall.der
-    print("| run | wall | real-time factor (wall) |\n| --- | --- | --- |")
-    for run, seconds in (
+    runs = (
         (f"one after another, {usable_cores()} threads", serial_seconds),
         (f"side by side, {workers} workers", parallel_seconds),
-    ):
-        print(f"| {run} | {seconds:.1f} s | {seconds / total:.3f} |")
+    )
+    results.table(
+        title,
+        ["run", "wall", "real-time factor (wall)"],
+        [[run, f"{seconds:.1f} s", f"{seconds / total:.3f}"] for run, seconds in runs],
+    )
     speed_up = serial_seconds / parallel_seconds
-    print(f"Speed-up {speed_up:.2f}x; DER of one run against the other {agreement:.2%}")
+    results.note(f"Speed-up {speed_up:.2f}x; DER of one run against the other {agreement:.2%}.")
 
 
 def lively_checkpoint(work: Path) -> Path:
@@ -165,7 +172,7 @@ def lively_checkpoint(work: Path) -> Path:
     return path
 
 
-def _row(folder: str, manifest: Manifest) -> str:
+def _row(folder: str, manifest: Manifest) -> list[str]:
     (record,) = manifest.evaluations
     cells = [
         f"{folder}/{manifest.variant.file_name}",
@@ -175,7 +182,7 @@ def _row(folder: str, manifest: Manifest) -> str:
         f"{record.real_time_factor:.3f}",
         f"{record.nemo_real_time_factor:.3f}",
     ]
-    return f"| {' | '.join(cells)} |"
+    return cells
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results import Results
 
 from sortformer_build import contract
 from sortformer_build.config import ExecutorPrecision
@@ -87,20 +88,13 @@ def main() -> None:
 
     from sortformer_build.checkpoint.sources import Checkpoint, load_model
 
+    results = Results("executor")
     model = load_model(Checkpoint(arguments.checkpoint, "", "local", str(arguments.checkpoint)))
     cores = usable_cores()
     counts = (1, cores) if cores > 1 else (1,)
-    print(f"Seconds per step on full buffers, best of {arguments.repeat} after the first; {cores} cores.")
-    header = (
-        "package",
-        "threads",
-        "NeMo",
-        "executor float32",
-        "executor float16",
-        "float16 / NeMo",
-        "first step",
-    )
-    print(f"| {' | '.join(header)} |\n|{' --- |' * len(header)}")
+    header = ["package", "threads", "NeMo", "executor float32", "executor float16", "float16 / NeMo"]
+    header.append("first step")
+    rows = []
     best: dict[tuple[str, int], dict[str, float]] = {}
     for package in arguments.packages:
         name = f"{package.parent.name}/{package.stem}"
@@ -109,15 +103,20 @@ def main() -> None:
             figures = best[name, threads] = {kind: min(steps[1:]) for kind, steps in seconds.items()}
             cells = [f"{figures[kind]:.3f} s" for kind in KINDS]
             cells += [f"{figures['float16'] / figures['NeMo']:.2f}", f"{seconds['float16'][0]:.2f} s"]
-            print(f"| {name} | {threads} | {' | '.join(cells)} |")
+            rows.append([name, str(threads), *cells])
+            print(" | ".join(rows[-1]), flush=True)
+    title = f"Seconds per step on full buffers, best of {arguments.repeat} after the first; {cores} cores"
+    results.table(title, header, rows)
     if len(counts) > 1:
-        print(f"\nSpeed-up from 1 thread to {cores}:")
-        print("| package | NeMo | executor float32 | executor float16 |")
-        print("| --- | --- | --- | --- |")
-        for package in arguments.packages:
-            name = f"{package.parent.name}/{package.stem}"
-            cells = [f"{best[name, 1][kind] / best[name, cores][kind]:.2f}x" for kind in KINDS]
-            print(f"| {name} | {' | '.join(cells)} |")
+        results.table(
+            f"Speed-up from 1 thread to {cores}",
+            ["package", "NeMo", "executor float32", "executor float16"],
+            [
+                [name, *(f"{best[name, 1][kind] / best[name, cores][kind]:.2f}x" for kind in KINDS)]
+                for name in dict.fromkeys(name for name, _ in best)
+            ],
+        )
+    results.write()
 
 
 if __name__ == "__main__":

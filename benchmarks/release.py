@@ -11,9 +11,9 @@ checkpoints, in one run:
 
     .venv/bin/python benchmarks/release.py [--work DIR] [-- extra overrides]
 
-Prints the table the README quotes, where the cold time goes (per-stage seconds summed over the
-jobs' manifests), the peak RSS of the largest job process, and where the cold sweep's last
-minutes went (the stretch at its end with fewer jobs running than workers, from the jobs'
+Prints and keeps (benchmarks/results/) the release table, where the cold time goes (per-stage
+seconds summed over the jobs' manifests), the peak RSS of the largest job process, and where the
+cold sweep's last minutes went (the stretch at its end with fewer jobs running than workers, from the jobs'
 status files). The synthetic checkpoints are made beforehand and not timed: a real release reads
 its weights from the Hugging Face cache. Targets on a 2-core machine: cold >= 3x faster than
 reference-style, >= 5x without verification, warm <= 10 s, no job above 4 GB peak RSS.
@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from results import Results
 
 from sortformer_build.cli.app import register_schemas
 from sortformer_build.config import BuildConfig
@@ -306,19 +306,6 @@ def _workers(log: Path) -> str:
     return found.group(1) if found else "?"
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.system()} {platform.release()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -339,6 +326,7 @@ def main() -> None:
         reference_model(next(c for c in configs if c.variant.name == variant), Path(report))
         return
 
+    results = Results("release")
     print(f"Making the full-size synthetic checkpoints (not timed) in {work / 'cache'}", flush=True)
     from sortformer_build.checkpoint.sources import resolve_checkpoint
 
@@ -363,7 +351,8 @@ def main() -> None:
     unverified, _ = sweep(work, [*extra, "verify.parity=false"], "cold-no-parity.log")
     print(f"Reference-style release ({len(configs)} fresh processes)...", flush=True)
     reference, reference_peak, reference_stages = reference_style(work, configs)
-    print_report(
+    report(
+        results,
         arguments,
         len(configs),
         (cold, warm, unverified, reference),
@@ -373,10 +362,12 @@ def main() -> None:
         reference_stages,
         engines,
     )
-    print(f"\nThe cold sweep's last minutes: {tail}")
+    results.note(f"The cold sweep's last minutes: {tail}")
+    results.write()
 
 
-def print_report(
+def report(
+    results: Results,
     arguments: argparse.Namespace,
     models: int,
     times: tuple[float, float, float, float],
@@ -389,8 +380,9 @@ def print_report(
     cold, warm, unverified, reference = times
     workers = _workers(arguments.work.resolve() / "cold.log")
     overrides = " ".join(arguments.overrides) or "none"
-    print(f"\nMachine: {machine()}")
-    print(f"Palettization engine of the sweeps: {', '.join(sorted(engines))}; extra overrides: {overrides}\n")
+    results.note(
+        f"Palettization engine of the sweeps: {', '.join(sorted(engines))}; extra overrides: {overrides}"
+    )
     rows = [
         (f"cold sweep as typed (empty build cache, {workers} workers)", f"{cold:.1f} s", ""),
         ("warm sweep (unchanged, same command)", f"{warm:.1f} s", "target <= 10 s"),
@@ -405,15 +397,15 @@ def print_report(
         ("peak RSS, largest sweep process (cold)", f"{cold_peak / GB:.2f} GB", "target <= 4 GB"),
         ("peak RSS, largest reference-style process", f"{reference_peak / GB:.2f} GB", ""),
     ]
-    print("| measure | value | target |\n| --- | --- | --- |")
-    for row in rows:
-        print(f"| {' | '.join(row)} |")
-    print("\nWhere the time goes (seconds per step, summed over jobs or processes):\n")
-    print("| step | cold sweep | reference-style |\n| --- | --- | --- |")
-    for name in sorted(
+    results.table("The release", ["measure", "value", "target"], [list(row) for row in rows])
+    names = sorted(
         set(stages) | set(reference_stages), key=lambda n: -max(stages.get(n, 0), reference_stages.get(n, 0))
-    ):
-        print(f"| {name} | {stages.get(name, 0):.1f} | {reference_stages.get(name, 0):.1f} |")
+    )
+    results.table(
+        "Where the time goes (seconds per step, summed over jobs or processes)",
+        ["step", "cold sweep", "reference-style"],
+        [[name, f"{stages.get(name, 0):.1f}", f"{reference_stages.get(name, 0):.1f}"] for name in names],
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
+from results import Results
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,18 +29,21 @@ def main() -> None:
     from sortformer_build.release.matrix import read_matrix
     from sortformer_build.release.report.page import REPORT_FILE, write_report
 
-    print(f"imports: {time.perf_counter() - started:.2f} s")
+    results = Results("report")
+    imports = time.perf_counter() - started
     matrix = read_matrix(arguments.output_dir)
     path = arguments.output_dir / REPORT_FILE
+    rows = [["imports", f"{imports:.2f} s", "", ""]]
     for attempt in range(1, arguments.repeat + 1):
         started = time.perf_counter()
         size = write_report(
             path, arguments.output_dir, matrix.rows, f"Release report: {arguments.output_dir}", matrix.command
         )
         seconds = time.perf_counter() - started
-        print(
-            f"write {attempt}: {seconds:.2f} s, {size / 1e3:.0f} kB, {path.read_text().count('<img ')} images"
-        )
+        images = path.read_text().count("<img ")
+        rows.append([f"write {attempt}", f"{seconds:.2f} s", f"{size / 1e3:.0f} kB", str(images)])
+    results.table(f"report.html of {arguments.output_dir}", ["step", "seconds", "size", "images"], rows)
+    results.write()
 
 
 if __name__ == "__main__":

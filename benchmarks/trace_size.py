@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from results import Results
 
 from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
 from sortformer_build.config import CheckpointConfig, PostProcessingConfig, VariantConfig
@@ -38,8 +39,8 @@ def main() -> None:
     checkpoint = resolve_checkpoint(CheckpointConfig(source="synthetic"), "v2.1", CacheLayout(work))
     model = load_model(checkpoint)
     postprocessing = resolve_postprocessing(PostProcessingConfig())
-    print("| variant | chunks (windows) | seconds | trace MB | aliased names | MB with float32 embeddings |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    results = Results("trace-size")
+    rows = []
     for name in arguments.variants:
         fields = OmegaConf.load(CONF / f"{name}.yaml")
         fields.pop("defaults")
@@ -65,11 +66,23 @@ def main() -> None:
         )
         total = index.arrays.bytes + index_bytes
         units = len(index.chunks) or len(index.windows)
-        print(
-            f"| {variant.file_name} | {units} | {seconds:.0f} | {total / 1e6:.1f} | {len(index.aliases)} "
-            f"of {len(index.names())} | {(total + half) / 1e6:.1f} |",
-            flush=True,
+        rows.append(
+            [
+                variant.file_name,
+                str(units),
+                f"{seconds:.0f}",
+                f"{total / 1e6:.1f}",
+                f"{len(index.aliases)} of {len(index.names())}",
+                f"{(total + half) / 1e6:.1f}",
+            ]
         )
+        print(" | ".join(rows[-1]), flush=True)
+    results.table(
+        "NeMo's trace of the conversation, per variant (full-size synthetic v2.1)",
+        ["variant", "chunks (windows)", "seconds", "trace MB", "aliased names", "MB with float32 embeddings"],
+        rows,
+    )
+    results.write()
 
 
 if __name__ == "__main__":
