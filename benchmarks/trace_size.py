@@ -27,7 +27,7 @@ from sortformer_build.trace.format import read_trace, trace_files
 from sortformer_build.trace.record import nemo_trace
 
 VARIANTS = ("default", "nvidia_low", "nvidia_high", "efficient", "offline")
-CONF = Path(__file__).parents[1] / "conf" / "variant"
+CONF = Path(__file__).parents[1] / "sortformer_build" / "conf" / "variant"
 
 
 def main() -> None:

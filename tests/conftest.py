@@ -17,7 +17,7 @@ import pytest
 # The script installed beside this interpreter: CI runs .venv/bin/pytest without activating the venv.
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 
-# The released geometries (NVIDIA's presets as the runtime names them), written out independently of conf/.
+# The released geometries (NVIDIA's presets as the runtime names them), written out independently of sortformer_build/conf/.
 RELEASE = {
     "default": ("Sortformer_v2.1", 6, 1, 7, 40, 188, 31),
     "nvidia_low": ("SortformerNvidiaLow_v2.1", 6, 1, 7, 188, 188, 144),
@@ -27,7 +27,7 @@ RELEASE = {
     "nvidia_low_v2": ("SortformerNvidiaLow_v2", 6, 1, 7, 188, 188, 144),
     "nvidia_high_v2": ("SortformerNvidiaHigh_v2", 340, 1, 40, 40, 188, 300),
 }
-# The offline model: file name and window (mel frames), written out independently of conf/.
+# The offline model: file name and window (mel frames), written out independently of sortformer_build/conf/.
 OFFLINE = {"offline": ("SortformerOffline_v2.1", 3072)}
 # Every variant option: what `variant=glob(*)` sweeps.
 ALL_VARIANTS = {**RELEASE, **OFFLINE}

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 # Backticked paths under these folders name files of this repository.
-REPO_FOLDERS = ("sortformer_build/", "conf/", "tests/", "benchmarks/", "docs/", "schemas/", ".ci/")
+REPO_FOLDERS = ("sortformer_build/", "hydra_plugins/", "tests/", "benchmarks/", "docs/", "schemas/", ".ci/")
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 

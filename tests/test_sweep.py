@@ -170,7 +170,7 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
 
 
 def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
-    """The configured order (conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
+    """The configured order (sortformer_build/conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
     typed = ("variant=default,offline,nvidia_high", "compression=palettized6,fp16")
     configured = [(variant, "fp16") for variant in ("nvidia_high", "offline", "default")]
     assert _job_order(tmp_path / "configured", *typed) == [

@@ -26,7 +26,7 @@ FOLDER = ".running-jobs"
 
 
 class RunningJobsCallback(Callback):
-    """Registered under `hydra.callbacks` (conf/build.yaml)."""
+    """Registered under `hydra.callbacks` (sortformer_build/conf/build.yaml)."""
 
     def __init__(self) -> None:
         self._held = ExitStack()

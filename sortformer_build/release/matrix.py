@@ -31,7 +31,7 @@ from sortformer_build.text import markdown_table
 
 
 class ReleaseSummary(Callback):
-    """Registered under `hydra.callbacks` in conf/build.yaml."""
+    """Registered under `hydra.callbacks` in sortformer_build/conf/build.yaml."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         statuses = sorted(read_statuses(Path(config.hydra.sweep.dir)), key=_order)
