@@ -5,7 +5,7 @@ the dry run, the release matrix, the report and the Hugging Face release."""
 from __future__ import annotations
 
 import json
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 from pydantic import Field
 
@@ -18,7 +18,7 @@ from sortformer_build.records.evaluation import DatasetEvaluation
 from sortformer_build.records.parity import ParityFigures
 from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
 
-MANIFEST_FORMAT = 3
+MANIFEST_FORMAT: Final = 3
 
 
 class ArtifactRecord(Record):
