@@ -19,6 +19,7 @@ import tracemalloc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from results import Results
@@ -101,14 +102,14 @@ def head_weights(path: Path | None) -> dict[str, np.ndarray]:
             return {name: stored[name] for name in stored.files}
     weights = build_head_weights()
     if path is not None:
-        np.savez(path, **weights)
+        np.savez(path, allow_pickle=False, **weights)
     return weights
 
 
 def run_ours(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> EngineRun:
     start = time.perf_counter()
     palettes = palettizer.palettize_tensors(weights, nbits, workers=workers)
-    return EngineRun(time.perf_counter() - start, {name: tuple(p) for name, p in palettes.items()})
+    return EngineRun(time.perf_counter() - start, {name: (p.lut, p.indices) for name, p in palettes.items()})
 
 
 def coremltools_kmeans(weight: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +201,7 @@ def baseline_columns(
     ]
 
 
-def chained_linear_model(weights: Mapping[str, np.ndarray]):
+def chained_linear_model(weights: Mapping[str, np.ndarray]) -> Any:
     """A converted iOS17 fp16 ML program whose linear layers use ``weights`` in order."""
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
@@ -212,7 +213,7 @@ def chained_linear_model(weights: Mapping[str, np.ndarray]):
         input_specs=[mb.TensorSpec(shape=(1, matrices[0].shape[1]), dtype=types.fp32)],
         opset_version=ct.target.iOS17,
     )
-    def program(x):
+    def program(x: Any) -> Any:
         for matrix in matrices:
             x = mb.linear(x=x, weight=matrix)
         return x
@@ -226,7 +227,7 @@ def chained_linear_model(weights: Mapping[str, np.ndarray]):
     )
 
 
-def lut_ops(model) -> dict[str, tuple]:
+def lut_ops(model: Any) -> dict[str, tuple[Any, ...]]:
     """Signature of every palettized weight: op type and the shapes and dtypes of its inputs."""
     return {
         op.name: (op.op_type, *((name, var.shape, var.dtype) for name, var in sorted(op.inputs.items())))
@@ -244,7 +245,8 @@ def profiled(work: Callable[[], object]) -> tuple[object, float, pstats.Stats]:
 
 def stage_seconds(stats: pstats.Stats) -> dict[str, float]:
     seconds = dict.fromkeys(COREMLTOOLS_STAGES, 0.0)
-    for (_, _, function), (_, _, _, cumulative, _) in stats.stats.items():
+    # `Stats.stats` is the table behind every report, left out of typeshed's stubs.
+    for (_, _, function), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
         if function in seconds:
             seconds[function] = max(seconds[function], cumulative)
     return seconds
@@ -264,7 +266,7 @@ class HookTimer:
             self.seconds += time.perf_counter() - start
 
 
-def palettize_model(model, **palettizer_options):
+def palettize_model(model: Any, **palettizer_options: Any) -> Any:
     import coremltools.optimize.coreml as cto
 
     config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(**palettizer_options))

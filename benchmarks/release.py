@@ -72,7 +72,8 @@ class PeakRss:
     """Samples the high-water RSS (VmHWM) of a process tree from /proc, per process."""
 
     def __init__(self, root: int) -> None:
-        self.root, self.peaks, self._stop = root, {}, threading.Event()
+        self.root, self._stop = root, threading.Event()
+        self.peaks: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -193,8 +194,10 @@ def reference_streaming(model: Any, config: BuildConfig, folder: Path, timed: An
     from sortformer_build.coreml.convert import assemble_pipeline, convert_programs
     from sortformer_build.coreml.export import trace
     from sortformer_build.coreml.layout import ProgramFiles
+    from sortformer_build.geometry import StreamingGeometry
 
     geometry, name, out = config.variant.geometry, config.variant.file_name, Path(config.output_dir)
+    assert isinstance(geometry, StreamingGeometry), "dispatched by the variant's kind"
     traced = timed("trace", lambda: trace(model, geometry))
     programs = timed("convert", lambda: convert_programs(traced, config.deployment_target, folder))
     timed("save fp16", lambda: assemble_pipeline(programs, geometry, {}, _new(out / "fp16" / name)))
@@ -210,13 +213,16 @@ def reference_offline(model: Any, config: BuildConfig, folder: Path, timed: Any)
     from sortformer_build.coreml.convert import convert_program, describe_offline
     from sortformer_build.coreml.export import trace_window
     from sortformer_build.coreml.layout import SUBSAMPLING_WEIGHTS
+    from sortformer_build.geometry import OfflineGeometry
 
     variant, out = config.variant, Path(config.output_dir)
+    geometry = variant.geometry
+    assert isinstance(geometry, OfflineGeometry), "dispatched by the variant's kind"
     program, small = folder / "offline.mlpackage", folder / "offline-palettized.mlpackage"
-    traced = timed("trace", lambda: trace_window(model, variant.geometry))
+    traced = timed("trace", lambda: trace_window(model, geometry))
     outputs = {contract.OFFLINE_PREDS: np.float32}
     timed("convert", lambda: convert_program(traced, outputs, config.deployment_target, {}, program))
-    save = partial(describe_offline, geometry=variant.geometry, version=variant.version, metadata={})
+    save = partial(describe_offline, geometry=geometry, version=variant.version, metadata={})
     timed("save fp16", lambda: save(program, destination=_new(out / "fp16" / variant.file_name)))
     timed("palettize", lambda: coremltools_palettize(program, small, keep_prefix=SUBSAMPLING_WEIGHTS))
     timed("save palettized", lambda: save(small, destination=_new(out / "palettized" / variant.file_name)))

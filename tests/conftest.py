@@ -17,7 +17,8 @@ import pytest
 # The script installed beside this interpreter: CI runs .venv/bin/pytest without activating the venv.
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 
-# The released geometries (NVIDIA's presets as the runtime names them), written out independently of sortformer_build/conf/.
+# The released geometries (NVIDIA's presets as the runtime names them), written out independently
+# of the package's configs.
 RELEASE = {
     "default": ("Sortformer_v2.1", 6, 1, 7, 40, 188, 31),
     "nvidia_low": ("SortformerNvidiaLow_v2.1", 6, 1, 7, 188, 188, 144),

@@ -103,7 +103,7 @@ def test_deployment_targets_need_the_macos_they_were_made_for() -> None:
 
 def test_the_macos_table_is_coremltools_own() -> None:
     """coremltools' `target.macOS<N>` aliases name the specification version of each release."""
-    theirs = {}
+    theirs: dict[int, tuple[int, ...]] = {}
     for name, member in ct.target.__members__.items():
         if name.startswith("macOS") and name != "macOS10_16":  # Big Sur's first name for 11
             version = tuple(int(part) for part in name.removeprefix("macOS").split("_"))

@@ -107,11 +107,16 @@ def reference_float16(
                     values[var.name] = _held(program.constant(var.name), var.type.dtype)
                 continue
             assert not any(isinstance(b, Literal) for bs in op.inputs.values() for b in bs)
-            arguments = {param: [values[b] for b in bindings] for param, bindings in op.inputs.items()}
+            arguments = {
+                param: [values[b] for b in bindings if isinstance(b, str)]
+                for param, bindings in op.inputs.items()
+            }
             types = [var.type for var in op.outputs]
             if observe is not None:
                 observe(op.type, arguments, types)
-            result = lookup(op.type)(OpArgs(arguments, types))
+            fn = lookup(op.type)
+            assert fn is not None, f"no executor op for {op.type}"
+            result = fn(OpArgs(arguments, types))
             results = result if isinstance(result, tuple) else (result,)
             for var, value in zip(op.outputs, results, strict=True):
                 values[var.name] = _held(value, var.type.dtype)
@@ -122,7 +127,9 @@ def reference_float16(
 def full_buffers(model: Model, geometry: StreamingGeometry, seed: int = 0) -> dict[str, np.ndarray]:
     spkcache = next(program for program in model.programs if contract.SPKCACHE in program.input_names)
     declared = next(var for var in spkcache.function.inputs if var.name == contract.SPKCACHE)
-    pipeline_inputs, _ = contract.pipeline_contract(geometry, declared.type.shape[-1])
+    shape = declared.type.shape
+    assert shape is not None and shape[-1] is not None, declared.type.describe()
+    pipeline_inputs, _ = contract.pipeline_contract(geometry, shape[-1])
     lengths = {
         contract.CHUNK_LENGTHS: geometry.chunk_mel_frames,
         contract.SPKCACHE_LENGTHS: geometry.spkcache_len,

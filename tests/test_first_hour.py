@@ -275,7 +275,8 @@ def test_an_up_to_date_line_says_what_the_manifest_vouches_for(tmp_path: Path, s
     line = next(line for line in again.stdout.splitlines() if line.startswith("Up to date:"))
     assert line.endswith("[verified: lint; skipped: parity, on-device]"), line
     manifest = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
-    assert manifest.step("lint").status is StepStatus.verified
+    lint = manifest.step("lint")
+    assert lint is not None and lint.status is StepStatus.verified
 
 
 def test_an_rttm_naming_another_recording_is_warned_about(tmp_path: Path) -> None:

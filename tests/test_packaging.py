@@ -26,11 +26,11 @@ def test_requires_python_is_what_the_pins_allow() -> None:
     needed = {}
     for name in pins:
         try:
-            requirement = metadata.metadata(name).get("Requires-Python")
+            requirements = metadata.metadata(name).get_all("Requires-Python") or []
         except metadata.PackageNotFoundError:
             continue  # pinned for another platform or extra
-        if requirement:
-            needed[name] = _minimum(SpecifierSet(requirement))
+        if requirements and requirements[0]:
+            needed[name] = _minimum(SpecifierSet(requirements[0]))
     strictest = max(needed.values())
     assert ours >= strictest, {name: str(v) for name, v in needed.items() if v > ours}
     assert project["requires-python"] == f">={strictest.major}.{strictest.minor}"

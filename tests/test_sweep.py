@@ -120,7 +120,8 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
     record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
-    assert record.step("programs").status is StepStatus.built
+    programs_step = record.step("programs")
+    assert programs_step is not None and programs_step.status is StepStatus.built
     # The killed job's scratch folder was swept by the next run, which removed its own.
     assert list((fresh_build_cache / "scratch").iterdir()) == []
 
@@ -170,7 +171,7 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
 
 
 def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
-    """The configured order (sortformer_build/conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
+    """The configured order (conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
     typed = ("variant=default,offline,nvidia_high", "compression=palettized6,fp16")
     configured = [(variant, "fp16") for variant in ("nvidia_high", "offline", "default")]
     assert _job_order(tmp_path / "configured", *typed) == [

@@ -1,6 +1,6 @@
 """Hydra's basic sweeper, with chosen values dispatched first whatever order they were typed in.
 
-The release sweep lists fp16 jobs first (`first: {compression: fp16}` in sortformer_build/conf/build.yaml): each
+The release sweep lists fp16 jobs first (`first: {compression: fp16}` in the build config): each
 fp16 job converts a model, and its palettized twin later reuses that conversion instead of
 waiting on the fp16 job's lock. Within that order, the values listed in `longest` (the slowest
 jobs, slowest first) go ahead of the others, so that a parallel sweep ends on short jobs rather

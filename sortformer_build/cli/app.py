@@ -55,7 +55,13 @@ def register_schemas() -> None:
         store.store(group="schema", name=name, node=node)
     # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan
     # then reloads (see `main`).
-    sweeper = {"_target_": SWEEPER, "max_batch_size": None, "params": None, "first": {}, "longest": {}}
+    sweeper: dict[str, object] = {
+        "_target_": SWEEPER,
+        "max_batch_size": None,
+        "params": None,
+        "first": {},
+        "longest": {},
+    }
     store.store(group="hydra/sweeper", name="first_values", node=sweeper)
 
 

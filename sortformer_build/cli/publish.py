@@ -1,4 +1,4 @@
-"""The `sortformer-build-publish` command: Hydra composes sortformer_build/conf/publish.yaml, `publish` does the work."""
+"""The `sortformer-build-publish` command: Hydra composes conf/publish.yaml, `publish` does the work."""
 
 from __future__ import annotations
 

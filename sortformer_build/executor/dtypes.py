@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import numpy.typing as npt
 from coremltools.proto import MIL_pb2
 
 from .errors import ExecutorError
@@ -100,6 +101,14 @@ class TensorType:
             return False
         return all(want is None or want == got for want, got in zip(self.shape, shape, strict=True))
 
+    def static_shape(self, where: str) -> tuple[int, ...]:
+        """The shape, which a value stored in the model (blob or immediate) must fix entirely."""
+        dims = self.shape or ()
+        fixed = tuple(d for d in dims if d is not None)
+        if len(fixed) != len(dims):
+            raise ExecutorError(f"{where}: a stored value cannot have the symbolic shape {self.describe()}")
+        return fixed
+
 
 def tensor_type(value_type: MIL_pb2.ValueType) -> TensorType:
     """The `TensorType` of a proto `ValueType`; other value kinds (lists, states...) are refused."""
@@ -167,7 +176,7 @@ def _round_flat(values: np.ndarray) -> bool:
     return has_nan
 
 
-def round_to_fp16(values: np.ndarray, *, reuse: bool = False, threads: int = 1) -> np.ndarray:
+def round_to_fp16(values: npt.ArrayLike, *, reuse: bool = False, threads: int = 1) -> np.ndarray:
     """float32 values rounded to the nearest float16 (ties to even), still held as float32.
 
     Same result as `values.astype(np.float16).astype(np.float32)`, bit for bit, in one compiled pass

@@ -159,7 +159,9 @@ class Program:
         value = self._constant_value(name, "float32", {}, 1)
         return value if isinstance(value, str) else value.astype(storage_dtype(var.type.dtype))
 
-    def run(self, inputs: Mapping[str, np.ndarray], precision: str, threads: int = 1) -> dict[str, Value]:
+    def run(
+        self, inputs: Mapping[str, np.ndarray], precision: str, threads: int = 1
+    ) -> dict[str, np.ndarray]:
         """Run the function on `inputs` (by name); returns its outputs as held (float32 for floats).
         Element-wise ops and float16 rounding run on up to `threads` threads, with the same result."""
         missing = [name for name in self.input_names if name not in inputs]
@@ -173,7 +175,13 @@ class Program:
                 self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
                 for name in step.release:
                     del env[name]
-        return {name: env[name] for name in self.output_names}
+        outputs: dict[str, np.ndarray] = {}
+        for name in self.output_names:
+            value = env[name]
+            if isinstance(value, str):
+                raise ExecutorError(f"program {self.index}: output '{name}' is a string, not a tensor")
+            outputs[name] = value
+        return outputs
 
     def _needs_rounding(self, op: Operation) -> bool:
         if op.type not in _SELECTING_OPS:
@@ -352,7 +360,7 @@ class Model:
             raise ExecutorError(
                 f"inputs missing: {missing}, unknown: {unknown}; expected {list(self.input_names)}"
             )
-        env: dict[str, Value] = dict(inputs)
+        env: dict[str, np.ndarray] = dict(inputs)
         for program in self.programs:
             env.update(program.run({name: env[name] for name in program.input_names}, precision, threads))
         return {name: np.array(env[name]) for name in self.output_names}

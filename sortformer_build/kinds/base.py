@@ -42,7 +42,7 @@ class TraceRecorder(Protocol):
 
 class ModelKind(ABC):
     name: ClassVar[str]
-    geometry_type: ClassVar[type]
+    geometry_type: ClassVar[type[Geometry]]
     # The programs a conversion saves, in its cache entry's folder.
     converted: ClassVar[tuple[str, ...]]
     # The program palettization compresses, in a conversion entry and in a palettization entry.
@@ -69,7 +69,7 @@ class ModelKind(ABC):
         """Whether a saved model's metadata describes a model of this kind."""
 
     def geometry_from_metadata(self, metadata: dict[str, str]) -> Geometry:
-        return self.geometry_type.from_metadata(metadata)  # type: ignore[no-any-return,attr-defined]
+        return self.geometry_type.from_metadata(metadata)
 
     def metadata_findings(self, metadata: dict[str, str]) -> list[str]:
         """What the metadata must say beyond the geometry."""

@@ -5,7 +5,7 @@ the dry run, the release matrix, the report and the Hugging Face release."""
 from __future__ import annotations
 
 import json
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 from pydantic import Field
 
@@ -19,7 +19,7 @@ from sortformer_build.records.parity import ParityFigures
 from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
 from sortformer_build.records.trace import DeliveredTrace
 
-MANIFEST_FORMAT = 3
+MANIFEST_FORMAT: Final = 3
 
 
 class ArtifactRecord(Record):

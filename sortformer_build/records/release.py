@@ -3,11 +3,11 @@ sha256, and per model the digests that tie the download back to its build."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from sortformer_build.records.base import Record
 
-RELEASE_FORMAT = 2
+RELEASE_FORMAT: Final = 2
 
 
 class Provenance(Record):

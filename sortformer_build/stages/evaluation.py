@@ -10,7 +10,7 @@ import shutil
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sortformer_build.config import BuildConfig, EvaluateConfig, EvaluationBackend
 from sortformer_build.coreml import host
@@ -37,6 +37,7 @@ from sortformer_build.stages.slots import (
     PACKAGE,
     PROGRAMS,
     TWIN_DIARIZATION,
+    Slot,
 )
 from sortformer_build.store import atomic
 
@@ -126,8 +127,8 @@ class DiarizationStage(_DiarizationStage):
     one entry."""
 
     name = "diarization"
-    upstream = (ProgramsStage.name, PalettizeStage.name)
-    reads = (NEMO, DATASET, PROGRAMS, PACKAGE)
+    upstream: ClassVar[tuple[str, ...]] = (ProgramsStage.name, PalettizeStage.name)
+    reads: ClassVar[tuple[Slot[Any], ...]] = (NEMO, DATASET, PROGRAMS, PACKAGE)
     provides = (DIARIZATION,)
 
     def skip(self, config: BuildConfig) -> Skip | None:

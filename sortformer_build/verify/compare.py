@@ -74,7 +74,11 @@ def compute_window_reference(model: Any, geometry: OfflineGeometry, settings: Ve
 
 
 def save_reference(data: ReferenceData, folder: Path) -> None:
-    extra = {} if data.stream is None else {"mel": data.mel, **_stream_arrays(data.stream)}
+    extra: dict[str, np.ndarray] = {}
+    if data.stream is not None:
+        if data.mel is None:
+            raise ValueError("a streaming reference needs the mel features of its stream")
+        extra = {"mel": data.mel, **_stream_arrays(data.stream)}
     _save(folder / REFERENCE_FILE, data.cases, data.outputs, extra)
 
 
@@ -172,7 +176,7 @@ def _save(path: Path, cases: Outputs, outputs: Outputs, extra: dict[str, np.ndar
         f"output{i}/{name}": value for i, output in enumerate(outputs) for name, value in output.items()
     }
     arrays |= {f"extra/{name}": value for name, value in extra.items()}
-    np.savez(path, **arrays)
+    np.savez(path, allow_pickle=False, **arrays)
 
 
 def _load(path: Path) -> tuple[Outputs, Outputs, dict[str, np.ndarray]]:

@@ -127,5 +127,8 @@ def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction)
 def _best_permutation(timeline: np.ndarray, window: np.ndarray) -> list[int]:
     """The column order of `window` that agrees most with `timeline` (sum of products)."""
     return list(
-        max(permutations(range(NUM_SPEAKERS)), key=lambda order: float(np.sum(timeline * window[:, order])))
+        max(
+            permutations(range(NUM_SPEAKERS)),
+            key=lambda order: float(np.sum(timeline * window[:, list(order)])),
+        )
     )

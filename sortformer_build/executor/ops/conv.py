@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import EllipsisType
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -115,6 +116,7 @@ def _pointwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """A 1x1 kernel: one matmul over the channels, no window matrix."""
     n, channels = cols.shape[:2]
     spatial = weight.ndim - 2
-    x = cols[(..., *(0,) * spatial)]  # [N, C, *positions]
+    first_tap: tuple[EllipsisType | int, ...] = (..., *(0,) * spatial)
+    x = cols[first_tap]  # [N, C, *positions]
     out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n, channels, -1))
     return out.reshape(n, weight.shape[0], *x.shape[2:]).astype(np.float32, copy=False)
