@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from results import Results
 
 from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
@@ -43,6 +43,7 @@ def main() -> None:
     rows = []
     for name in arguments.variants:
         fields = OmegaConf.load(CONF / f"{name}.yaml")
+        assert isinstance(fields, DictConfig)
         fields.pop("defaults")
         variant = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VariantConfig), fields))
         assert isinstance(variant, VariantConfig)

@@ -3,6 +3,7 @@ the same bits on several threads as on one, in float32 and in float16 mode."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from sortformer_build.config import (
 from sortformer_build.executor import Model, load_package
 from sortformer_build.executor.dtypes import TensorType, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
+from sortformer_build.executor.ops.registry import Value
 from sortformer_build.executor.split import DATA_PARAMETERS, run_split
 from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS
 from sortformer_build.geometry import StreamingGeometry
@@ -35,7 +37,7 @@ RNG = np.random.default_rng(0)
 _UNIT = {"acos", "asin", "atanh"}
 _POSITIVE = {"log", "sqrt", "rsqrt", "pow"}
 _LOGICAL = {"logical_and", "logical_or", "logical_xor", "logical_not"}
-PARAMETERS: dict[str, dict[str, object]] = {
+PARAMETERS: dict[str, dict[str, np.generic | np.ndarray | str]] = {
     "clip": {"alpha": np.float32(-0.5), "beta": np.float32(0.7)},
     "threshold": {"alpha": np.float32(0.1)},
     "cast": {"dtype": "int32"},
@@ -69,15 +71,16 @@ def data(op_type: str, shape: tuple[int, ...]) -> np.ndarray:
     return (RNG.standard_normal(shape) * np.exp2(RNG.integers(-20, 18, shape))).astype(np.float32)
 
 
-def op_values(op_type: str) -> dict[str, list[np.ndarray | str]]:
+def op_values(op_type: str) -> dict[str, Sequence[Value]]:
     names = DATA_PARAMETERS[op_type]
     # The second and third tensors broadcast: per row of axis 1, and across axis 0.
     shapes = [SHAPE, (1, SHAPE[1], 1), SHAPE[1:]]
-    values: dict[str, list[np.ndarray | str]] = {}
+    values: dict[str, Sequence[Value]] = {}
     for name, shape in zip(names, shapes, strict=False):
         values[name] = [RNG.random(shape) < 0.5 if name == "cond" else data(op_type, shape)]
     for name, value in PARAMETERS.get(op_type, {}).items():
-        values[name] = [value]
+        # Held as the executor holds a constant: a 0-d array, or a string.
+        values[name] = [value if isinstance(value, str) else np.asarray(value)]
     return values
 
 
@@ -111,14 +114,22 @@ def test_every_split_op_kind_gives_the_bits_of_one_thread(op_type: str) -> None:
 def test_reductions_split_only_ahead_of_their_trailing_axes() -> None:
     x = data("softmax", SHAPE)
     types = [TensorType("fp32", SHAPE)]
-    softmax = lookup("softmax")
-    across_rows = {"x": [x], "axis": [np.int32(1)]}
+    softmax, layer_norm, linear = lookup("softmax"), lookup("layer_norm"), lookup("linear")
+    assert softmax is not None and layer_norm is not None and linear is not None
+    across_rows: dict[str, Sequence[Value]] = {"x": [x], "axis": [np.asarray(np.int32(1))]}
     assert run_split("softmax", softmax, across_rows, types, 4, False) is None
-    norm = {"x": [x], "axes": [np.array([1], dtype=np.int32)], "epsilon": [np.float32(1e-5)]}
-    assert run_split("layer_norm", lookup("layer_norm"), norm, types, 4, False) is None
-    small = {"x": [x[:, :, : MIN_CHUNK_ELEMENTS // 200]], "axis": [np.int32(-1)]}
+    norm: dict[str, Sequence[Value]] = {
+        "x": [x],
+        "axes": [np.array([1], dtype=np.int32)],
+        "epsilon": [np.asarray(np.float32(1e-5))],
+    }
+    assert run_split("layer_norm", layer_norm, norm, types, 4, False) is None
+    small: dict[str, Sequence[Value]] = {
+        "x": [x[:, :, : MIN_CHUNK_ELEMENTS // 200]],
+        "axis": [np.asarray(np.int32(-1))],
+    }
     assert run_split("softmax", softmax, small, types, 4, False) is None  # too small to gain
-    assert run_split("linear", lookup("linear"), {"x": [x]}, types, 4, False) is None  # BLAS's
+    assert run_split("linear", linear, {"x": [x]}, types, 4, False) is None  # BLAS's
 
 
 @pytest.fixture(scope="module")

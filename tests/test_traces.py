@@ -251,9 +251,7 @@ def test_the_packages_own_trace_follows_nemos(
 ) -> None:
     package = _build(CheckpointConfig(source="tiny"), tmp_path / "output", shared_cache)
     folder = tmp_path / "package"
-    comparison = package_against_nemo(
-        tiny_reference, package, ExecutorPrecision.float16, folder, "content", 1
-    )
+    comparison = package_against_nemo(tiny_reference, package, ExecutorPrecision.float16, folder, "content")
     assert not comparison.parted, comparison.summary()
     reference, candidate = read_trace(tiny_reference), read_trace(trace_files(folder, NAME)[1])
     assert candidate.index.producer == "executor-float16" and candidate.index.package_sha256 == "content"
@@ -399,7 +397,13 @@ def _host_loop(reference: Path, folder: Path, wrong: WrongLoop, model: Any) -> P
     record = functools.partial(Recorder(writer).chunk, prediction_frames=DEFAULT.prediction_frames)
     preds = stream(modules, DEFAULT, mel, wrong.step(nemo_step(model)), record).preds
     writer.add_recording(trace_format.PREDS, preds)
-    updates = {"producer": "a host loop", "features": None, "segments": None, "rttm": None, "tools": {}}
+    updates: dict[str, object] = {
+        "producer": "a host loop",
+        "features": None,
+        "segments": None,
+        "rttm": None,
+        "tools": {},
+    }
     writer.write(folder, trace.index.header().model_copy(update=updates))
     return trace_files(folder, NAME)[0]
 
@@ -545,7 +549,8 @@ def test_a_build_with_a_trace_delivers_nemos_trace_beside_the_packages(traced_re
         steps = {step.name: step.status for step in manifest.steps}
         assert steps["nemo-trace"] in (StepStatus.built, StepStatus.cached)
     fp16, palettized = (manifest.trace.comparison for manifest in manifests if manifest.trace is not None)
-    assert fp16 is not None and not fp16.parted, fp16.summary()
+    assert fp16 is not None
+    assert not fp16.parted, fp16.summary()
     assert palettized is not None and palettized.candidate == "executor-float16"
 
 

@@ -150,8 +150,9 @@ def run_split(
     data = DATA_PARAMETERS.get(op_type)
     if data is None or len(out_types) != 1 or threads < 2:
         return None
-    tensors = [value for name in data for value in values.get(name, ())]
-    if not tensors or not all(isinstance(value, np.ndarray) for value in tensors):
+    found = [value for name in data for value in values.get(name, ())]
+    tensors = [value for value in found if isinstance(value, np.ndarray)]
+    if not tensors or len(tensors) != len(found):
         return None
     shape = np.broadcast_shapes(*(value.shape for value in tensors))
     chunks = chunk_count(math.prod(shape), threads)

@@ -74,9 +74,9 @@ def run(work: Callable[[int, int], None], size: int, chunks: int) -> None:
     except BaseException as error:  # still wait for the others: they write into shared arrays
         first_error = error
     for future in futures:
-        error = future.exception()
-        if error is not None and first_error is None:
-            first_error = error
+        failure = future.exception()
+        if failure is not None and first_error is None:
+            first_error = failure
     if first_error is not None:
         raise first_error
 

@@ -4,14 +4,14 @@ of the trace delivered with its package."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from sortformer_build.geometry import Geometry
 from sortformer_build.records.base import Record
 
-TRACE_FORMAT = "sortformer-trace"
+TRACE_FORMAT: Final = "sortformer-trace"
 TRACE_FORMAT_VERSION = 1
 ARRAYS_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".json"

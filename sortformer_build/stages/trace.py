@@ -151,7 +151,7 @@ class PackageTraceStage(CachedStage[TraceComparison]):
         package = job.get(PACKAGE).path
         precision = _settings(job.config).precision
         return package_against_nemo(
-            job.get(NEMO_TRACE).index, package, precision, folder, package_digest(package), blas_threads=None
+            job.get(NEMO_TRACE).index, package, precision, folder, package_digest(package)
         )
 
     def detail(self, facts: TraceComparison) -> str:

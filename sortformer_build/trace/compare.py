@@ -379,8 +379,8 @@ def _framing(
             continue
         theirs = _placement(ref_entries[index])
         error = float(np.abs(np.subtract(ours, theirs)).max())
-        note = None if error == 0 else f"mel frames {_span(ours)} where the reference has {_span(theirs)}"
-        worst.add(index, _Measure(error, 0.0, note=note))
+        placed = None if error == 0 else f"mel frames {_span(ours)} where the reference has {_span(theirs)}"
+        worst.add(index, _Measure(error, 0.0, note=placed))
     return worst.difference(FRAMING, unit, lambda at: at)
 
 

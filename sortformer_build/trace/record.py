@@ -165,11 +165,10 @@ def package_trace(
     precision: ExecutorPrecision,
     folder: Path,
     package_sha256: str | None,
-    blas_threads: int | None = None,
 ) -> TraceIndex:
     """The same loop on the reference trace's features with the package run by the executor in
-    `precision` (BLAS on `blas_threads`, None: every core), written as a trace of the package
-    into `folder` under the reference's name."""
+    `precision` (on the job's share of the cores), written as a trace of the package into `folder`
+    under the reference's name."""
     from sortformer_build.executor.step import package_step
     from sortformer_build.store.provenance import tool_versions
 
@@ -177,7 +176,7 @@ def package_trace(
     mel = reference.tensor(trace_format.MEL)
     writer = TraceWriter()
     writer.add_recording(trace_format.MEL, mel)
-    step = package_step(package, precision, blas_threads)
+    step = package_step(package, precision)
     kind = kind_of(index.geometry)
     preds = kind.record_trace(index.geometry, _d_model(index), mel, step, Recorder(writer))
     writer.add_recording(trace_format.PREDS, preds.astype(np.float32))
@@ -203,13 +202,12 @@ def package_against_nemo(
     precision: ExecutorPrecision,
     folder: Path,
     package_sha256: str | None,
-    blas_threads: int | None = None,
 ) -> TraceComparison:
     """The package's trace (written into `folder`) against NeMo's at `reference_path`: the
     figures evaluation records, also written to `folder`/COMPARISON_FILE."""
 
     reference = read_trace(reference_path)
-    index = package_trace(reference, package, precision, folder, package_sha256, blas_threads)
+    index = package_trace(reference, package, precision, folder, package_sha256)
     comparison = compare_traces(reference, read_trace(trace_files(folder, index.name)[1]))
     comparison.write(folder / COMPARISON_FILE)
     return comparison

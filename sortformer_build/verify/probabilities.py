@@ -49,7 +49,7 @@ class Probabilities:
         nemo = self.nemo.astype(np.float16)
         difference = (self.package.astype(np.float64) - self.nemo.astype(np.float64)).astype(np.float16)
         with path.open("wb") as handle:
-            np.savez_compressed(handle, **{_NEMO: nemo, _DIFFERENCE: difference})
+            np.savez_compressed(handle, allow_pickle=False, **{_NEMO: nemo, _DIFFERENCE: difference})
         return ProbabilityTrace(
             file=path.name, source=self.source, stretches=list(self.stretches), speakers=nemo.shape[1]
         )

@@ -106,9 +106,10 @@ def _depthwise(cols: np.ndarray, weight: np.ndarray, threads: int) -> np.ndarray
     def part(start: int, stop: int) -> None:
         block, views = out[:, start:stop], cols[:, start:stop]
         for tap, offsets in enumerate(np.ndindex(*kernel)):
-            block += views[(..., *offsets)] * taps[start:stop, tap].reshape(channel)
+            window: tuple[EllipsisType | int, ...] = (Ellipsis, *offsets)
+            block += views[window] * taps[start:stop, tap].reshape(channel)
 
-    run(part, out.shape[1], chunk_count(out.size, threads))
+    run(part, cols.shape[1], chunk_count(out.size, threads))
     return out
 
 

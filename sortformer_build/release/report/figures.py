@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -241,7 +242,7 @@ def tradeoff_figure(points: Sequence[TradeoffPoint]) -> Figure:
             _tradeoff_panel(panels[1], points, colours, lambda p: p.der_vs_nemo, "DER against NeMo (%)")
             top = max(1.0, *(p.der_vs_nemo or 0.0 for p in points)) * 1.1
             panels[1].set_ylim(-0.03 * top, top)
-        handles = [Patch(facecolor=colour, label=name) for name, colour in colours.items()]
+        handles: list[Artist] = [Patch(facecolor=colour, label=name) for name, colour in colours.items()]
         if any(point.from_windows for point in points):
             handles.append(
                 Line2D([], [], marker="s", linestyle="", color="#555555", label="offline: windows, no stream")
@@ -257,7 +258,8 @@ def _tradeoff_panel(
     value: Callable[[TradeoffPoint], float | None],
     label: str,
 ) -> None:
-    shown = [point for point in points if value(point) is not None]
+    measured = {id(point): figure for point in points if (figure := value(point)) is not None}
+    shown = [point for point in points if id(point) in measured]
     by_name: dict[str, list[TradeoffPoint]] = {}
     for point in shown:
         by_name.setdefault(point.name, []).append(point)
@@ -266,7 +268,7 @@ def _tradeoff_panel(
             ordered = sorted(twins, key=lambda point: point.megabytes)
             axes.plot(
                 [p.megabytes for p in ordered],
-                [value(p) for p in ordered],
+                [measured[id(p)] for p in ordered],
                 color="#aaaaaa",
                 linewidth=0.8,
                 zorder=1,
@@ -274,7 +276,7 @@ def _tradeoff_panel(
     for point in shown:
         axes.scatter(
             point.megabytes,
-            value(point),
+            measured[id(point)],
             color=colours[point.compression],
             marker="s" if point.from_windows else "o",
             zorder=2,
@@ -285,7 +287,7 @@ def _tradeoff_panel(
         largest = max(twins, key=lambda point: point.megabytes)
         axes.annotate(
             largest.name,
-            (largest.megabytes, value(largest)),
+            (largest.megabytes, measured[id(largest)]),
             fontsize=6,
             xytext=(4, 3),
             textcoords="offset points",

@@ -278,7 +278,7 @@ def _probabilities(paths: ArtifactPaths, manifest: Manifest, label: str) -> str:
             f"no |dp| gate for {manifest.compression.name}: decisions at 0.5 are gated "
             f"(>= {gates.min_streaming_decision_agreement:.0%} over the stream)"
         )
-    error = probabilities.error
+    deviation = probabilities.error
     stretches = ", ".join(stretch.name for stretch in probabilities.stretches)
     decisions = (
         parity.streaming_vs_nemo.agreement.decision_agreement
@@ -292,8 +292,8 @@ def _probabilities(paths: ArtifactPaths, manifest: Manifest, label: str) -> str:
     image = Image(
         png(probability_figure(probabilities, gate, gate_words, title)),
         f"Speaker probabilities of {label} against NeMo's over {stretches} ({probabilities.nemo.shape[0]} "
-        f"frames): max |p - p_nemo| {error.max(initial=0.0):.1e}, mean {error.mean():.1e}, decisions at 0.5 "
-        f"agreeing {decisions:.2%}; {gate_words}",
+        f"frames): max |p - p_nemo| {deviation.max(initial=0.0):.1e}, mean {deviation.mean():.1e}, "
+        f"decisions at 0.5 agreeing {decisions:.2%}; {gate_words}",
         f"Above: each speaker slot's probability from the package (solid) and NeMo (dashed), red ticks where "
         f"a decision at 0.5 differs. Below: |p - p_nemo| per slot; {gate_words}.",
     )
