@@ -182,8 +182,10 @@ def test_a_second_dataset_is_evaluated_beside_the_first_without_touching_the_pac
     assert sorted(path.relative_to(rttms).as_posix() for path in rttms.rglob("*.rttm")) == [
         "longer/artifact/longer.rttm",
         "longer/nemo/longer.rttm",
+        "longer/truth/longer.rttm",
         "opening/artifact/opening.rttm",
         "opening/nemo/opening.rttm",
+        "opening/truth/opening.rttm",
     ]
     again = run_cli(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
     assert again.returncode == 0 and "Up to date:" in again.stdout
