@@ -27,6 +27,8 @@ from results import Results
 from sortformer_build.coreml import palettizer
 from sortformer_build.coreml.palettize import WEIGHT_THRESHOLD
 from sortformer_build.coreml.targets import LUT_NBITS
+from sortformer_build.job.scratch import job_scratch
+from sortformer_build.store.layout import CacheLayout
 
 # One FastConformer layer's linear weights, chained: the "few big layers" of the end-to-end run.
 END_TO_END_LAYERS = (
@@ -338,10 +340,13 @@ def main() -> None:
     args = parser.parse_args()
 
     results = Results("palettize")
-    weights = head_weights(args.weights)
-    compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools, results=results)
-    if not args.skip_end_to_end:
-        end_to_end(weights, 6, args.workers, results)
+    # coremltools keeps each converted model in a temporary package until the interpreter exits:
+    # the cache's scratch folder holds them, and the next job sweeps them if this run is killed.
+    with job_scratch(CacheLayout.at(None).scratch):
+        weights = head_weights(args.weights)
+        compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools, results=results)
+        if not args.skip_end_to_end:
+            end_to_end(weights, 6, args.workers, results)
     results.write()
 
 
