@@ -328,8 +328,8 @@ def main() -> None:
     work = arguments.work.resolve()
     configs = release_configs(work)
     if arguments.reference_model:
-        variant, report = arguments.reference_model
-        reference_model(next(c for c in configs if c.variant.name == variant), Path(report))
+        variant, report_path = arguments.reference_model
+        reference_model(next(c for c in configs if c.variant.name == variant), Path(report_path))
         return
 
     results = Results("release")
