@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sortformer_build import faults
 from sortformer_build.errors import BuildError
 from sortformer_build.store import atomic
 
@@ -77,6 +78,7 @@ def write_rttm(path: Path, labels: Sequence[str], name: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.scratch_folder(path.parent) as scratch:
         written = Path(labels_to_rttmfile(list(labels), name, str(scratch)))
+        faults.point("rttm.write", path.parent)
         atomic.replace(written, path)
 
 

@@ -1,9 +1,12 @@
 """The deliver stage: the verified package (and compiled model, and RTTMs) renamed into the output
 folder, then the manifest that vouches for them, under a lock so two jobs writing one artifact
-leave one consistent pair. (Publishing a release to the Hugging Face Hub is `release.hub`.)"""
+leave one consistent pair. What is replaced goes through the job's staging folder, so a job killed
+here leaves nothing beside the artifacts but that folder, which the next job removes. (Publishing a
+release to the Hugging Face Hub is `release.hub`.)"""
 
 from __future__ import annotations
 
+from sortformer_build import faults
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.package import package_digest, package_size
 from sortformer_build.kinds import kind_of
@@ -51,12 +54,15 @@ class DeliverStage(UncachedStage):
                     (job.find(EVALUATION_DIR), paths.evaluations),
                 ):
                     if source is not None and source.exists():
-                        atomic.replace(source, final)
+                        atomic.replace(source, final, job.staging)
                     elif final != paths.package:  # an earlier build's: not this manifest's
-                        atomic.remove(final)
+                        atomic.retire(final, job.staging)
+                    if final == paths.package:
+                        faults.point("deliver.between-files", paths.folder)
                 step.detail = str(paths.package)
+            faults.point("deliver.before-manifest", paths.folder)
             # The manifest names this step too: written last, it is what says "done".
-            manifest_of(job, content).write(paths.manifest)
+            atomic.write_text(paths.manifest, manifest_of(job, content).to_json(), job.staging)
         # Remember the digest for the published files: the next warm check is free.
         package_digest(paths.package, job.config.cache_layout.package_digests, known=content)
 
