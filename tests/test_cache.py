@@ -7,34 +7,47 @@ import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from sortformer_build import faults
 from sortformer_build.coreml.package import package_digest
 from sortformer_build.store.cache import BuildCache
+
+from .rendezvous import Rendezvous
 
 KEY = {"checkpoint": "0" * 64, "geometry": [6, 1, 7]}
 
 
-def _fetch_slowly(root: str, builds_log: str) -> bool:
-    """Runs in a fresh process: fetch one entry whose build takes long enough to overlap."""
+def _fetch(root: str, builds_log: str, fault: str | None) -> bool:
+    """Runs in a fresh process: fetch one entry (with `fault`, held where its files are written)."""
+    if fault is not None:
+        os.environ[faults.FAULT_VARIABLE] = fault
 
     def build(folder: Path) -> dict[str, int]:
         with open(builds_log, "a") as log:
             log.write(f"{os.getpid()}\n")
-        time.sleep(2.0)
         (folder / "payload.bin").write_bytes(b"x" * 1000)
         return {"size": 1000}
 
-    return BuildCache(Path(root)).fetch("stage", KEY, build).hit
+    return BuildCache(Path(root)).fetch("programs", KEY, build).hit
 
 
 def test_two_processes_fetching_one_entry_build_it_once(tmp_path: Path) -> None:
+    """The second fetch starts while the first holds the entry's lock, its files half made."""
     builds_log = tmp_path / "builds.log"
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        hits = pool.starmap(_fetch_slowly, [(str(tmp_path / "cache"), str(builds_log))] * 2)
+    root = str(tmp_path / "cache")
+    spawn = multiprocessing.get_context("spawn")
+    with Rendezvous() as meeting, ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        first = pool.submit(_fetch, root, str(builds_log), meeting.fault("cache.programs"))
+        held = meeting.wait()
+        second = pool.submit(_fetch, root, str(builds_log), None)
+        assert not second.done()  # it cannot finish: the entry is not made and its lock is taken
+        held.release()
+        hits = [first.result(), second.result()]
     assert sorted(hits) == [False, True]
     assert len(builds_log.read_text().splitlines()) == 1
-    entry = BuildCache(tmp_path / "cache").lookup("stage", KEY)
+    entry = BuildCache(tmp_path / "cache").lookup("programs", KEY)
     assert entry is not None and entry.facts == {"size": 1000}
     assert (entry.path / "payload.bin").stat().st_size == 1000
 

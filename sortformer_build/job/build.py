@@ -54,7 +54,7 @@ def build(config: BuildConfig) -> BuildResult:
         with (
             job_scratch(layout.scratch) as scratch,
             job_staging(paths.folder) as staging,
-            _space_said(((paths.folder, "the package", staging), (layout.root, "the job's files", scratch))),
+            _space_said(((paths.folder, "the artifact", staging), (layout.root, "the job's files", scratch))),
         ):
             cache = BuildCache(
                 layout.build, enabled=config.cache, scratch=scratch, uses=uses, digests=layout.entry_digests

@@ -67,7 +67,7 @@ class BuildCache:
 
     def lookup(self, stage: str, key: dict[str, Any]) -> Entry | None:
         """The finished entry for `key`, or None; never builds (dry runs ask this)."""
-        return self._read(self.path(stage, key)) if self.enabled else None
+        return self.read(self.path(stage, key)) if self.enabled else None
 
     def fetch(self, stage: str, key: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> Entry:
         final = self.path(stage, key)
@@ -78,12 +78,12 @@ class BuildCache:
             folder.mkdir(parents=True)
             with space.reported(self._scratch, f"the {stage} stage's files", lambda: space.tree_size(folder)):
                 return Entry(folder, hit=False, facts=build(folder))
-        entry = self._read(final)
+        entry = self.read(final)
         if entry is not None and self._uses.hold(final):
             return entry
         lock = atomic.lock(final)
         with lock:
-            entry = self._read(final, report=True)
+            entry = self.read(final, report=True)
             if entry is not None and self._uses.hold(final):
                 return entry
             atomic.sweep_stale_partials(final.parent)
@@ -107,7 +107,7 @@ class BuildCache:
             self._uses.hold(final)
         return Entry(final, hit=False, facts=facts)
 
-    def _read(self, folder: Path, report: bool = False) -> Entry | None:
+    def read(self, folder: Path, report: bool = False) -> Entry | None:
         """The entry in `folder` if its entry.json is readable and its files are those it records;
         `report`: say in the log why an entry that is there cannot be used."""
         try:

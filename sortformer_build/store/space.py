@@ -86,7 +86,8 @@ def tree_size(path: Path) -> int:
 
 
 def megabytes(count: int) -> str:
-    return f"{count / 1e6:.2f} MB"
+    """`12.34 MB`, or `0.9 kB` below 10 kB (a manifest, a look-up table)."""
+    return f"{count / 1e6:.2f} MB" if count >= 10_000 else f"{count / 1e3:.1f} kB"
 
 
 def _existing(folder: Path) -> Path:
