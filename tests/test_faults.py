@@ -19,6 +19,7 @@ chains run side by side in separate folders.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ BUILD_CHAIN = PIPELINE
 SWEEP_CHAIN = (*PIPELINE, "matrix.write")
 AGAIN_CHAIN = ("deliver-evaluation.before-manifest",)
 PUBLISH_CHAIN = ("hub.tree",)
+MODES = ("build", "sweep", "publish")
 
 
 def test_every_fault_point_is_reachable_and_in_the_matrix(clean: Clean) -> None:
@@ -74,6 +76,7 @@ class Case:
     mode: str
     point: str
     problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -91,10 +94,11 @@ class Chain:
         trace = self.folders.work / "trace"
         for point in points:
             trace.unlink(missing_ok=True)
+            started = time.monotonic()
             run = self.run(
                 self.folders.env(**{faults.FAULT_VARIABLE: point, faults.TRACE_VARIABLE: str(trace)})
             )
-            case = Case(self.mode, point)
+            case = Case(self.mode, point, seconds=time.monotonic() - started)
             why = self.killed(run, point)
             if why is not None:
                 case.problems.append(f"{why}: {run.output[-1500:]}")
@@ -104,8 +108,9 @@ class Chain:
             case.problems += cache_problems(self.folders.cache, self.reference)
             cases.append(case)
         trace.unlink(missing_ok=True)
+        started = time.monotonic()
         last = self.run(self.folders.env())
-        case = Case(self.mode, "(rerun)")
+        case = Case(self.mode, "(rerun)", seconds=time.monotonic() - started)
         if last.returncode != 0:
             case.problems.append(f"the rerun failed: {last.output[-2000:]}")
         state = final_state(self.folders.output)
@@ -175,14 +180,20 @@ def test_killed_at_every_point_and_runagain(
         sweeps = pool.submit(_sweep_chains, clean, swept)
         cases = singles.result() + sweeps.result()
     published = staged_packages(swept)
+    kills = [case for case in cases if case.point != "(rerun)"]
+    summary = [
+        f"fault matrix: {len(kills)} kills at {len({case.point for case in kills})} points "
+        f"({', '.join(f'{mode} {sum(c.mode == mode for c in kills)}' for mode in MODES)}), "
+        f"{sum(not case.problems for case in cases)} of {len(cases)} runs without a problem",
+        *(f"  {case.mode} {case.point}: {case.seconds:.0f} s" for case in cases),
+        *(
+            f"  PROBLEM {case.mode} {case.point}: {problem[:400]}"
+            for case in cases
+            for problem in case.problems
+        ),
+    ]
     with capsys.disabled():
-        kills = [case for case in cases if case.point != "(rerun)"]
-        print(
-            f"\nfault matrix: {len(kills)} kills ({len({c.point for c in kills})} points x modes "
-            f"{sorted({c.mode for c in kills})}), {sum(not c.problems for c in cases)} of {len(cases)} "
-            f"cases without a problem",
-            file=sys.stderr,
-        )
+        print("\n" + "\n".join(summary), file=sys.stderr)
     assert [(case.mode, case.point, case.problems) for case in cases if case.problems] == []
     # The staged tree holds the same packages, byte for byte, as a clean publish of the same models.
     assert published == clean.published

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sortformer_build.cli.app import register_schemas
 from sortformer_build.cli.preflight import check_command_line
 from sortformer_build.config import ConfigError, PostProcessingConfig
 from sortformer_build.evaluate import conversation
@@ -332,6 +333,8 @@ VALUE = st.one_of(
 
 @pytest.mark.parametrize("examples", EXAMPLES)
 def test_config_override_values(examples: int) -> None:
+    register_schemas()  # as the command line does before it checks anything
+
     def well_formed(override: tuple[str, str]) -> None:
         key, value = override
         extra = ["evaluate=conversation"] if key.startswith("evaluate.") else []
