@@ -139,7 +139,7 @@ def cache_problems(cache_dir: Path, clean_cache: Path) -> list[str]:
 
 def leftovers(output_dir: Path, cache_dir: Path, temp_dir: Path) -> list[str]:
     """What no finished run may leave: anything in the temporary or scratch folders, staging or
-    partial files beside the artifacts or the matrix, partial cache entries."""
+    partial files beside the artifacts or the matrix, partial cache entries or look-up tables."""
     found = [f"temp: {path.relative_to(temp_dir)}" for path in temp_dir.rglob("*")]
     scratch = cache_dir / "scratch"
     if scratch.is_dir():
@@ -152,11 +152,7 @@ def leftovers(output_dir: Path, cache_dir: Path, temp_dir: Path) -> list[str]:
         ]
     build = cache_dir / "build"
     if build.is_dir():
-        found += [
-            f"cache: {path.relative_to(build)}"
-            for path in build.glob("*/.partial-*")
-            if path.parent.name != LUTS_FOLDER
-        ]
+        found += [f"cache: {path.relative_to(build)}" for path in build.glob("*/.partial-*")]
     return found
 
 

@@ -170,7 +170,7 @@ def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
     return cases + publish(PUBLISH_CHAIN, clean.sweep_again_state)
 
 
-def test_killed_at_every_point_and_runagain(
+def test_killed_at_every_point_and_run_again(
     clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     single = folders_in(tmp_path / "build", tiny_checkpoint.parent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ class ArrayStore:
         path = self._path(key)
         with (
             space.reported(self.root, "a look-up table", lambda: len(record.to_json()), exact=True),
-            atomic.staged(path) as temporary,
+            atomic.staged(path, self._scratch()) as temporary,
         ):
             temporary.write_text(record.to_json())
             faults.point("cache.luts", self.root)
@@ -170,3 +171,12 @@ class ArrayStore:
     def _path(self, key: str) -> Path:
         assert self.root is not None
         return self.root / f"{key}.json"
+
+    def _scratch(self) -> Path | None:
+        """Where a table is written before its rename: the temporary folder, which during a job is
+        the job's scratch folder in the cache (a killed writer's half table then goes with it),
+        when it is on the store's file system; else beside the table."""
+        assert self.root is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.gettempdir())
+        return temporary if temporary.stat().st_dev == self.root.stat().st_dev else None
