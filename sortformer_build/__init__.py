@@ -1,3 +1,6 @@
 """Declarative, verified Core ML builds of NVIDIA Streaming Sortformer."""
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+# The one version string is pyproject.toml's, read from the installed distribution.
+__version__ = metadata.version("sortformer-build")

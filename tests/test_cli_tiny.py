@@ -192,11 +192,12 @@ def test_what_the_sweep_writes_matches_the_checked_in_schemas(tiny_release: Path
 def markdown_rows(text: str) -> list[dict[str, str]]:
     """The rows of the first markdown table in `text`, by column name."""
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in lines[0].strip("|").split(" | ")]
-    return [
-        dict(zip(header, (cell.strip() for cell in line.strip("|").split(" | ")), strict=True))
-        for line in lines[2:]
-    ]
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip().replace("\\|", "|") for cell in line.strip("|").split(" | ")]
+
+    header = cells(lines[0])
+    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
 
 
 def test_unchanged_sweep_is_served_from_the_cache(tiny_release: Path, shared_cache: Path) -> None:

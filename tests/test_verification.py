@@ -324,6 +324,6 @@ def test_a_palettized_build_failing_its_gate_against_the_fp16_twin_is_not_publis
     crushed = CompressionConfig(
         name="palettized1", folder="palettized1", nbits=1, gates=GateConfig(min_twin_decision_agreement=1.01)
     )
-    with pytest.raises(StepFailed, match=r"decisions at 0\.5 agreeing with the fp16 twin per step"):
+    with pytest.raises(StepFailed, match=r"decisions at 0\.5 agreeing with the fp16 twin per call"):
         build(tiny_config(tmp_path, shared_cache, compression=crushed))
     assert list((tmp_path / "palettized1").iterdir()) == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,24 @@ _OUTPUT_DESCRIPTIONS = {
     contract.CHUNK_EMBS: "Pre-encoded embeddings of the chunk, to append to the FIFO",
     contract.CHUNK_EMB_LENGTHS: "Valid frames in chunk_pre_encoder_embs_out",
 }
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Trace and convert on one thread. The constants the converter folds (batch norms into
+    convolutions, scales into weights) are computed with BLAS and torch's kernels, whose summation
+    order, and so the last bit of some fp16 weights, follows the thread count: with one thread a
+    package is the same from a serial build, a parallel sweep or a cluster node."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def convert_programs(traced: TracedModels, target: DeploymentTarget, folder: Path) -> ProgramFiles:

@@ -50,9 +50,12 @@ class ProgramsStage(CachedStage[ProgramsFacts]):
         }
 
     def build(self, job: Job, folder: Path) -> ProgramsFacts:
+        from sortformer_build.coreml.convert import one_thread
+
         geometry = job.config.variant.geometry
         nemo = job.get(NEMO).get()
-        kind_of(geometry).convert(nemo, geometry, job.config.deployment_target, folder, job.steps)
+        with one_thread():
+            kind_of(geometry).convert(nemo, geometry, job.config.deployment_target, folder, job.steps)
         return ProgramsFacts(d_model=int(nemo.encoder.d_model), parameters=parameter_counts(nemo))
 
     def accept(self, job: Job, folder: Path, facts: ProgramsFacts) -> None:

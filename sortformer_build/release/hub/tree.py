@@ -17,6 +17,7 @@ from sortformer_build.coreml.coreml_errors import CoreMLError
 from sortformer_build.coreml.package import package_size
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.device import ComputeUnits, DeviceReport
+from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
 from sortformer_build.release.hub.card import CardFacts, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
@@ -98,7 +99,7 @@ def _stage_tree(
     for model in release.models:
         assert model.manifest is not None, "stage only a release without problems"
         for value in settings.format_values:
-            relative = f"{folder}/{model.manifest.release_stem}.{value.value}"
+            relative = model_folder(folder, model.manifest, value)
             report = _stage_model(model.paths.package, partial / relative, value)
             faults.point("hub.tree", settings.staging_root.parent)
             if report is not None:
@@ -154,22 +155,19 @@ def _release_index(
         repo_id=settings.repo_id,
         path_in_repo=folder,
         published_by=provenance,
-        models=[_model_entry(model, folder, files) for model in release.models],
+        models=[_model_entry(model, folder, settings.format_values) for model in release.models],
         files=files,
     )
 
 
-def _model_entry(model: Model, folder: str, files: list[StagedFile]) -> ReleaseEntry:
+def _model_entry(model: Model, folder: str, formats: list[Format]) -> ReleaseEntry:
     manifest = model.manifest
     assert manifest is not None and model.manifest_sha256 is not None, "stage only a release without problems"
-    prefix = f"{folder}/{manifest.release_stem}."
     return ReleaseEntry(
         release_path=manifest.artifact.release_path,
         variant=manifest.variant.name,
         compression=manifest.compression.name,
-        staged=sorted(
-            {_top_folder(file.path_in_repo, prefix) for file in files if file.path_in_repo.startswith(prefix)}
-        ),
+        staged=[model_folder(folder, manifest, value) for value in formats],
         manifest_sha256=model.manifest_sha256,
         package_content_sha256=manifest.artifact.content_sha256,
         job_digest=manifest.job_digest,
@@ -177,6 +175,6 @@ def _model_entry(model: Model, folder: str, files: list[StagedFile]) -> ReleaseE
     )
 
 
-def _top_folder(path: str, prefix: str) -> str:
-    """`v3/fp16/X.mlmodelc/model.mil` under prefix `v3/fp16/X.` -> `v3/fp16/X.mlmodelc`."""
-    return prefix + path[len(prefix) :].split("/", 1)[0]
+def model_folder(folder: str, manifest: Manifest, value: Format) -> str:
+    """A model's folder in the repo: `v3/fp16/Sortformer_v2.1.mlmodelc`."""
+    return f"{folder}/{manifest.release_stem}.{value.value}"
