@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -62,15 +61,16 @@ def test_remembered_package_digest_follows_the_files(tmp_path: Path) -> None:
     assert first == package_digest(package) == package_digest(package, memo)
     assert len(list(memo.iterdir())) == 1
 
-    time.sleep(0.05)  # file times tick coarsely; real rebuilds are seconds apart
-    weights.write_bytes(b"b" * 4096)  # same size, new mtime
+    # File times tick coarsely and real rebuilds are seconds apart: each rewrite gets its own mtime.
+    weights.write_bytes(b"b" * 4096)
+    os.utime(weights, (1, 1))
     second = package_digest(package, memo)
     assert second == package_digest(package) != first
 
     replacement = tmp_path / "replacement.mlpackage"
     shutil.copytree(package, replacement)
-    time.sleep(0.05)
     (replacement / "Data" / "weight.bin").write_bytes(b"c" * 4096)
+    os.utime(replacement / "Data" / "weight.bin", (2, 2))
     shutil.rmtree(package)
     replacement.rename(package)
     assert package_digest(package, memo) == package_digest(package) not in (first, second)
