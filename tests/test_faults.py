@@ -40,6 +40,7 @@ from .reference import (
     again,
     build,
     folders_in,
+    publish,
     staged_packages,
     sweep,
 )
@@ -164,10 +165,10 @@ def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
     chain.run = lambda env: sweep(folders, *SWEEP, *again(folders), env=env)
     cases += chain(AGAIN_CHAIN, clean.sweep_again_state)
     # Publishing the release the sweeps made: its staged tree is a final path too.
-    publish = Chain(
+    publishing = Chain(
         "publish", folders, lambda env: publish(folders, env), _exits_on_the_signal, clean.sweep.cache
     )
-    return cases + publish(PUBLISH_CHAIN, clean.sweep_again_state)
+    return cases + publishing(PUBLISH_CHAIN, clean.sweep_again_state)
 
 
 def test_killed_at_every_point_and_run_again(
