@@ -1,10 +1,16 @@
-"""Seconds per streaming step of the NumPy executor, on saved packages, in both numeric modes.
+"""Seconds per streaming step: NeMo's `forward_for_export` and the NumPy executor (float32 and
+float16 modes) on the same packages and inputs, on one thread and on every core.
 
-One step is one `predict` of the package on full buffers (chunk, speaker cache and FIFO all
-filled), the largest input a parity check feeds it. BLAS runs on one thread, as in the build's
-parity stage, and the two modes alternate step by step, so that their ratio holds on a busy machine.
+One step is one call on full buffers (chunk, speaker cache and FIFO all filled), the largest input
+a parity check or a diarization feeds it. The executor runs as the build runs it
+(`executor.step.package_step`: BLAS and the executor's own threads together); NeMo runs with
+torch's intra-op threads set to the same count. The three take turns step by step, so that all see
+the same load on a shared machine; each figure is the best of `--repeat` steps after a first one
+(which, for the executor, decodes the weights).
 
-    python benchmarks/executor.py outputs/synthetic/fp16/Sortformer_v2.1.mlpackage [...] [--repeat 3]
+    python benchmarks/executor.py CHECKPOINT.nemo PACKAGE.mlpackage [...] [--repeat 3]
+
+CHECKPOINT is the checkpoint the packages were built from (NeMo's side of the comparison).
 """
 
 from __future__ import annotations
@@ -14,12 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from results import Results
 
 from sortformer_build import contract
+from sortformer_build.config import ExecutorPrecision
+from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.package import read_package
-from sortformer_build.executor import PRECISIONS, load_package
+from sortformer_build.cores import usable_cores
+from sortformer_build.executor import load_package
 from sortformer_build.geometry import StreamingGeometry
+
+KINDS = ("NeMo", "float32", "float16")
 
 
 def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -41,39 +52,71 @@ def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dic
     }
 
 
-def time_package(package: Path, repeat: int) -> dict[str, tuple[float, float]]:
-    """(first step seconds, best of `repeat` later steps) per numeric mode.
+def time_package(model: object, package: Path, threads: int, repeat: int) -> dict[str, list[float]]:
+    """Seconds of each step, per kind, on `threads` threads; the kinds take turns step by step."""
+    import torch
 
-    The modes take turns step by step, so that both see the same load on a shared machine.
-    """
-    model = load_package(package)
-    geometry = StreamingGeometry.from_metadata(model.metadata)
+    from sortformer_build.executor.step import package_step
+    from sortformer_build.verify.reference import nemo_step
+
+    geometry = StreamingGeometry.from_metadata(load_package(package).metadata)
     described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
-    d_model = int(described[contract.SPKCACHE][-1])
-    inputs = full_inputs(geometry, d_model)
-    seconds: dict[str, list[float]] = {precision: [] for precision in PRECISIONS}
-    with threadpool_limits(limits=1, user_api="blas"):
-        for _ in range(repeat + 1):
-            for precision in PRECISIONS:
-                start = time.perf_counter()
-                model.predict(inputs, precision=precision)
-                seconds[precision].append(time.perf_counter() - start)
-    return {precision: (steps[0], min(steps[1:])) for precision, steps in seconds.items()}
+    inputs = full_inputs(geometry, int(described[contract.SPKCACHE][-1]))
+    steps: dict[str, StepFunction] = {
+        "NeMo": nemo_step(model),
+        **{
+            precision.value: package_step(package, precision, threads=lambda: threads)
+            for precision in (ExecutorPrecision.float32, ExecutorPrecision.float16)
+        },
+    }
+    torch.set_num_threads(threads)
+    seconds: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(repeat + 1):
+        for kind in KINDS:
+            start = time.perf_counter()
+            steps[kind](inputs)
+            seconds[kind].append(time.perf_counter() - start)
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="the .nemo checkpoint the packages were built from")
     parser.add_argument("packages", nargs="+", type=Path)
     parser.add_argument("--repeat", type=int, default=3, help="timed steps after the first")
     arguments = parser.parse_args()
-    print("| package | mode | first step (decodes weights) | later steps, best | float16 / float32 |")
-    print("| --- | --- | --- | --- | --- |")
+
+    from sortformer_build.checkpoint.sources import Checkpoint, load_model
+
+    results = Results("executor")
+    model = load_model(Checkpoint(arguments.checkpoint, "", "local", str(arguments.checkpoint)))
+    cores = usable_cores()
+    counts = (1, cores) if cores > 1 else (1,)
+    header = ["package", "threads", "NeMo", "executor float32", "executor float16", "float16 / NeMo"]
+    header.append("first step")
+    rows = []
+    best: dict[tuple[str, int], dict[str, float]] = {}
     for package in arguments.packages:
         name = f"{package.parent.name}/{package.stem}"
-        timed = time_package(package, arguments.repeat)
-        for precision, (first, best) in timed.items():
-            ratio = best / timed["float32"][1]
-            print(f"| {name} | {precision} | {first:.2f} s | {best:.2f} s | {ratio:.2f} |", flush=True)
+        for threads in counts:
+            seconds = time_package(model, package, threads, arguments.repeat)
+            figures = best[name, threads] = {kind: min(steps[1:]) for kind, steps in seconds.items()}
+            cells = [f"{figures[kind]:.3f} s" for kind in KINDS]
+            cells += [f"{figures['float16'] / figures['NeMo']:.2f}", f"{seconds['float16'][0]:.2f} s"]
+            rows.append([name, str(threads), *cells])
+            print(" | ".join(rows[-1]), flush=True)
+    title = f"Seconds per step on full buffers, best of {arguments.repeat} after the first; {cores} cores"
+    results.table(title, header, rows)
+    if len(counts) > 1:
+        results.table(
+            f"Speed-up from 1 thread to {cores}",
+            ["package", "NeMo", "executor float32", "executor float16"],
+            [
+                [name, *(f"{best[name, 1][kind] / best[name, cores][kind]:.2f}x" for kind in KINDS)]
+                for name in dict.fromkeys(name for name, _ in best)
+            ],
+        )
+    results.write()
 
 
 if __name__ == "__main__":

@@ -19,12 +19,16 @@ import tracemalloc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from results import Results
 
 from sortformer_build.coreml import palettizer
 from sortformer_build.coreml.palettize import WEIGHT_THRESHOLD
 from sortformer_build.coreml.targets import LUT_NBITS
+from sortformer_build.job.scratch import job_scratch
+from sortformer_build.store.layout import CacheLayout
 
 # One FastConformer layer's linear weights, chained: the "few big layers" of the end-to-end run.
 END_TO_END_LAYERS = (
@@ -100,14 +104,14 @@ def head_weights(path: Path | None) -> dict[str, np.ndarray]:
             return {name: stored[name] for name in stored.files}
     weights = build_head_weights()
     if path is not None:
-        np.savez(path, **weights)
+        np.savez(path, allow_pickle=False, **weights)
     return weights
 
 
 def run_ours(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> EngineRun:
     start = time.perf_counter()
     palettes = palettizer.palettize_tensors(weights, nbits, workers=workers)
-    return EngineRun(time.perf_counter() - start, {name: tuple(p) for name, p in palettes.items()})
+    return EngineRun(time.perf_counter() - start, {name: (p.lut, p.indices) for name, p in palettes.items()})
 
 
 def coremltools_kmeans(weight: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,29 +144,48 @@ def decoded_mse(weight: np.ndarray, palette: tuple[np.ndarray, np.ndarray]) -> f
     return float(np.mean((weight.astype(np.float64).reshape(-1) - decoded) ** 2))
 
 
-def compare_engines(weights: dict[str, np.ndarray], bits: list[int], workers: int, baseline: bool) -> None:
+def compare_engines(
+    weights: dict[str, np.ndarray], bits: list[int], workers: int, baseline: bool, results: Results
+) -> None:
     largest = max(weights.values(), key=np.size)
-    print(f"\n{len(weights)} tensors, {sum(w.size for w in weights.values()) / 1e6:.1f} M weights (fp16)")
-    print(
-        f"MB: tracemalloc peak while palettizing the largest tensor {largest.shape}; ours: {workers} threads"
-    )
-    header = f"{'bits':>4} {'ours s':>8} {'ours MB':>8}"
-    if baseline:
-        header += f" {'ct s':>8} {'ct MB':>8} {'speed-up':>9} {'MSE ratio max':>14} {'mean':>10} {'> 1':>4}"
-    print(header)
     start = time.perf_counter()
     palettizer.palettize_tensors({"warm-up": largest[:8]}, bits[0], workers=workers)
-    print(f"(once per process: compiling our kernels took {time.perf_counter() - start:.2f} s, not counted)")
+    compile_seconds = time.perf_counter() - start
+    header = ["bits", "ours", "ours peak MB"]
+    if baseline:
+        header += [
+            "coremltools",
+            "coremltools peak MB",
+            "speed-up",
+            "MSE ratio ours/coremltools, max",
+            "mean",
+            "tensors > 1",
+        ]
+    rows = []
     for nbits in bits:
         ours = run_ours(weights, nbits, workers)
-        ours_mb = traced_peak_mb(palettizer.palettize_tensor, largest, nbits)
-        row = f"{nbits:>4} {ours.seconds:>8.2f} {ours_mb:>8.1f}"
+        row = [
+            str(nbits),
+            f"{ours.seconds:.2f} s",
+            f"{traced_peak_mb(palettizer.palettize_tensor, largest, nbits):.1f}",
+        ]
         if baseline:
-            row += " " + baseline_columns(weights, nbits, ours, largest)
-        print(row, flush=True)
+            row += baseline_columns(weights, nbits, ours, largest)
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    size = sum(w.size for w in weights.values()) / 1e6
+    results.table(
+        f"The head's {len(weights)} tensors ({size:.1f} M fp16 weights); ours on {workers} threads; peak MB:"
+        f" tracemalloc while palettizing the largest tensor {largest.shape}",
+        header,
+        rows,
+    )
+    results.note(f"Compiling our kernels, once per process and not counted above: {compile_seconds:.2f} s.")
 
 
-def baseline_columns(weights: dict[str, np.ndarray], nbits: int, ours: EngineRun, largest: np.ndarray) -> str:
+def baseline_columns(
+    weights: dict[str, np.ndarray], nbits: int, ours: EngineRun, largest: np.ndarray
+) -> list[str]:
     theirs = run_coremltools(weights, nbits)
     ratios = np.array(
         [
@@ -170,14 +193,17 @@ def baseline_columns(weights: dict[str, np.ndarray], nbits: int, ours: EngineRun
             for name, w in weights.items()
         ]
     )
-    return (
-        f"{theirs.seconds:>8.2f} {traced_peak_mb(coremltools_kmeans, largest, nbits):>8.1f}"
-        f" {theirs.seconds / ours.seconds:>8.1f}x {ratios.max():>14.10f} {ratios.mean():>10.7f}"
-        f" {int(np.sum(ratios > 1)):>4}"
-    )
+    return [
+        f"{theirs.seconds:.2f} s",
+        f"{traced_peak_mb(coremltools_kmeans, largest, nbits):.1f}",
+        f"{theirs.seconds / ours.seconds:.1f}x",
+        f"{ratios.max():.10f}",
+        f"{ratios.mean():.7f}",
+        str(int(np.sum(ratios > 1))),
+    ]
 
 
-def chained_linear_model(weights: Mapping[str, np.ndarray]):
+def chained_linear_model(weights: Mapping[str, np.ndarray]) -> Any:
     """A converted iOS17 fp16 ML program whose linear layers use ``weights`` in order."""
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
@@ -189,7 +215,7 @@ def chained_linear_model(weights: Mapping[str, np.ndarray]):
         input_specs=[mb.TensorSpec(shape=(1, matrices[0].shape[1]), dtype=types.fp32)],
         opset_version=ct.target.iOS17,
     )
-    def program(x):
+    def program(x: Any) -> Any:
         for matrix in matrices:
             x = mb.linear(x=x, weight=matrix)
         return x
@@ -203,7 +229,7 @@ def chained_linear_model(weights: Mapping[str, np.ndarray]):
     )
 
 
-def lut_ops(model) -> dict[str, tuple]:
+def lut_ops(model: Any) -> dict[str, tuple[Any, ...]]:
     """Signature of every palettized weight: op type and the shapes and dtypes of its inputs."""
     return {
         op.name: (op.op_type, *((name, var.shape, var.dtype) for name, var in sorted(op.inputs.items())))
@@ -221,7 +247,8 @@ def profiled(work: Callable[[], object]) -> tuple[object, float, pstats.Stats]:
 
 def stage_seconds(stats: pstats.Stats) -> dict[str, float]:
     seconds = dict.fromkeys(COREMLTOOLS_STAGES, 0.0)
-    for (_, _, function), (_, _, _, cumulative, _) in stats.stats.items():
+    # `Stats.stats` is the table behind every report, left out of typeshed's stubs.
+    for (_, _, function), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
         if function in seconds:
             seconds[function] = max(seconds[function], cumulative)
     return seconds
@@ -241,28 +268,27 @@ class HookTimer:
             self.seconds += time.perf_counter() - start
 
 
-def palettize_model(model, **palettizer_options):
+def palettize_model(model: Any, **palettizer_options: Any) -> Any:
     import coremltools.optimize.coreml as cto
 
     config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(**palettizer_options))
     return cto.palettize_weights(model, config)
 
 
-def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> None:
+def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int, results: Results) -> None:
     layers = {name: weights[name] for name in END_TO_END_LAYERS}
     model = chained_linear_model(layers)
     size = sum(map(np.size, layers.values())) / 1e6
-    print(
-        f"\nend to end: palettize_weights on {len(layers)} linear layers ({size:.1f} M weights), {nbits} bits"
-    )
 
     start = time.perf_counter()
     kmeans_model = palettize_model(model, mode="kmeans", nbits=nbits)
-    print(f"  mode=kmeans (coremltools)            {time.perf_counter() - start:7.2f} s")
+    rows = [["mode=kmeans (coremltools)", f"{time.perf_counter() - start:.2f} s", ""]]
 
     hook = HookTimer(palettizer.lut_function(nbits))
     custom_model, seconds, stats = profiled(lambda: palettize_model(model, mode="custom", lut_function=hook))
-    print(f"  mode=custom, our lut_function        {seconds:7.2f} s  (profiled; hook {hook.seconds:.2f} s)")
+    rows.append(
+        ["mode=custom, our lut_function (profiled)", f"{seconds:.2f} s", f"in the hook {hook.seconds:.2f} s"]
+    )
 
     start = time.perf_counter()
     palettes = palettizer.palettize_tensors(layers, nbits, workers=workers)
@@ -273,16 +299,29 @@ def end_to_end(weights: Mapping[str, np.ndarray], nbits: int, workers: int) -> N
     hook = HookTimer(palettizer.lut_function(nbits, luts))
     start = time.perf_counter()
     palettize_model(model, mode="custom", lut_function=hook)
-    print(
-        f"  mode=custom, LUTs computed ahead     {time.perf_counter() - start:7.2f} s"
-        f"  (+{ahead:.2f} s ahead; in the hook {hook.seconds:.2f} s)"
+    rows.append(
+        [
+            "mode=custom, tables computed ahead",
+            f"{time.perf_counter() - start:.2f} s",
+            f"+{ahead:.2f} s ahead; in the hook {hook.seconds:.2f} s",
+        ]
     )
-    print("  coremltools' own stages in the profiled custom run (cumulative):")
-    for function, spent in stage_seconds(stats).items():
-        print(f"    {COREMLTOOLS_STAGES[function]:<42} {spent:6.2f} s  ({function})")
+    rows += [
+        [
+            f"coremltools: {COREMLTOOLS_STAGES[function]} ({function})",
+            f"{spent:.2f} s",
+            "cumulative, profiled run",
+        ]
+        for function, spent in stage_seconds(stats).items()
+    ]
+    results.table(
+        f"End to end: palettize_weights on {len(layers)} linear layers ({size:.1f} M weights), {nbits} bits",
+        ["run", "seconds", "detail"],
+        rows,
+    )
     kinds = sorted({signature[0] for signature in lut_ops(custom_model).values()})
     same = lut_ops(kmeans_model) == lut_ops(custom_model)
-    print(f"  same ops, input shapes and dtypes as mode=kmeans: {same}; ops: {kinds}")
+    results.note(f"Same ops, input shapes and dtypes as mode=kmeans: {same}; ops: {', '.join(kinds)}.")
 
 
 def main() -> None:
@@ -300,10 +339,15 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    weights = head_weights(args.weights)
-    compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools)
-    if not args.skip_end_to_end:
-        end_to_end(weights, 6, args.workers)
+    results = Results("palettize")
+    # coremltools keeps each converted model in a temporary package until the interpreter exits:
+    # the cache's scratch folder holds them, and the next job sweeps them if this run is killed.
+    with job_scratch(CacheLayout.at(None).scratch):
+        weights = head_weights(args.weights)
+        compare_engines(weights, args.bits, args.workers, baseline=not args.skip_coremltools, results=results)
+        if not args.skip_end_to_end:
+            end_to_end(weights, 6, args.workers, results)
+    results.write()
 
 
 if __name__ == "__main__":

@@ -213,6 +213,23 @@ class EvaluateConfig:
     precision: ExecutorPrecision = ExecutorPrecision.float16
 
 
+class TraceRecording(StrEnum):
+    conversation = "conversation"  # the short meeting shipped with the package
+    file = "file"  # an audio file: trace.path
+
+
+@dataclass
+class TraceConfig:
+    """A reference trace for host runtimes (docs/traces.md): NeMo's own loop on one recording,
+    chunk by chunk, delivered under <output_dir>/traces/ (every compression of a model shares
+    it); the package's own trace, run by the executor, is compared with it."""
+
+    recording: TraceRecording = MISSING
+    path: str | None = None  # with trace=file: the audio file
+    # The executor's numeric mode for the package's own trace.
+    precision: ExecutorPrecision = ExecutorPrecision.float16
+
+
 @dataclass
 class BuildConfig:
     variant: VariantConfig = MISSING
@@ -228,6 +245,8 @@ class BuildConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     # None: no evaluation (the `evaluate` group picks a dataset).
     evaluate: EvaluateConfig | None = None
+    # None: no reference trace (the `trace` group picks the recording).
+    trace: TraceConfig | None = None
     # Say what the job would build and which cache entries it would reuse; build nothing.
     dry_run: bool = False
     # Keep the libraries' own progress bars and warnings (coremltools draws one per pass).
@@ -273,6 +292,8 @@ def validate_config(config: BuildConfig) -> list[str]:
         raise ConfigError("checkpoint=hub needs checkpoint.repo_id (a Hugging Face model id)")
     if config.evaluate is not None:
         _validate_evaluate(config.evaluate)
+    if config.trace is not None:
+        _validate_trace(config.trace)
     warnings = config.variant.geometry.validate()
     # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
     # in the manifest; a warning is for geometries a user changed.
@@ -285,6 +306,15 @@ def _validate_evaluate(settings: EvaluateConfig) -> None:
         raise ConfigError(f"evaluate={kind} needs evaluate.path=/path/to/the/{kind}")
     if settings.collar < 0:
         raise ConfigError(f"evaluate.collar must be 0 or more seconds, got {settings.collar}")
+
+
+def _validate_trace(settings: TraceConfig) -> None:
+    if settings.recording is TraceRecording.file and not settings.path:
+        raise ConfigError("trace=file needs trace.path=/path/to/audio (a file NeMo's preprocessor reads)")
+    if settings.recording is not TraceRecording.file and settings.path:
+        raise ConfigError("trace.path is read only with trace=file: add trace=file to trace that recording")
+    if settings.path and not Path(settings.path).is_file():
+        raise ConfigError(f"trace.path: {settings.path} is not a file")
 
 
 def config_dict(config: BuildConfig) -> dict[str, object]:

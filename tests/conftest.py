@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # The script installed beside this interpreter: CI runs .venv/bin/pytest without activating the venv.
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
 
-# The released geometries (NVIDIA's presets as the runtime names them), written out independently of conf/.
+# The released geometries (NVIDIA's presets as the runtime names them), written out independently
+# of the package's configs.
 RELEASE = {
     "default": ("Sortformer_v2.1", 6, 1, 7, 40, 188, 31),
     "nvidia_low": ("SortformerNvidiaLow_v2.1", 6, 1, 7, 188, 188, 144),
@@ -39,7 +41,7 @@ RELEASE = {
     "nvidia_low_v2": ("SortformerNvidiaLow_v2", 6, 1, 7, 188, 188, 144),
     "nvidia_high_v2": ("SortformerNvidiaHigh_v2", 340, 1, 40, 40, 188, 300),
 }
-# The offline model: file name and window (mel frames), written out independently of conf/.
+# The offline model: file name and window (mel frames), written out independently of sortformer_build/conf/.
 OFFLINE = {"offline": ("SortformerOffline_v2.1", 3072)}
 # Every variant option: what `variant=glob(*)` sweeps.
 ALL_VARIANTS = {**RELEASE, **OFFLINE}
@@ -142,3 +144,47 @@ def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture(scope="session")
+def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
+    import soundfile
+
+    from sortformer_build.evaluate.audio import load_audio
+    from sortformer_build.evaluate.conversation import DATA_DIR, NAME
+    from sortformer_build.verify.reference import SAMPLE_RATE
+
+    folder = tmp_path_factory.mktemp("short")
+    soundfile.write(folder / "opening.wav", load_audio(DATA_DIR / f"{NAME}.flac", duration=12.0), SAMPLE_RATE)
+    shutil.copy(DATA_DIR / f"{NAME}.rttm", folder / "opening.rttm")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def evaluated_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path, short_folder: Path) -> Path:
+    """A streaming and the offline model, each at two precisions, verified and evaluated in one
+    sweep through the console script; its output folder."""
+    work = tmp_path_factory.mktemp("evaluated-sweep")
+    run = run_cli(
+        "--multirun",
+        "variant=default,offline",
+        "compression=fp16,palettized6",
+        "checkpoint=tiny",
+        "evaluate=folder",
+        f"evaluate.path={short_folder}",
+        f"cache_dir={shared_cache}",
+        cwd=work,
+    )
+    assert run.returncode == 0 and "report.html (" in run.stdout, run.output[-3000:]
+    return work / "outputs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A sweep with a failed job and a job built without parity checks."""
+    work = tmp_path_factory.mktemp("unfinished")
+    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
+    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
+    assert run.returncode == 1, run.output[-3000:]
+    return work / "outputs" / "tiny"

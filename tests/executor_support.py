@@ -63,9 +63,9 @@ def run(
     body: Callable[..., object],
     inputs: Mapping[str, np.ndarray],
     precision: str = "float32",
-    **kwargs: object,
+    target: ct.target = IOS17,
 ) -> dict[str, np.ndarray]:
-    return build(directory, body, inputs, **kwargs).predict(dict(inputs), precision)
+    return build(directory, body, inputs, target=target).predict(dict(inputs), precision)
 
 
 def read_spec(path: Path) -> Model_pb2.Model:

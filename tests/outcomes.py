@@ -104,7 +104,7 @@ def accepted_entries(cache_dir: Path) -> dict[str, Path]:
     """The build cache's entries a reader would use (`stage/name` -> folder), and its look-up tables."""
     build = cache_dir / "build"
     reader = BuildCache(build)
-    found = {}
+    found: dict[str, Path] = {}
     if not build.is_dir():
         return found
     for stage in sorted(build.iterdir()):
@@ -131,8 +131,8 @@ def cache_problems(cache_dir: Path, clean_cache: Path) -> list[str]:
     )
     # A killed writer's partial table is no table: readers look tables up by key.
     for record in sorted((cache_dir / "build" / LUTS_FOLDER).glob("[!.]*.json")):
-        array = luts.get(record.stem)
-        if array is not None and not np.array_equal(array, clean_luts.get(record.stem)):
+        array, clean_array = luts.get(record.stem), clean_luts.get(record.stem)
+        if array is not None and (clean_array is None or not np.array_equal(array, clean_array)):
             problems.append(f"look-up table {record.stem}: served, but differs from the clean run's")
     return problems
 

@@ -148,7 +148,10 @@ class Cluster:
                 "sacct", "-n", "-X", "-o", "JobID,State", "-P", f"--jobs={','.join(jobs)}", check=False
             )
             states.clear()
-            states.update(line.split("|", 1) for line in listed.splitlines() if "|" in line)
+            for line in listed.splitlines():
+                if "|" in line:
+                    job, state = line.split("|", 1)
+                    states[job] = state
             return set(states) == set(jobs) and not set(states.values()) & UNFINISHED
 
         self._wait(ended, "the accounting of the jobs' end")

@@ -92,3 +92,35 @@ def test_a_corrupt_entry_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     second = cache.fetch("stage", KEY, build)
     assert not second.hit and len(builds) == 2
     assert cache.lookup("stage", KEY) is not None and second.facts == {"size": 10}
+
+
+def test_two_processes_write_the_same_entry_bytes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Converted and palettized programs are the same files whichever process made them (protobuf
+    writes maps in a per-process order unless asked not to); only Manifest.json's identifiers are
+    coremltools' random ones."""
+    from .conftest import run_cli
+
+    contents = []
+    for name in ("first", "second"):
+        cache = tmp_path / name / "cache"
+        cache.mkdir(parents=True)
+        (cache / "checkpoints").symlink_to(tiny_checkpoint.parent, target_is_directory=True)
+        run = run_cli(
+            "checkpoint=tiny",
+            "variant=default",
+            "compression=palettized6",
+            "verify.parity=false",
+            f"cache_dir={cache}",
+            cwd=tmp_path / name,
+        )
+        assert run.returncode == 0, run.output[-3000:]
+        contents.append(
+            {
+                path.relative_to(cache).as_posix(): path.read_bytes()
+                for stage in ("programs", "palettize")
+                for path in (cache / "build" / stage).rglob("*.mlpackage/Data/**/*")
+                if path.is_file()
+            }
+        )
+    assert contents[0].keys() == contents[1].keys() and len(contents[0]) >= 3
+    assert [name for name in contents[0] if contents[0][name] != contents[1][name]] == []

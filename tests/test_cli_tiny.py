@@ -11,7 +11,7 @@ import pytest
 from coremltools.proto import Model_pb2
 
 from sortformer_build.coreml.package import package_digest
-from sortformer_build.records.manifest import Manifest
+from sortformer_build.records.manifest import Manifest, StreamingShapes
 from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.schemas import schema_path
 from sortformer_build.records.steps import SkipReason, StepStatus
@@ -152,6 +152,7 @@ def test_release_summary_lists_every_artifact(tiny_release: Path) -> None:
     rows = {(row.status.variant, row.status.compression): row for row in matrix.rows}
     assert set(rows) == {(variant, compression) for variant in ALL_VARIANTS for compression in FOLDERS}
     for (variant, compression), row in rows.items():
+        assert variant is not None and compression is not None
         file_name = ALL_VARIANTS[variant][0]
         manifest = row.manifest
         assert manifest is not None and row.package == f"{FOLDERS[compression]}/{file_name}.mlpackage"
@@ -164,9 +165,11 @@ def test_release_summary_lists_every_artifact(tiny_release: Path) -> None:
             p.stat().st_size for p in (tiny_release / row.package).rglob("*") if p.is_file()
         )
         assert row.ratio_to_fp16 == (1.0 if compression == "fp16" else pytest.approx(0.6, abs=0.25))
-        assert manifest.step("lint").status == StepStatus.verified
+        lint = manifest.step("lint")
+        assert lint is not None and lint.status == StepStatus.verified
     table = markdown_rows((tiny_release / "matrix.md").read_text())
-    assert sorted(row["artifact"] for row in table) == sorted(row.package for row in rows.values())
+    packages = [row.package for row in rows.values() if row.package is not None]
+    assert sorted(row["artifact"] for row in table) == sorted(packages)
 
 
 def test_what_the_sweep_writes_matches_the_checked_in_schemas(tiny_release: Path) -> None:
@@ -292,6 +295,7 @@ def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, sha
     assert run.returncode == 0, run.output[-3000:]
     custom = tiny_release / "fp16" / "Sortformer_v2.1_c12-1-7_f40_s188_p31.json"
     record = Manifest.read(custom)
+    assert isinstance(record.shapes, StreamingShapes)
     assert record.variant.released is False and record.shapes.chunk_mel_frames == (12 + 1 + 7) * 8
     assert package_digest(released) == before
     assert Manifest.read(released.with_suffix(".json")).variant.released is True

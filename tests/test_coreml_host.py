@@ -103,7 +103,7 @@ def test_deployment_targets_need_the_macos_they_were_made_for() -> None:
 
 def test_the_macos_table_is_coremltools_own() -> None:
     """coremltools' `target.macOS<N>` aliases name the specification version of each release."""
-    theirs = {}
+    theirs: dict[int, tuple[int, ...]] = {}
     for name, member in ct.target.__members__.items():
         if name.startswith("macOS") and name != "macOS10_16":  # Big Sur's first name for 11
             version = tuple(int(part) for part in name.removeprefix("macOS").split("_"))
@@ -268,7 +268,7 @@ def test_a_full_report() -> None:
     )
     assert report.one_line() == (
         "Apple M2 Pro, macOS 14.4.1, cpu_and_ne: compile 12.3 s, load 2.50 s, first prediction 0.41 s, "
-        "7.91 ms median, 8.40 ms p95 (50 calls), peak 412 MB, Neural Engine 50.0% of ops (90.0% of cost), "
+        "7.91 ms median, 8.40 ms p95 (50 calls), peak 412.0 MB, Neural Engine 50.0% of ops (90.0% of cost), "
         "1 off it"
     )
     rows = dict(report.rows())

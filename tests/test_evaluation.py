@@ -30,12 +30,14 @@ from sortformer_build.config import (
 )
 from sortformer_build.coreml import host
 from sortformer_build.coreml.targets import DeploymentTarget
+from sortformer_build.cores import THREAD_LIMIT_VARIABLES, available_memory, usable_cores
 from sortformer_build.evaluate.annotations import DatasetError, read_rttm, write_rttm
 from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import Backend, nemo_backend, package_backend
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.datasets import Dataset, Recording, dataset_digest, load_dataset
 from sortformer_build.evaluate.diarize import Diarization, diarize
+from sortformer_build.evaluate.parallel import WORKER_BYTES, recording_workers
 from sortformer_build.evaluate.scoring import compare
 from sortformer_build.evaluate.segments import resolve_postprocessing, speaker_labels
 from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
@@ -54,6 +56,10 @@ DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
 CONVERSATION_AUDIO = DATA_DIR / "conversation.flac"
 CONVERSATION_RTTM = DATA_DIR / "conversation.rttm"
 SETTINGS = EvaluateConfig(dataset=DatasetKind.conversation)
+two_workers = pytest.mark.skipif(
+    usable_cores() < 2 or available_memory() < 2 * WORKER_BYTES,
+    reason="needs two cores and two workers' memory",
+)
 NEMO_DEFAULTS = resolve_postprocessing(PostProcessingConfig())
 CORE_ML = host.for_target(DeploymentTarget.iOS17)
 
@@ -312,6 +318,36 @@ def test_empty_audio_is_refused(tmp_path: Path) -> None:
         load_audio(CONVERSATION_AUDIO, offset=60.0)
 
 
+@two_workers
+def test_recordings_diarized_side_by_side_give_the_serial_results(
+    package: Path, model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three recordings by two worker processes of one thread each, against one after another on
+    one thread in this process: the same RTTMs, bit for bit, in the dataset's order."""
+    parts = tuple(
+        Recording(name=f"part{i}", audio=CONVERSATION_AUDIO, offset=offset, duration=7.0)
+        for i, offset in enumerate((0.0, 14.0, 30.0))
+    )
+    dataset = Dataset("parts", parts)
+    for name in THREAD_LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a job with one core: one recording after another
+    assert recording_workers(len(parts)) == 1
+    serial = _diarize(_executor(package), dataset, model, tmp_path / "serial")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two cores: two workers, one thread each
+    assert recording_workers(len(parts)) == 2
+    side_by_side = _diarize(_executor(package), dataset, model, tmp_path / "side-by-side")
+    assert (
+        [r.name for r in side_by_side.recordings]
+        == [r.name for r in serial.recordings]
+        == ["part0", "part1", "part2"]
+    )
+    assert side_by_side.regions == serial.regions
+    assert any(read_rttm(path) for path in serial.rttms.values()), "nothing diarized to compare"
+    for name, path in serial.rttms.items():
+        assert side_by_side.rttms[name].read_bytes() == path.read_bytes(), name
+
+
 @pytest.mark.skipif(CORE_ML.skip is None, reason="Core ML runs here")
 def test_coreml_backend_says_it_needs_macos(package: Path) -> None:
     backend = package_backend(
@@ -426,12 +462,16 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     assert "change against the fp16 twin" in run.output
     release = tmp_path / "outputs" / "tiny"
     rttms = release / "palettized" / "SortformerNvidiaHigh_v2.1.evaluation"
-    assert [path.name for path in sorted(rttms.rglob("*.rttm"))] == ["conversation.rttm"] * 2
+    # The package's, NeMo's, the fp16 twin's and the ground truth: what the report draws.
+    delivered = {path.parent.name: path.name for path in rttms.rglob("*.rttm")}
+    assert delivered == dict.fromkeys(("artifact", "nemo", "fp16", "truth"), "conversation.rttm")
+    report = release / "palettized" / "SortformerNvidiaHigh_v2.1.report.html"
+    assert f"{report.name} (" in run.output and "<img" in report.read_text()
     manifest = Manifest.read(release / "palettized" / "SortformerNvidiaHigh_v2.1.json")
     (record,) = manifest.evaluations
     assert record.dataset == "conversation" and record.der_vs_truth is not None
     assert record.der_change_vs_fp16_pp is not None and record.real_time_factor and record.audio_seconds
-    assert tmp_path / str(record.rttm_dir) == rttms
+    assert tmp_path / str(record.rttm_dir) == rttms / "conversation"
     statuses = {step.name: step.status for step in manifest.steps}
     assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"]
     assert statuses["diarization"] is StepStatus.built
@@ -451,26 +491,9 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     assert "fp16-diarization" not in steps
 
 
-@pytest.fixture(scope="module")
-def short_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The conversation's first 12 s as a folder dataset: a sweep evaluates it many times."""
-    folder = tmp_path_factory.mktemp("short")
-    soundfile.write(folder / "opening.wav", load_audio(CONVERSATION_AUDIO, duration=12.0), SAMPLE_RATE)
-    shutil.copy(CONVERSATION_RTTM, folder / "opening.rttm")
-    return folder
-
-
-def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path, short_folder: Path) -> None:
+def test_sweep_puts_der_columns_in_the_matrix(evaluated_sweep: Path) -> None:
     """A streaming and the offline model, each at two precisions, evaluated in one sweep."""
-    run = run_cli(
-        "--multirun",
-        "variant=default,offline",
-        "compression=fp16,palettized6",
-        *_tiny("evaluate=folder", f"evaluate.path={short_folder}", cache=shared_cache),
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.output
-    release = tmp_path / "outputs" / "tiny"
+    release = evaluated_sweep
     assert "| DER | DER vs NeMo | DER vs fp16 |" in (release / "matrix.md").read_text()
     rows = read_matrix(release).rows
     assert len(rows) == 4 and all(
@@ -483,6 +506,33 @@ def test_sweep_puts_der_columns_in_the_matrix(tmp_path: Path, shared_cache: Path
     }
     assert changes[("default", "fp16")] is None and changes[("offline", "fp16")] is None
     assert changes[("default", "palettized6")] is not None and changes[("offline", "palettized6")] is not None
+
+
+@two_workers
+def test_a_sweep_worker_with_cores_to_spare_diarizes_recordings_side_by_side(
+    tmp_path: Path, shared_cache: Path
+) -> None:
+    """One joblib worker has every core: its job diarizes a folder of three recordings with two
+    worker processes of its own, started from inside the sweep's worker."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for index, offset in enumerate((0.0, 14.0, 30.0)):
+        audio = load_audio(CONVERSATION_AUDIO, offset=offset, duration=6.0)
+        soundfile.write(folder / f"part{index}.wav", audio, SAMPLE_RATE)
+        (folder / f"part{index}.rttm").write_text("")
+    run = run_cli(
+        "--multirun",
+        "variant=default",
+        "compression=fp16",
+        "hydra.launcher.n_jobs=1",
+        *_tiny("evaluate=folder", f"evaluate.path={folder}", "verify.parity=false", cache=shared_cache),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.output
+    (log,) = (tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/*/sortformer-build.log")
+    assert "3 recordings side by side in 2 worker processes" in log.read_text()
+    (evaluation,) = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json").evaluations
+    assert [row.recording for row in evaluation.recordings] == ["part0", "part1", "part2"]
 
 
 @pytest.mark.parametrize(

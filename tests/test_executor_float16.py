@@ -6,7 +6,7 @@ values; these tests spell the semantics out independently and compare bit for bi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from sortformer_build.config import (
     VerifyConfig,
 )
 from sortformer_build.executor import Model, load_package
-from sortformer_build.executor.dtypes import compute_dtype, round_to_fp16
+from sortformer_build.executor.dtypes import TensorType, compute_dtype, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
 from sortformer_build.executor.spec import Literal
 from sortformer_build.geometry import StreamingGeometry
@@ -86,9 +86,17 @@ def _held(value: np.ndarray | str, dtype: str) -> np.ndarray | str:
     return numpy_fp16(held) if dtype == "fp16" else held
 
 
-def reference_float16(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+Arguments = dict[str, list[np.ndarray | str]]
+
+
+def reference_float16(
+    model: Model,
+    inputs: Mapping[str, np.ndarray],
+    observe: Callable[[str, Arguments, list[TensorType]], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Run every op in float32 on its arguments as held, and round every fp16-typed value: program
-    inputs, constants and each op result (selecting ops included), with NumPy's conversion."""
+    inputs, constants and each op result (selecting ops included), with NumPy's conversion.
+    `observe` sees each computed op's type, arguments and output types before it runs."""
     env: dict[str, np.ndarray | str] = dict(inputs)
     for program in model.programs:
         values = {var.name: _held(env[var.name], var.type.dtype) for var in program.function.inputs}
@@ -99,8 +107,16 @@ def reference_float16(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[st
                     values[var.name] = _held(program.constant(var.name), var.type.dtype)
                 continue
             assert not any(isinstance(b, Literal) for bs in op.inputs.values() for b in bs)
-            arguments = {param: [values[b] for b in bindings] for param, bindings in op.inputs.items()}
-            result = lookup(op.type)(OpArgs(arguments, [var.type for var in op.outputs]))
+            arguments = {
+                param: [values[b] for b in bindings if isinstance(b, str)]
+                for param, bindings in op.inputs.items()
+            }
+            types = [var.type for var in op.outputs]
+            if observe is not None:
+                observe(op.type, arguments, types)
+            fn = lookup(op.type)
+            assert fn is not None, f"no executor op for {op.type}"
+            result = fn(OpArgs(arguments, types))
             results = result if isinstance(result, tuple) else (result,)
             for var, value in zip(op.outputs, results, strict=True):
                 values[var.name] = _held(value, var.type.dtype)
@@ -111,7 +127,9 @@ def reference_float16(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[st
 def full_buffers(model: Model, geometry: StreamingGeometry, seed: int = 0) -> dict[str, np.ndarray]:
     spkcache = next(program for program in model.programs if contract.SPKCACHE in program.input_names)
     declared = next(var for var in spkcache.function.inputs if var.name == contract.SPKCACHE)
-    pipeline_inputs, _ = contract.pipeline_contract(geometry, declared.type.shape[-1])
+    shape = declared.type.shape
+    assert shape is not None and shape[-1] is not None, declared.type.describe()
+    pipeline_inputs, _ = contract.pipeline_contract(geometry, shape[-1])
     lengths = {
         contract.CHUNK_LENGTHS: geometry.chunk_mel_frames,
         contract.SPKCACHE_LENGTHS: geometry.spkcache_len,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +74,7 @@ def test_binary_int_ops_keep_int32(tmp_path):
     x = randint(-20, 20, 2, 3)
     y = np.array([3, -4, 7], dtype=np.int32)
     xb, yb = np.broadcast_arrays(x, y)
-    python = {
+    python: dict[str, Callable[[int, int], int]] = {
         "add": lambda a, b: a + b,
         "sub": lambda a, b: a - b,
         "mul": lambda a, b: a * b,
@@ -377,7 +379,7 @@ def test_conv(tmp_path, case):
     bias = randn(w_shape[0]) if with_bias else None
 
     def body(x):
-        kwargs = {"bias": bias} if with_bias else {}
+        kwargs: dict[str, object] = {"bias": bias} if with_bias else {}
         if pad is not None:
             kwargs["pad"] = list(pad)
         return mb.conv(
@@ -393,6 +395,7 @@ def test_conv(tmp_path, case):
 
     spatial = len(x_shape) - 2
     if pad_type == "custom":
+        assert pad is not None
         pads = [(pad[2 * i], pad[2 * i + 1]) for i in range(spatial)]
     elif pad_type == "valid":
         pads = [(0, 0)] * spatial
@@ -403,7 +406,7 @@ def test_conv(tmp_path, case):
         ]
     padded = F.pad(t(x), [p for before_after in reversed(pads) for p in before_after])
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
-    tb = t(bias) if with_bias else None
+    tb = t(bias) if bias is not None else None
     want = conv(padded, t(weight), tb, stride=strides, dilation=dilations, groups=groups)
     assert_outputs(run(tmp_path, body, {"x": x}), {"out": want.numpy()}, tol=1e-4)
 
@@ -454,7 +457,7 @@ def test_normalizations(tmp_path):
     assert_outputs(run(tmp_path, body, {"x": x}), expected, tol=1e-4)
 
 
-REDUCTIONS = {
+REDUCTIONS: dict[str, Callable[..., Any]] = {
     "reduce_sum": np.sum,
     "reduce_mean": np.mean,
     "reduce_max": np.max,

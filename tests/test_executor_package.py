@@ -52,6 +52,7 @@ def assert_constants_match_coremltools(path: Path) -> int:
         if isinstance(theirs, str):
             assert ours == theirs, name
         else:
+            assert isinstance(ours, np.ndarray), name
             theirs = np.asarray(theirs)
             assert ours.dtype == theirs.dtype, f"{name}: {ours.dtype} vs {theirs.dtype}"
             assert ours.shape == theirs.shape, name
@@ -110,7 +111,9 @@ def test_lut_palettization_ios16_form(tmp_path, nbits):
     program = model.programs[0]
     (lut_op,) = [op for op in program.operations if op.type == "constexpr_lut_to_dense"]
     assert "shape" in lut_op.inputs  # the iOS16 form keeps its parameters as attributes
-    weight = program.constant(lut_op.outputs[0].name).astype(np.float32)
+    lut = program.constant(lut_op.outputs[0].name)
+    assert isinstance(lut, np.ndarray)
+    weight = lut.astype(np.float32)
     x = RNG.standard_normal((2, 24)).astype(np.float32)
     bias = BIAS.astype(np.float16).astype(np.float32)
     np.testing.assert_allclose(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import coremltools as ct
 import numpy as np
+import numpy.typing as npt
 import pytest
 from coremltools.converters.mil import Builder as mb
 
@@ -16,10 +19,10 @@ def randn(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def assert_equal_outputs(outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+def assert_equal_outputs(outputs: dict[str, np.ndarray], expected: Mapping[str, npt.ArrayLike]) -> None:
     assert set(outputs) == set(expected)
-    for name, want in expected.items():
-        want = np.asarray(want)
+    for name, value in expected.items():
+        want = np.asarray(value)
         assert outputs[name].shape == want.shape, (
             f"{name}: shape {outputs[name].shape}, expected {want.shape}"
         )
@@ -196,7 +199,7 @@ def test_scatters(tmp_path, mode):
     along_idx = np.array([[3, 1, 0], [0, 2, 1]], np.int32)
     nd_idx = np.array([[1, 2], [3, 0]], np.int32)
     nd_updates = np.array([5.0, 7.0], np.float32)
-    combine = {
+    combines: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
         "update": lambda a, b: b,
         "add": np.add,
         "sub": np.subtract,
@@ -204,7 +207,8 @@ def test_scatters(tmp_path, mode):
         "div": np.divide,
         "max": np.maximum,
         "min": np.minimum,
-    }[mode]
+    }
+    combine = combines[mode]
     scatter = data.copy()
     scatter[idx] = combine(data[idx], updates)
     along = data.copy()
@@ -333,7 +337,7 @@ def test_cumsum_sort_and_topk(tmp_path):
 
     inclusive = np.cumsum(x, axis=1)
     from_right = np.cumsum(x[:, ::-1], axis=1)[:, ::-1]
-    expected = {
+    expected: dict[str, npt.ArrayLike] = {
         "cumsum": inclusive,
         "exclusive": inclusive - x,
         "reverse": from_right,

@@ -21,14 +21,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from hydra_plugins.sortformer_build_launcher.parallel_launcher import LOST
 from sortformer_build import faults
-from sortformer_build.cli.hydra_launcher.parallel_launcher import LOST
 
 from .conftest import Run
 from .outcomes import cache_problems, final_problems, final_state, held_locks, leftovers
@@ -140,7 +139,7 @@ def _sweep_lists_the_job_as_failed(run: Run, point: str) -> str | None:
     return None
 
 
-def _single_chains(clean: Clean, folders: Folders) -> list[Case]:
+def _build_chains(clean: Clean, folders: Folders) -> list[Case]:
     chain = Chain(
         "build",
         folders,
@@ -150,7 +149,11 @@ def _single_chains(clean: Clean, folders: Folders) -> list[Case]:
     )
     cases = chain(BUILD_CHAIN, clean.build_state)
     chain.run = lambda env: build(folders, *BUILD, *again(folders), env=env)
-    return cases + chain(AGAIN_CHAIN, clean.build_again_state)
+    return (
+        cases
+        + chain(AGAIN_CHAIN, clean.build_again_state)
+        + _publish_chain(folders, clean.build, clean.build_again_state)
+    )
 
 
 def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
@@ -163,24 +166,22 @@ def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
     )
     cases = chain(SWEEP_CHAIN, clean.sweep_state)
     chain.run = lambda env: sweep(folders, *SWEEP, *again(folders), env=env)
-    cases += chain(AGAIN_CHAIN, clean.sweep_again_state)
-    # Publishing the release the sweeps made: its staged tree is a final path too.
-    publishing = Chain(
-        "publish", folders, lambda env: publish(folders, env), _exits_on_the_signal, clean.sweep.cache
+    return (
+        cases
+        + chain(AGAIN_CHAIN, clean.sweep_again_state)
+        + _publish_chain(folders, clean.sweep, clean.sweep_again_state)
     )
-    return cases + publishing(PUBLISH_CHAIN, clean.sweep_again_state)
 
 
-def test_killed_at_every_point_and_run_again(
-    clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    single = folders_in(tmp_path / "build", tiny_checkpoint.parent)
-    swept = folders_in(tmp_path / "sweep", tiny_checkpoint.parent)
-    with ThreadPoolExecutor(2) as pool:
-        singles = pool.submit(_single_chains, clean, single)
-        sweeps = pool.submit(_sweep_chains, clean, swept)
-        cases = singles.result() + sweeps.result()
-    published = staged_packages(swept)
+def _publish_chain(folders: Folders, reference: Folders, state: dict[str, str]) -> list[Case]:
+    """Publishing what the chains made: its staged tree is a final path too."""
+    publishing = Chain(
+        "publish", folders, lambda env: publish(folders, env), _exits_on_the_signal, reference.cache
+    )
+    return publishing(PUBLISH_CHAIN, state)
+
+
+def _judge(cases: list[Case], capsys: pytest.CaptureFixture[str]) -> None:
     kills = [case for case in cases if case.point != "(rerun)"]
     summary = [
         f"fault matrix: {len(kills)} kills at {len({case.point for case in kills})} points "
@@ -196,5 +197,21 @@ def test_killed_at_every_point_and_run_again(
     with capsys.disabled():
         print("\n" + "\n".join(summary), file=sys.stderr)
     assert [(case.mode, case.point, case.problems) for case in cases if case.problems] == []
-    # The staged tree holds the same packages, byte for byte, as a clean publish of the same models.
-    assert published == clean.published
+
+
+def test_a_build_and_its_publish_killed_at_every_point_and_run_again(
+    clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders = folders_in(tmp_path, tiny_checkpoint.parent)
+    _judge(_build_chains(clean, folders), capsys)
+    # The staged tree holds the same packages, byte for byte, as a clean publish of the same model.
+    assert staged_packages(folders) == clean.build_published
+
+
+@pytest.mark.exhaustive
+def test_a_two_worker_sweep_and_its_publish_killed_at_every_point_and_run_again(
+    clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders = folders_in(tmp_path, tiny_checkpoint.parent)
+    _judge(_sweep_chains(clean, folders), capsys)
+    assert staged_packages(folders) == clean.sweep_published

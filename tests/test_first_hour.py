@@ -182,8 +182,10 @@ def test_a_second_dataset_is_evaluated_beside_the_first_without_touching_the_pac
     assert sorted(path.relative_to(rttms).as_posix() for path in rttms.rglob("*.rttm")) == [
         "longer/artifact/longer.rttm",
         "longer/nemo/longer.rttm",
+        "longer/truth/longer.rttm",
         "opening/artifact/opening.rttm",
         "opening/nemo/opening.rttm",
+        "opening/truth/opening.rttm",
     ]
     again = run_cli(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
     assert again.returncode == 0 and "Up to date:" in again.stdout
@@ -275,7 +277,8 @@ def test_an_up_to_date_line_says_what_the_manifest_vouches_for(tmp_path: Path, s
     line = next(line for line in again.stdout.splitlines() if line.startswith("Up to date:"))
     assert line.endswith("[verified: lint; skipped: parity, on-device]"), line
     manifest = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
-    assert manifest.step("lint").status is StepStatus.verified
+    lint = manifest.step("lint")
+    assert lint is not None and lint.status is StepStatus.verified
 
 
 def test_an_rttm_naming_another_recording_is_warned_about(tmp_path: Path) -> None:

@@ -94,7 +94,9 @@ def test_a_changed_entry_is_found_said_and_rebuilt(
             assert all("bytes where" in line for line in said)
         else:
             assert all("differs from the sha256 recorded" in line for line in said)
-        assert {manifest.step(step).status for step in steps} == {StepStatus.built}
+        assert [getattr(manifest.step(step), "status", None) for step in steps] == [StepStatus.built] * len(
+            steps
+        )
         for entry in corrupted:  # rebuilt as the clean run made it
             assert entry_content(entry) == entry_content(clean.build.cache / "build" / stage / entry.name)
 
@@ -112,7 +114,7 @@ def test_a_changed_look_up_table_is_found_said_and_computed_again(clean: Clean, 
         assert len(said) == 1 and tables[0].name in said[0] and "computing it again" in said[0], output[
             -3000:
         ]
-        assert manifest.step("palettize").status is StepStatus.built
+        assert getattr(manifest.step("palettize"), "status", None) is StepStatus.built
         assert (
             tables[0].read_bytes()
             == (clean.build.cache / "build" / LUTS_FOLDER / tables[0].name).read_bytes()

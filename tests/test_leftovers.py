@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sortformer_build.cli.cache import main as cache_main
+from sortformer_build.job.scratch import job_scratch
 from sortformer_build.store.budget import entries, shrink_to
 from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.usage import Uses, use_lock_path
@@ -49,6 +50,17 @@ def test_builds_and_parallel_sweeps_write_nothing_to_the_temp_folder(
     assert sweep.returncode == 0, sweep.output[-3000:]
     assert _leftovers(empty_tmpdir) == []
     assert list((fresh_build_cache / "scratch").iterdir()) == []
+
+
+def test_processes_a_job_starts_use_its_scratch_folder_too(tmp_path: Path) -> None:
+    """Worker processes (a dataset's recordings, a first Core ML prediction) write their temporary
+    files where the job's go, so a worker killed mid-way leaves them for the next job to sweep."""
+    before = os.environ.get("TMPDIR")
+    ask = [sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"]
+    with job_scratch(tmp_path / "scratch") as folder:
+        assert subprocess.run(ask, capture_output=True, text=True, check=True).stdout.strip() == str(folder)
+    assert os.environ.get("TMPDIR") == before
+    assert not folder.exists()
 
 
 def test_a_build_failing_after_conversion_leaves_nothing_behind(

@@ -25,6 +25,7 @@ from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, Sco
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.release import ReleaseIndex
+from sortformer_build.records.steps import SkipReason
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.tree import StagedRelease, describe_files
 from sortformer_build.release.hub.upload import RemoteFile, operations
@@ -288,16 +289,6 @@ def test_unfit_release_is_refused_one_line_per_problem(
     assert not (copy / ".publish").exists()
 
 
-@pytest.fixture(scope="module")
-def unfinished(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """A sweep with a failed job and a job built without parity checks."""
-    work = tmp_path_factory.mktemp("unfinished")
-    overrides = ("variant=default", "variant.chunk_len=6,0", "checkpoint=tiny", "verify.parity=false")
-    run = run_cli("--multirun", *overrides, f"cache_dir={shared_cache}", cwd=work)
-    assert run.returncode == 1, run.output[-3000:]
-    return work / "outputs" / "tiny"
-
-
 def test_failed_job_is_refused(unfinished: Path) -> None:
     run = publish(unfinished, "dry_run=true", *PACKAGES)
     assert run.returncode == 1
@@ -410,3 +401,22 @@ def test_only_changed_files_are_uploaded_and_stale_model_files_deleted(copy: Pat
     assert ("add", model) in planned and ("delete", f"{folders[0]}/Data/old.bin") in planned
     assert not {path for _, path in planned} & {"README.md", weights, "v3/notes.txt"}
     assert len(planned) == len(files) - 2 + 1
+
+
+@pytest.mark.parametrize("reason", list(SkipReason), ids=str)
+def test_each_skip_reason_of_the_mac_step_is_judged_by_what_it_means(copy: Path, reason: SkipReason) -> None:
+    """A Mac step skipped because this machine could not run it (not macOS, too old a macOS, no
+    Core ML library) is what the publishing Mac does itself; any other reason refuses the model."""
+    path = copy / "fp16" / f"{RELEASE['default'][0]}.json"
+    manifest = Manifest.read(path)
+    steps = [
+        step.model_copy(update={"skip": reason}) if step.name == "on-device" else step
+        for step in manifest.steps
+    ]
+    manifest.model_copy(update={"steps": steps}).write(path)
+    run = publish(copy, "dry_run=true", *PACKAGES)
+    if reason.could_not_run_here:
+        assert run.returncode == 0, run.output
+    else:
+        assert run.returncode == 1
+        assert f"fp16/{RELEASE['default'][0]}.mlpackage: not verified: on-device skipped" in run.stderr

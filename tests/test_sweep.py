@@ -39,7 +39,7 @@ def test_failing_job_is_listed_and_the_sweep_exits_non_zero(tmp_path: Path, shar
     # A sweep's console has one line per job; each job's stage-by-stage log is in its own folder.
     assert "Converting" not in run.output
     (job_log,) = (tmp_path / "outputs" / ".hydra-runs").glob("multirun-*/0-*/sortformer-build.log")
-    assert "Converting the pre-encoder and head" in job_log.read_text()
+    assert "Delivered outputs/tiny/fp16/Sortformer_v2.1.mlpackage" in job_log.read_text()
     assert (
         "chunk_len must be at least 1, got 0 |" in (tmp_path / "outputs" / "tiny" / "matrix.md").read_text()
     )
@@ -119,7 +119,8 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
     assert not list(programs.glob(".partial-*"))  # the killed job's half entry went with the rebuild
     record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
-    assert record.step("programs").status is StepStatus.built
+    programs_step = record.step("programs")
+    assert programs_step is not None and programs_step.status is StepStatus.built
     # The killed job's scratch folder was swept by the next run, which removed its own.
     assert list((fresh_build_cache / "scratch").iterdir()) == []
 
@@ -183,6 +184,23 @@ def test_job_order_does_not_depend_on_the_typed_order(tmp_path: Path) -> None:
     swapped = _job_order(tmp_path / "b", "compression=fp16,palettized6", "variant=default,efficient")
     assert typed == swapped
     assert [compression for _, compression in typed] == ["fp16", "fp16", "palettized6", "palettized6"]
+
+
+def test_longest_jobs_go_first_within_the_precision_major_order(tmp_path: Path) -> None:
+    """The configured order (conf/build.yaml: NvidiaHigh, then offline), and one typed instead."""
+    typed = ("variant=default,offline,nvidia_high", "compression=palettized6,fp16")
+    configured = [(variant, "fp16") for variant in ("nvidia_high", "offline", "default")]
+    assert _job_order(tmp_path / "configured", *typed) == [
+        *configured,
+        *((variant, "palettized6") for variant, _ in configured),
+    ]
+    swapped = [(variant, "fp16") for variant in ("offline", "nvidia_high", "default")]
+    assert _job_order(
+        tmp_path / "typed", *typed, "hydra.sweeper.longest={variant:[offline,nvidia_high]}"
+    ) == [
+        *swapped,
+        *((variant, "palettized6") for variant, _ in swapped),
+    ]
 
 
 def _launcher(work: Path, *overrides: str) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from sortformer_build.config import (
     CheckpointConfig,
     CompressionConfig,
     EvaluateConfig,
+    TraceConfig,
     VariantConfig,
     as_custom,
 )
@@ -49,11 +50,18 @@ def register_schemas() -> None:
         ("compression", CompressionConfig),
         ("checkpoint", CheckpointConfig),
         ("evaluate", EvaluateConfig),
+        ("trace", TraceConfig),
     ):
         store.store(group="schema", name=name, node=node)
     # By name: importing the sweeper before Hydra's plugin scan would bind it to a class the scan
     # then reloads (see `main`).
-    sweeper = {"_target_": SWEEPER, "max_batch_size": None, "params": None, "first": {}}
+    sweeper: dict[str, object] = {
+        "_target_": SWEEPER,
+        "max_batch_size": None,
+        "params": None,
+        "first": {},
+        "longest": {},
+    }
     store.store(group="hydra/sweeper", name="first_values", node=sweeper)
 
 
@@ -88,6 +96,8 @@ def run_job(
         log.exception("The job failed unexpectedly")
         return _failed(job_dir, status, started, f"unexpected {type(error).__name__}: {error}", keep_going)
     status, line = _record_outcome(outcome, status)
+    if not keep_going and isinstance(outcome, BuildResult):
+        line += "\n" + write_job_report(outcome, _timed(status, started))
     _finish(job_dir, status, started)
     # One write, flushed: parallel workers share the terminal, and a worker may end before its
     # buffer would be written.
@@ -132,6 +142,24 @@ def _record_outcome(outcome: BuildResult | JobPlan, status: JobStatus) -> tuple[
     return done, f"{'Evaluated' if outcome.evaluated else 'Built'}: {outcome.package} [{statuses}]"
 
 
+def write_job_report(outcome: BuildResult, status: JobStatus) -> str:
+    """A job run on its own: the report about its one artifact, beside it; the line naming it."""
+    from sortformer_build.release.matrix import matrix_rows, report_line, sweep_command
+    from sortformer_build.release.report.page import write_report
+    from sortformer_build.stages.artifact import ArtifactPaths
+
+    path = ArtifactPaths.beside(outcome.package).report
+    started = time.perf_counter()
+    size = write_report(
+        path,
+        Path(status.output_dir or "."),
+        matrix_rows([status]),
+        f"Report: {outcome.manifest.release_stem}",
+        sweep_command(),
+    )
+    return report_line(path, size, time.perf_counter() - started)
+
+
 def _failed(job_dir: Path | None, status: JobStatus, started: float, error: str, keep_going: bool) -> bool:
     _finish(job_dir, status.model_copy(update={"ok": False, "error": error}), started)
     print(f"sortformer-build: error: {error}", file=sys.stderr)
@@ -149,9 +177,13 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
+def _timed(status: JobStatus, started: float) -> JobStatus:
+    return status.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+
+
 def _finish(job_dir: Path | None, status: JobStatus, started: float) -> None:
     if job_dir is not None:
-        status.model_copy(update={"seconds": round(time.perf_counter() - started, 3)}).write_into(job_dir)
+        _timed(status, started).write_into(job_dir)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sortformer_build.conf", config_name="build")

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sortformer_build.config import BuildConfig, CheckpointSource, DatasetKind
+from sortformer_build.config import BuildConfig, CheckpointSource, DatasetKind, TraceRecording
 from sortformer_build.kinds import KINDS, kind_of
 
 CONFIG_MODULE = "sortformer_build.conf"
@@ -36,6 +36,16 @@ _EVALUATION_NOTES = [
 ]
 
 
+_TRACES = {
+    TraceRecording.conversation: "the shipped conversation",
+    TraceRecording.file: "an audio file of yours: trace.path=/path/audio.flac",
+}
+_TRACE_NOTES = [
+    "  NeMo's own loop, recorded chunk by chunk into <output_dir>/traces/ for host runtimes to test",
+    "  against (sortformer-build-trace compare, docs/traces.md); the package's loop is compared with it.",
+]
+
+
 def groups_help() -> str:
     with hydra_loader() as loader:
         variants = [_composed("variant", option) for option in loader.get_group_options("variant")]
@@ -44,6 +54,7 @@ def groups_help() -> str:
         ]
         checkpoints = loader.get_group_options("checkpoint")
         datasets = loader.get_group_options("evaluate")
+        recordings = loader.get_group_options("trace")
     lines = ["== Variants: file name, latency, geometry =="]
     lines += [kind_of(config.variant.geometry).help_line(config.variant) for config in variants]
     for kind in KINDS:
@@ -59,6 +70,9 @@ def groups_help() -> str:
     )
     lines += [f"  {option:<15} {_DATASETS[DatasetKind(option)]}" for option in datasets]
     lines += _EVALUATION_NOTES
+    lines.append("== Reference traces (trace=<option>: the recording) ==")
+    lines += [f"  {option:<15} {_TRACES[TraceRecording(option)]}" for option in recordings]
+    lines += _TRACE_NOTES
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@ from sortformer_build.config import BuildConfig
 
 CONFIG_MODULE = "sortformer_build.conf"
 PRIMARY_CONFIG = "build"
-GROUPS = ("variant", "compression", "checkpoint", "evaluate")
+GROUPS = ("variant", "compression", "checkpoint", "evaluate", "trace")
+OPTIONAL_GROUPS = ("evaluate", "trace")
 # Flags after which Hydra does something other than run jobs (help, printing the config, shell
 # completion); they get Hydra's own handling.
 _RUNS_JOBS = ("--multirun", "-m")
@@ -72,7 +73,7 @@ def _check_override(override: Override, loader: Any) -> Problem | None:
     if key in GROUPS and override.package is None:
         options = loader.get_group_options(key)
         for value in _values(override):
-            if value not in options and not (key == "evaluate" and value == "null"):
+            if value not in options and not (key in OPTIONAL_GROUPS and value == "null"):
                 return Problem(
                     f"unknown {key} option '{value}'{_closest(value, options)}",
                     f"{key} options: {', '.join(options)}",

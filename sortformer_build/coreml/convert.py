@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def one_thread() -> Iterator[None]:
 def convert_programs(traced: TracedModels, target: DeploymentTarget, folder: Path) -> ProgramFiles:
     """Convert the pre-encoder and the head with fp16 weights and compute into `folder`."""
     files = ProgramFiles.in_folder(folder)
-    pre_outputs = {
+    pre_outputs: dict[str, type[np.generic]] = {
         contract.CHUNK_EMBS: np.float32,
         contract.CHUNK_EMB_LENGTHS: np.int32,
         contract.PACKED_EMBS: np.float16,
@@ -81,9 +81,9 @@ def convert_programs(traced: TracedModels, target: DeploymentTarget, folder: Pat
 
 def convert_program(
     traced: TracedProgram,
-    output_dtypes: dict[str, type],
+    output_dtypes: Mapping[str, type[np.generic]],
     target: DeploymentTarget,
-    input_dtypes: dict[str, type],
+    input_dtypes: Mapping[str, type[np.generic]],
     destination: Path,
 ) -> None:
     """Save one fp16 ML program with the contract's names and explicitly typed inputs and outputs
@@ -117,6 +117,7 @@ def convert_program(
         )
     drop_volatile_metadata(model)
     model.save(str(destination))
+    make_spec_deterministic(destination)
     atomic.remove(converted)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from sortformer_build.coreml.package import PackageError, read_package
 
 # Core ML's array data types, by their names in the specification, as NumPy types.
-_DTYPES = {
+_DTYPES: dict[str, type[np.generic]] = {
     "FLOAT32": np.float32,
     "FLOAT16": np.float16,
     "DOUBLE": np.float64,

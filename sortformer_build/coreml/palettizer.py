@@ -542,7 +542,7 @@ def tensor_key(weight: np.ndarray, nbits: int) -> str:
     digest = hashlib.blake2b(
         f"palettizer-{ENGINE_VERSION}|{nbits}|{np.shape(weight)}|".encode(), digest_size=16
     )
-    digest.update(fp16_bits(weight))
+    digest.update(fp16_bits(weight).data)
     return digest.hexdigest()
 
 

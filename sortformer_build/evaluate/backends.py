@@ -15,6 +15,7 @@ from sortformer_build.config import EvaluationBackend, ExecutorPrecision
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml import host, macos
 from sortformer_build.coreml.targets import DeploymentTarget
+from sortformer_build.evaluate.parallel import BackendRecipe
 from sortformer_build.geometry import Geometry
 from sortformer_build.kinds import kind_of
 
@@ -26,6 +27,7 @@ class Backend:
     d_model: int
     step: StepFunction | None  # None: cannot run on this platform
     unavailable: str | None = None  # why not, in words for this machine
+    recipe: BackendRecipe | None = None  # how a worker process makes it again; None: it cannot
 
     def predict(self, mel: np.ndarray) -> np.ndarray:
         """Speaker probabilities (output frames, speakers) of a whole recording."""
@@ -47,14 +49,17 @@ def package_backend(
     precision: ExecutorPrecision,
     target: DeploymentTarget,
 ) -> Backend:
-    """The package run by the executor (`precision` is its numeric mode, BLAS on every core), or
-    by Core ML with every compute unit (compiled, its first prediction checked in a fresh
-    process); where Core ML cannot run a model built for `target`, the backend says why."""
+    """The package run by the executor (`precision` is its numeric mode, on the job's share of
+    the cores), or by Core ML with every compute unit (compiled, its first prediction checked in
+    a fresh process); where Core ML cannot run a model built for `target`, the backend says why."""
     if kind is EvaluationBackend.executor:
         from sortformer_build.executor.step import package_step
 
-        step = package_step(package, precision, blas_threads=None)
-        return Backend(f"executor-{precision.value}", geometry, d_model, step)
+        recipe = BackendRecipe(
+            package=package, geometry=geometry, d_model=d_model, kind=kind, precision=precision, target=target
+        )
+        step = package_step(package, precision)
+        return Backend(f"executor-{precision.value}", geometry, d_model, step, recipe=recipe)
     found = host.for_target(target)
     if found.skip is not None:
         return Backend(kind.value, geometry, d_model, None, found.detail)

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import numpy.typing as npt
 from coremltools.proto import MIL_pb2
 
 from .errors import ExecutorError
+from .threads import chunk_count, run
 
 _PROTO_NAMES: dict[int, str] = {
     MIL_pb2.BOOL: "bool",
@@ -99,6 +101,14 @@ class TensorType:
             return False
         return all(want is None or want == got for want, got in zip(self.shape, shape, strict=True))
 
+    def static_shape(self, where: str) -> tuple[int, ...]:
+        """The shape, which a value stored in the model (blob or immediate) must fix entirely."""
+        dims = self.shape or ()
+        fixed = tuple(d for d in dims if d is not None)
+        if len(fixed) != len(dims):
+            raise ExecutorError(f"{where}: a stored value cannot have the symbolic shape {self.describe()}")
+        return fixed
+
 
 def tensor_type(value_type: MIL_pb2.ValueType) -> TensorType:
     """The `TensorType` of a proto `ValueType`; other value kinds (lists, states...) are refused."""
@@ -166,26 +176,36 @@ def _round_flat(values: np.ndarray) -> bool:
     return has_nan
 
 
-def round_to_fp16(values: np.ndarray, *, reuse: bool = False) -> np.ndarray:
+def round_to_fp16(values: npt.ArrayLike, *, reuse: bool = False, threads: int = 1) -> np.ndarray:
     """float32 values rounded to the nearest float16 (ties to even), still held as float32.
 
     Same result as `values.astype(np.float16).astype(np.float32)`, bit for bit, in one compiled pass
-    instead of NumPy's two conversions. The result is a new array in the memory layout of `values`; with
-    `reuse` (the caller vouches that nothing else reads `values`), a writeable float32 `values` held in
-    one block of memory is rounded in place and returned.
+    instead of NumPy's two conversions, split over up to `threads` threads. The result is a new array
+    in the memory layout of `values`; with `reuse` (the caller vouches that nothing else reads
+    `values`), a writeable float32 `values` held in one block of memory is rounded in place and
+    returned.
     """
     array = np.asarray(values)
     if reuse and array.dtype == np.float32 and array.flags.writeable:
         flat = array.ravel(order="K")
         if np.may_share_memory(flat, array):  # a view: the array is one block of memory
-            _round_in_place(flat)
+            round_in_place(flat, threads)
             return array
     rounded = np.array(array, dtype=np.float32, order="K")
-    _round_in_place(rounded.ravel(order="K"))
+    round_in_place(rounded.ravel(order="K"), threads)
     return rounded
 
 
-def _round_in_place(flat: np.ndarray) -> None:
+def round_in_place(flat: np.ndarray, threads: int = 1) -> None:
+    """Round a 1-D float32 array (or a contiguous view) to float16 values in place."""
+    chunks = chunk_count(flat.size, threads)
+    if chunks == 1:
+        _round_chunk(flat)
+    else:
+        run(lambda start, stop: _round_chunk(flat[start:stop]), flat.size, chunks)
+
+
+def _round_chunk(flat: np.ndarray) -> None:
     if _round_flat(flat):
         # NumPy's own conversion, so that NaN payloads come out as NumPy makes them.
         nan = np.isnan(flat)

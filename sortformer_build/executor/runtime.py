@@ -14,6 +14,7 @@ from .errors import DeclaredTypeError, ExecutorError, OpExecutionError, Unsuppor
 from .ops import OpArgs, lookup
 from .ops.registry import OpFn, Value
 from .spec import Literal, Operation, PackageSpec, ProgramSpec, Var, read_package
+from .split import run_split
 from .weights import decode_value
 
 PRECISIONS = ("float32", "float16")
@@ -69,7 +70,9 @@ def _describe(value: np.ndarray) -> str:
     return f"{value.dtype}[{', '.join(str(d) for d in value.shape)}]"
 
 
-def _finish(op: Operation, var: Var, value: object, to_fp16: bool, arguments: Sequence[Value]) -> Value:
+def _finish(
+    op: Operation, var: Var, value: object, to_fp16: bool, arguments: Sequence[Value], threads: int
+) -> Value:
     """Check an op result against its declaration; round it to float16 if asked and fp16-typed.
 
     A result that shares no memory with the op's `arguments` is the op's own new array, so it is
@@ -87,7 +90,7 @@ def _finish(op: Operation, var: Var, value: object, to_fp16: bool, arguments: Se
             f"declared {var.type.describe()} (held as {expected})"
         )
     if to_fp16 and var.type.dtype == "fp16":
-        return round_to_fp16(array, reuse=not _shares_memory(array, arguments))
+        return round_to_fp16(array, reuse=not _shares_memory(array, arguments), threads=threads)
     return array
 
 
@@ -153,23 +156,32 @@ class Program:
         literal = op.inputs["val"][0] if op.type == "const" else None
         if isinstance(literal, Literal):
             return decode_value(literal.value, self._blobs)
-        value = self._constant_value(name, "float32", {})
+        value = self._constant_value(name, "float32", {}, 1)
         return value if isinstance(value, str) else value.astype(storage_dtype(var.type.dtype))
 
-    def run(self, inputs: Mapping[str, np.ndarray], precision: str) -> dict[str, Value]:
-        """Run the function on `inputs` (by name); returns its outputs as held (float32 for floats)."""
+    def run(
+        self, inputs: Mapping[str, np.ndarray], precision: str, threads: int = 1
+    ) -> dict[str, np.ndarray]:
+        """Run the function on `inputs` (by name); returns its outputs as held (float32 for floats).
+        Element-wise ops and float16 rounding run on up to `threads` threads, with the same result."""
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise ExecutorError(f"program {self.index} is missing inputs {missing}")
-        env: dict[str, Value] = dict(self._constants(precision))
+        env: dict[str, Value] = dict(self._constants(precision, threads))
         for var in self.function.inputs:
-            env[var.name] = self._prepare_input(var, inputs[var.name], precision)
+            env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
         with np.errstate(all="ignore"):
             for step in self._steps:
-                self._execute(step.op, step.fn, env, step.rounds and precision == "float16")
+                self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
                 for name in step.release:
                     del env[name]
-        return {name: env[name] for name in self.output_names}
+        outputs: dict[str, np.ndarray] = {}
+        for name in self.output_names:
+            value = env[name]
+            if isinstance(value, str):
+                raise ExecutorError(f"program {self.index}: output '{name}' is a string, not a tensor")
+            outputs[name] = value
+        return outputs
 
     def _needs_rounding(self, op: Operation) -> bool:
         if op.type not in _SELECTING_OPS:
@@ -219,7 +231,7 @@ class Program:
             for i, op in enumerate(running)
         ]
 
-    def _constants(self, precision: str) -> dict[str, Value]:
+    def _constants(self, precision: str, threads: int) -> dict[str, Value]:
         """Held values of all const / constexpr outputs, computed once per precision.
 
         A second precision shares the first one's arrays wherever the values agree (const outputs always
@@ -230,7 +242,7 @@ class Program:
             memo = {name: value for name, value in earlier.items() if self._producers[name].type == "const"}
             with np.errstate(all="ignore"):
                 for name in self.constant_names:
-                    self._constant_value(name, precision, memo)
+                    self._constant_value(name, precision, memo, threads)
             for name, value in earlier.items():
                 # const entries were copied in above: comparing an array with itself reads all weights
                 if memo[name] is not value and _same_value(memo[name], value):
@@ -238,13 +250,13 @@ class Program:
             self._constants_by_precision[precision] = memo
         return self._constants_by_precision[precision]
 
-    def _constant_value(self, name: str, precision: str, memo: dict[str, Value]) -> Value:
+    def _constant_value(self, name: str, precision: str, memo: dict[str, Value], threads: int) -> Value:
         if name not in memo:
             op = self._producers[name]
             for binding in (b for bs in op.inputs.values() for b in bs):
                 if isinstance(binding, str):
-                    self._constant_value(binding, precision, memo)
-            self._execute(op, _implementation(op), memo, precision == "float16")
+                    self._constant_value(binding, precision, memo, threads)
+            self._execute(op, _implementation(op), memo, precision == "float16", threads)
         return memo[name]
 
     def _argument(self, binding: str | Literal, env: Mapping[str, Value]) -> Value:
@@ -252,12 +264,17 @@ class Program:
             return env[binding]
         return _hold(decode_value(binding.value, self._blobs), binding.type.dtype)
 
-    def _execute(self, op: Operation, fn: OpFn, env: dict[str, Value], to_fp16: bool) -> None:
+    def _execute(self, op: Operation, fn: OpFn, env: dict[str, Value], to_fp16: bool, threads: int) -> None:
         values = {param: [self._argument(b, env) for b in bindings] for param, bindings in op.inputs.items()}
+        out_types = [var.type for var in op.outputs]
         try:
-            result = fn(OpArgs(values, [var.type for var in op.outputs]))
+            split = run_split(op.type, fn, values, out_types, threads, to_fp16)
+            result = fn(OpArgs(values, out_types, threads)) if split is None else split
         except Exception as exc:  # add which op failed to whatever NumPy or the op raised
             raise OpExecutionError(f"{op.location} ({op.type}) failed: {exc}") from exc
+        if split is not None:  # a new array, rounded chunk by chunk already
+            env[op.outputs[0].name] = _finish(op, op.outputs[0], split, False, [], threads)
+            return
         results = result if isinstance(result, tuple) else (result,)
         if len(results) != len(op.outputs):
             raise OpExecutionError(
@@ -265,9 +282,9 @@ class Program:
             )
         arguments = [value for bound in values.values() for value in bound] if to_fp16 else []
         for var, value in zip(op.outputs, results, strict=True):
-            env[var.name] = _finish(op, var, value, to_fp16, arguments)
+            env[var.name] = _finish(op, var, value, to_fp16, arguments, threads)
 
-    def _prepare_input(self, var: Var, value: np.ndarray, precision: str) -> np.ndarray:
+    def _prepare_input(self, var: Var, value: np.ndarray, precision: str, threads: int) -> np.ndarray:
         array = np.asarray(value)
         expected = compute_dtype(var.type.dtype)
         if not np.can_cast(array.dtype, expected, casting="same_kind"):
@@ -282,7 +299,7 @@ class Program:
             )
         held = array.astype(expected, copy=False)
         if precision == "float16" and var.type.dtype == "fp16":
-            return round_to_fp16(held)
+            return round_to_fp16(held, threads=threads)
         return held
 
 
@@ -324,11 +341,16 @@ class Model:
         """How many ops of each type the package's programs hold (const and constexpr included)."""
         return Counter(op.type for program in self.programs for op in program.operations)
 
-    def predict(self, inputs: Mapping[str, np.ndarray], precision: str = "float32") -> dict[str, np.ndarray]:
+    def predict(
+        self, inputs: Mapping[str, np.ndarray], precision: str = "float32", threads: int = 1
+    ) -> dict[str, np.ndarray]:
         """Run the package on named inputs.
 
         "float32" computes everything in float32; "float16" also rounds every fp16-typed op result to
         float16. Integer and bool values keep their declared dtypes. Float outputs come back as float32.
+        `threads`: how many threads run the element-wise ops and the rounding (the calling one
+        included), with the same result, bit for bit, as one. BLAS keeps its own setting
+        (`threads.blas_limit`).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
@@ -338,9 +360,9 @@ class Model:
             raise ExecutorError(
                 f"inputs missing: {missing}, unknown: {unknown}; expected {list(self.input_names)}"
             )
-        env: dict[str, Value] = dict(inputs)
+        env: dict[str, np.ndarray] = dict(inputs)
         for program in self.programs:
-            env.update(program.run({name: env[name] for name in program.input_names}, precision))
+            env.update(program.run({name: env[name] for name in program.input_names}, precision, threads))
         return {name: np.array(env[name]) for name in self.output_names}
 
     def _check_wiring(self) -> None:

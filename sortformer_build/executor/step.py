@@ -1,32 +1,34 @@
 """A saved package as a step function: the contract's inputs in, its outputs out, run by the
-executor at a chosen numeric mode and BLAS thread count."""
+executor at a chosen numeric mode on the job's share of the cores."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from sortformer_build.config import ExecutorPrecision
 from sortformer_build.contract import StepFunction
+from sortformer_build.cores import job_cores
 
 
-def package_step(package: Path, precision: ExecutorPrecision, blas_threads: int | None = 1) -> StepFunction:
-    """The package run by the executor on `blas_threads` BLAS threads (None: the library's
-    default, every core). Verification keeps one: its work is a few steps, the parallelism comes
-    from running jobs side by side, and two threads per job on two busy cores made each matmul
-    several times slower."""
-    from threadpoolctl import ThreadpoolController
-
+def package_step(
+    package: Path, precision: ExecutorPrecision, threads: Callable[[], int] = job_cores
+) -> StepFunction:
+    """The package run by the executor with `threads()` threads for BLAS and for its own
+    element-wise work, asked again at every step: by default the job's share of the cores
+    (`cores.job_cores`: one per joblib worker's share in a sweep, growing when the sweep's other
+    jobs end). The executor's own threads never change a result; BLAS sums may differ in their
+    last bits with its thread count."""
     from sortformer_build.executor import load_package
+    from sortformer_build.executor.threads import blas_limit
 
     model = load_package(package)
-    if blas_threads is None:
-        return lambda inputs: model.predict(inputs, precision=precision.value)
-    blas = ThreadpoolController()  # scans the loaded libraries once, not on every step
 
     def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with blas.limit(limits=blas_threads, user_api="blas"):
-            return model.predict(inputs, precision=precision.value)
+        count = threads()
+        with blas_limit(count):
+            return model.predict(inputs, precision=precision.value, threads=count)
 
     return step

@@ -65,7 +65,7 @@ def unpack_sub_byte(packed: np.ndarray, bits: int, count: int, signed: bool) -> 
 
 
 def _from_bytes(raw: np.ndarray, declared: TensorType, where: str) -> np.ndarray:
-    shape = declared.shape or ()
+    shape = declared.static_shape(where)
     count = math.prod(shape)
     bits = SUB_BYTE_BITS.get(declared.dtype)
     dtype = storage_dtype(declared.dtype)
@@ -93,7 +93,7 @@ class BlobStore:
             data = np.memmap(path, dtype=np.uint8, mode="r")
             if data.size < _FILE_HEADER.size:
                 raise ExecutorError(f"{path}: too short for a blob storage header")
-            _count, version = _FILE_HEADER.unpack_from(data, 0)
+            _count, version = _FILE_HEADER.unpack_from(data.data, 0)
             if version != 2:
                 raise ExecutorError(f"{path}: blob storage version {version}, expected 2")
             self._files[file_name] = data
@@ -105,7 +105,7 @@ class BlobStore:
         where = f"blob at offset {offset} of '{file_name}'"
         if offset + _BLOB_METADATA.size > data.size:
             raise ExecutorError(f"{where}: offset beyond the end of the file ({data.size} bytes)")
-        sentinel, blob_dtype, size, data_offset = _BLOB_METADATA.unpack_from(data, offset)
+        sentinel, blob_dtype, size, data_offset = _BLOB_METADATA.unpack_from(data.data, offset)
         if sentinel != _SENTINEL:
             raise ExecutorError(f"{where}: bad metadata sentinel {sentinel:#x}")
         stored = _BLOB_DTYPES.get(blob_dtype, f"enum {blob_dtype}")
@@ -119,7 +119,7 @@ class BlobStore:
 
 def _immediate(tensor: MIL_pb2.TensorValue, declared: TensorType) -> np.ndarray | str:
     kind = tensor.WhichOneof("value")
-    shape = declared.shape or ()
+    shape = declared.static_shape("immediate value")
     if kind == "bytes":
         raw = np.frombuffer(tensor.bytes.values, dtype=np.uint8)
         if declared.dtype not in _IMMEDIATE_AS_BYTES:

@@ -191,11 +191,13 @@ def _built(stage: CachedStage[Any], job: Job, folder: Path) -> Any:
 
 
 def job_key(config: BuildConfig, checkpoint_sha256: str, versions: ToolVersions, code: str) -> dict[str, Any]:
-    """Everything a delivered package and its verification depend on (not where files go, not
-    its evaluations, which are keyed apart): the settings that shape it, the weights, the tools
-    and the code of the stages that build and verify it."""
+    """Everything a delivered package, its verification and its trace depend on (not where files
+    go, not its evaluations, which are keyed apart): the settings that shape it, the weights, the
+    tools and the code of the stages that build, verify and trace it."""
     plain = config_dict(config)
-    shaping = {name: plain[name] for name in ("variant", "compression", "deployment_target", "verify")}
+    shaping = {
+        name: plain[name] for name in ("variant", "compression", "deployment_target", "verify", "trace")
+    }
     return {
         "config": shaping,
         "checkpoint": checkpoint_sha256,

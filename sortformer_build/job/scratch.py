@@ -23,19 +23,24 @@ STAGING_SUFFIX = "-staging"
 
 @contextmanager
 def job_scratch(parent: Path) -> Iterator[Path]:
-    """A fresh folder under `parent` (the cache's scratch folder), also made the process's
-    temporary folder for the block: coremltools saves every converted model to a temporary
-    package it removes only at interpreter exit, and NeMo unpacks checkpoints into temporary
-    folders."""
+    """A fresh folder under `parent` (the cache's scratch folder), also made the temporary folder
+    of the process and of every process it starts (TMPDIR) for the block: coremltools saves
+    every converted model to a temporary package it removes only at interpreter exit, NeMo
+    unpacks checkpoints into temporary folders, and a worker process killed mid-way removes
+    nothing."""
     parent.mkdir(parents=True, exist_ok=True)
     sweep_abandoned(parent)
     with _held(parent / f"{os.getpid()}-{uuid.uuid4().hex[:12]}") as folder:
-        previous = tempfile.tempdir
-        tempfile.tempdir = str(folder)
+        previous, previous_environment = tempfile.tempdir, os.environ.get("TMPDIR")
+        tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
         try:
             yield folder
         finally:
             tempfile.tempdir = previous
+            if previous_environment is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = previous_environment
 
 
 @contextmanager

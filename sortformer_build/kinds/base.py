@@ -7,7 +7,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -19,16 +19,30 @@ if TYPE_CHECKING:
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import Shapes
     from sortformer_build.records.parity import ParityFigures
+    from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
+    from sortformer_build.verify.reference import ChunkStep
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 Contract = tuple[list[TensorContract], list[TensorContract]]
 
 
+class TraceRecorder(Protocol):
+    """What a kind's loop shows a reference trace (`trace.record.Recorder` writes it down)."""
+
+    def chunk(self, step: ChunkStep, prediction_frames: int) -> None:
+        """A streaming chunk, after NeMo's state update; `prediction_frames`: the contract's."""
+
+    def window(
+        self, index: int, mel_start: int, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    ) -> None:
+        """An offline window starting at the recording's mel frame `mel_start`."""
+
+
 class ModelKind(ABC):
     name: ClassVar[str]
-    geometry_type: ClassVar[type]
+    geometry_type: ClassVar[type[Geometry]]
     # The programs a conversion saves, in its cache entry's folder.
     converted: ClassVar[tuple[str, ...]]
     # The program palettization compresses, in a conversion entry and in a palettization entry.
@@ -44,6 +58,8 @@ class ModelKind(ABC):
     kept_part: ClassVar[str]  # what keeps fp16 weights, in words
     # How its latency is defined, for --help, the matrix and the model card.
     latency_rule: ClassVar[str]
+    # What a reference trace of it holds one entry per: `chunk` or `window` (`records.trace`).
+    trace_unit: ClassVar[str]
 
     def serves(self, geometry: Geometry) -> bool:
         return type(geometry) is self.geometry_type
@@ -53,7 +69,7 @@ class ModelKind(ABC):
         """Whether a saved model's metadata describes a model of this kind."""
 
     def geometry_from_metadata(self, metadata: dict[str, str]) -> Geometry:
-        return self.geometry_type.from_metadata(metadata)  # type: ignore[no-any-return,attr-defined]
+        return self.geometry_type.from_metadata(metadata)
 
     def metadata_findings(self, metadata: dict[str, str]) -> list[str]:
         """What the metadata must say beyond the geometry."""
@@ -126,8 +142,9 @@ class ModelKind(ABC):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
-        """A package's figures against NeMo (and against its fp16 twin when compressed)."""
+    ) -> ParityRun:
+        """A package's figures against NeMo (and against its fp16 twin when compressed), and the
+        probabilities they were measured on."""
 
     @abstractmethod
     def device_figures(self, predict: Predict, data: ReferenceData) -> ParityFigures:
@@ -144,3 +161,15 @@ class ModelKind(ABC):
     ) -> np.ndarray:
         """Speaker probabilities (output frames, speakers) of a whole recording's mel features,
         as the runtime drives this kind: NeMo's streaming loop, or overlapping windows."""
+
+    # Reference traces.
+    @abstractmethod
+    def record_trace(
+        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder
+    ) -> np.ndarray:
+        """`recording_probabilities` with every model call (and, streaming, the state NeMo's
+        update leaves) shown to `recorder`, one entry per `trace_unit`."""
+
+    @abstractmethod
+    def trace_entry_at(self, index: TraceIndex, mel_frame: int) -> int:
+        """The entry of a trace of this kind that holds the recording's mel frame."""

@@ -3,6 +3,8 @@ a recording is covered by overlapping windows."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,16 +13,17 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.layout import OFFLINE_PROGRAM, SUBSAMPLING_WEIGHTS
-from sortformer_build.geometry import Geometry, OfflineGeometry
-from sortformer_build.kinds.base import Contract, ModelKind, Predict
+from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeometry
+from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import WindowShapes
     from sortformer_build.records.parity import ParityFigures
+    from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 
 class OfflineKind(ModelKind):
@@ -34,6 +37,7 @@ class OfflineKind(ModelKind):
     kept_prefix = SUBSAMPLING_WEIGHTS
     kept_part = "pre-encode subsampling"
     latency_rule = "the whole window: all its audio must be there before the one call"
+    trace_unit = "window"
 
     def reads_metadata(self, metadata: dict[str, str]) -> bool:
         return "window_frames" in metadata
@@ -112,7 +116,7 @@ class OfflineKind(ModelKind):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
+    ) -> ParityRun:
         from sortformer_build.verify.compare import window_figures
 
         return window_figures(step, data, precision, outputs, twin)
@@ -136,6 +140,27 @@ class OfflineKind(ModelKind):
         from sortformer_build.verify.offline import tile_windows
 
         return tile_windows(mel, _offline(geometry), step)
+
+    def record_trace(
+        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder
+    ) -> np.ndarray:
+        from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
+
+        offline = _offline(geometry)
+        stride = (offline.output_frames - OFFLINE_OVERLAP_FRAMES) * SUBSAMPLING_FACTOR
+        windows = itertools.count()
+
+        def window(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = step(inputs)
+            index = next(windows)
+            recorder.window(index, index * stride, inputs, outputs)
+            return outputs
+
+        return tile_windows(mel, offline, window)
+
+    def trace_entry_at(self, index: TraceIndex, mel_frame: int) -> int:
+        starts = [entry.mel_start for entry in index.windows]
+        return max(0, bisect.bisect_right(starts, mel_frame) - 1)
 
 
 def _offline(geometry: Geometry) -> OfflineGeometry:

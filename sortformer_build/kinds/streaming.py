@@ -11,16 +11,17 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.layout import HEAD_PROGRAM, PRE_ENCODER_PROGRAM, ProgramFiles
-from sortformer_build.geometry import Geometry, StreamingGeometry
-from sortformer_build.kinds.base import Contract, ModelKind, Predict
+from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, StreamingGeometry
+from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import StreamingShapes
     from sortformer_build.records.parity import ParityFigures
+    from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
-    from sortformer_build.verify.compare import Outputs, ReferenceData
+    from sortformer_build.verify.compare import Outputs, ParityRun, ReferenceData
 
 
 class StreamingKind(ModelKind):
@@ -34,6 +35,7 @@ class StreamingKind(ModelKind):
     kept_program = 0
     kept_part = "the pre-encoder"
     latency_rule = "the output latency of one streaming step: (chunk + right context) x 80 ms"
+    trace_unit = "chunk"
 
     def reads_metadata(self, metadata: dict[str, str]) -> bool:
         return "chunk_len" in metadata
@@ -135,7 +137,7 @@ class StreamingKind(ModelKind):
         precision: ExecutorPrecision,
         outputs: Outputs | None,
         twin: Outputs | None,
-    ) -> ParityFigures:
+    ) -> ParityRun:
         from sortformer_build.verify.compare import package_figures
 
         return package_figures(step, data, _streaming(geometry), d_model, precision, outputs, twin)
@@ -157,6 +159,19 @@ class StreamingKind(ModelKind):
 
         streaming = _streaming(geometry)
         return stream(streaming_modules(streaming, d_model), streaming, mel, step).preds
+
+    def record_trace(
+        self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder
+    ) -> np.ndarray:
+        from sortformer_build.verify.reference import stream, streaming_modules
+
+        streaming = _streaming(geometry)
+        modules = streaming_modules(streaming, d_model)
+        frames = streaming.prediction_frames
+        return stream(modules, streaming, mel, step, lambda chunk: recorder.chunk(chunk, frames)).preds
+
+    def trace_entry_at(self, index: TraceIndex, mel_frame: int) -> int:
+        return mel_frame // (_streaming(index.geometry).chunk_len * SUBSAMPLING_FACTOR)
 
 
 def _streaming(geometry: Geometry) -> StreamingGeometry:

@@ -4,10 +4,21 @@ runs a diarization keeps in the build cache."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sortformer_build.records.base import Record
 
 # A stretch of a recording, in seconds.
 Region = tuple[float, float]
+
+
+class RttmSet(StrEnum):
+    """The RTTM folders of an evaluation delivered beside its package (`<dataset>/<set>/`)."""
+
+    truth = "truth"  # the dataset's ground truth, where it has one
+    nemo = "nemo"  # NeMo's own diarization
+    artifact = "artifact"  # the package's
+    fp16 = "fp16"  # a compressed package's fp16 twin's
 
 
 class DerRates(Record):
@@ -34,6 +45,7 @@ class RecordingDer(Record):
     recording: str
     vs_truth: DerRates | None  # None: the recording has no ground truth
     vs_nemo: DerRates
+    regions: list[Region] | None = None  # where it was scored; None: not recorded
 
 
 class DatasetEvaluation(Record):
@@ -73,5 +85,5 @@ class RecordingRun(Record):
 
     name: str
     audio_seconds: float
-    seconds: float  # wall time, audio loading to RTTM
+    seconds: float  # processing time, audio loading to RTTM (by a worker process: its share of it)
     regions: list[Region]

@@ -37,6 +37,17 @@ class FileDigest(Record):
     sha256: str
 
 
+class TraceFacts(Record):
+    """NeMo's reference trace in its entry: what delivering it and the manifest need."""
+
+    index: str  # file names in the entry
+    arrays: str
+    arrays_sha256: str
+    bytes: int  # of the arrays
+    entries: int  # chunks (windows) recorded
+    recording: str
+
+
 class CacheEntryRecord(Record):
     """`entry.json`: the key an entry was built for, its stage's facts (checked against the
     stage's own facts type when the entry is used) and every other file of the entry with its size

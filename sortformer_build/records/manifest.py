@@ -5,7 +5,7 @@ the dry run, the release matrix, the report and the Hugging Face release."""
 from __future__ import annotations
 
 import json
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 from pydantic import Field
 
@@ -17,8 +17,9 @@ from sortformer_build.records.device import DeviceReport
 from sortformer_build.records.evaluation import DatasetEvaluation
 from sortformer_build.records.parity import ParityFigures
 from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
+from sortformer_build.records.trace import DeliveredTrace
 
-MANIFEST_FORMAT = 3
+MANIFEST_FORMAT: Final = 3
 
 
 class ArtifactRecord(Record):
@@ -132,6 +133,7 @@ class Manifest(Record):
     verification: Verification = Field(default_factory=Verification)
     # One per dataset the artifact was evaluated on, in the order they were added.
     evaluations: list[DatasetEvaluation] = Field(default_factory=list)
+    trace: DeliveredTrace | None = None  # None: no reference trace was asked for
 
     def evaluation(self, digest: str) -> DatasetEvaluation | None:
         return next((evaluation for evaluation in self.evaluations if evaluation.digest == digest), None)

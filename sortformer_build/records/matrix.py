@@ -4,13 +4,13 @@ fields of its own)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from sortformer_build.records.base import Record
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.status import JobStatus
 
-MATRIX_FORMAT = 1
+MATRIX_FORMAT: Final = 1
 SUMMARY_STEM = "matrix"
 
 

@@ -4,6 +4,8 @@ judge them. A figure that was not measured is None, never 0."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sortformer_build.records.base import Record
 
 
@@ -41,6 +43,34 @@ class StreamFigures(Record):
     fifo_frames: tuple[int, int]
 
 
+class TraceSource(StrEnum):
+    """What a kept probability trace runs over."""
+
+    stream = "stream"  # the synthetic conversation, streamed through NeMo's state update
+    windows = "windows"  # the offline reference windows, one after the other
+
+
+class TraceStretch(Record):
+    """A run of consecutive output frames of a trace: the stream, or one window."""
+
+    name: str
+    frames: int
+
+
+class ProbabilityTrace(Record):
+    """The package's and NeMo's speaker probabilities behind the figures, kept beside the package
+    (see `verify.probabilities`) so a report can draw them without running a model."""
+
+    file: str  # in the manifest's folder
+    source: TraceSource
+    stretches: list[TraceStretch]  # in order; their frames add up to the trace's
+    speakers: int
+
+    @property
+    def frames(self) -> int:
+        return sum(stretch.frames for stretch in self.stretches)
+
+
 class ParityFigures(Record):
     """Everything one parity check measured for one package."""
 
@@ -48,6 +78,7 @@ class ParityFigures(Record):
     per_call_vs_nemo: CallFigures
     streaming_vs_nemo: StreamFigures | None = None  # None: the model does not stream (offline)
     per_call_vs_fp16: CallFigures | None = None  # None: the package is the fp16 one
+    trace: ProbabilityTrace | None = None  # None: not kept (Core ML's own predictions)
 
     def summary(self) -> str:
         """One line for the log, the step's detail and the release matrix."""

@@ -3,11 +3,11 @@ sha256, and per model the digests that tie the download back to its build."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from sortformer_build.records.base import Record
 
-RELEASE_FORMAT = 2
+RELEASE_FORMAT: Final = 2
 
 
 class Provenance(Record):
@@ -36,6 +36,9 @@ class ReleaseEntry(Record):
     package_content_sha256: str
     job_digest: str
     checkpoint_sha256: str
+    # NeMo's reference trace of the model (its index; the arrays beside it), shared by every
+    # compression of it; None: none was made.
+    trace: str | None = None
 
 
 class ReleaseIndex(Record):

@@ -13,12 +13,15 @@ from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.release import ReleaseIndex
 from sortformer_build.records.status import JobStatus
+from sortformer_build.records.trace import TraceComparison, TraceIndex
 
 SCHEMAS: dict[str, type[Record]] = {
     "manifest": Manifest,
     "job-status": JobStatus,
     "matrix": ReleaseMatrix,
     "release": ReleaseIndex,
+    "trace-index": TraceIndex,
+    "trace-comparison": TraceComparison,
 }
 FOLDER = Path(__file__).resolve().parents[2] / "schemas"
 

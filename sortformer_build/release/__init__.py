@@ -1,1 +1,1 @@
-"""A release: the matrix that summarises a sweep."""
+"""A release: the matrix that summarises a sweep, and the report beside it."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from sortformer_build.text import markdown_table
 
 
 class ReleaseSummary(Callback):
-    """Registered under `hydra.callbacks` in conf/build.yaml."""
+    """Registered under `hydra.callbacks` in sortformer_build/conf/build.yaml."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         statuses = sorted(read_statuses(Path(config.hydra.sweep.dir)), key=_order)
@@ -42,11 +43,11 @@ class ReleaseSummary(Callback):
         rows = matrix_rows([status for status in statuses if not status.dry_run])
         for output_dir, group in _by_output_dir(rows).items():
             try:
-                title, table = write_summary(output_dir, group)
+                title, table, report = write_summary(output_dir, group)
             except (BuildError, OSError) as error:
                 print(f"sortformer-build: error: {error}", file=sys.stderr)
                 sys.exit(1)
-            print(f"{title}:\n{table}")
+            print(f"{title}:\n{table}\n{report}")
         failed = [status for status in statuses if not status.ok]
         if failed:
             print(f"sortformer-build: {len(failed)} of {len(statuses)} jobs failed", file=sys.stderr)
@@ -122,7 +123,7 @@ def release_cells(row: MatrixRow, columns: tuple[str, ...]) -> list[str]:
         "verification": verification_summary(manifest),
         "figures": "; ".join(step.detail for step in manifest.steps_with(StepStatus.verified) if step.detail),
         "wall": f"{row.status.seconds:.1f} s",
-        "cache": _cache(row.status, manifest),
+        "cache": cache_state(row.status, manifest),
         "error": "",
         **dict(zip(DER_COLUMNS, der_cells(manifest), strict=True)),
     }
@@ -161,7 +162,7 @@ def verification_summary(manifest: Manifest) -> str:
     return "; ".join(f"{status.value}: {', '.join(names)}" for status, names in groups.items() if names)
 
 
-def _cache(status: JobStatus, manifest: Manifest) -> str:
+def cache_state(status: JobStatus, manifest: Manifest) -> str:
     """`up to date`, the stages the build cache served, or `miss` when it served none."""
     if status.up_to_date:
         return "up to date"
@@ -227,11 +228,12 @@ def read_matrix(output_dir: Path) -> ReleaseMatrix:
     return ReleaseMatrix.read(matrix_path(output_dir))
 
 
-def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str]:
+def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str, str]:
     """Write matrix.md and matrix.json, each replaced in one rename, under a lock (two sweeps into
-    one folder leave one sweep's pair, never one file of each); return a title naming them and
-    the table."""
+    one folder leave one sweep's pair, never one file of each), then report.html; return a title
+    naming the matrix, the table, and a line naming the report."""
     from sortformer_build import faults
+    from sortformer_build.release.report.page import REPORT_FILE, write_report
     from sortformer_build.store import atomic, space
 
     matrix = ReleaseMatrix(rows=rows, command=sweep_command())
@@ -249,4 +251,11 @@ def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str]:
             if index:
                 faults.point("matrix.write", output_dir)
             atomic.write_text(path, text)
-    return title, table
+    report = output_dir / REPORT_FILE
+    started = time.perf_counter()
+    size = write_report(report, output_dir, rows, f"Release report: {output_dir}", matrix.command)
+    return title, table, report_line(report, size, time.perf_counter() - started)
+
+
+def report_line(path: Path, size: int, seconds: float) -> str:
+    return f"Report {path} ({size / 1e3:.0f} kB, written in {seconds:.1f} s)"

@@ -1,5 +1,6 @@
-"""Where one job's artifact goes: the package, its manifest, (macOS) the compiled model and (with an
-evaluation) the RTTMs; the one place these names are made."""
+"""Where one job's artifact goes: the package, its manifest, (macOS) the compiled model, (with
+parity) the probabilities it was compared on, (with an evaluation) the RTTMs, (with a trace) NeMo's
+reference trace and (a job run alone) its report; the one place these names are made."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ PACKAGE_SUFFIX = ".mlpackage"
 COMPILED_SUFFIX = ".mlmodelc"
 MANIFEST_SUFFIX = ".json"
 EVALUATION_SUFFIX = ".evaluation"
+TRACES_FOLDER = "traces"
+PROBABILITIES_SUFFIX = ".probabilities.npz"
+REPORT_SUFFIX = ".report.html"
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,29 @@ class ArtifactPaths:
         return self.folder / f"{self.name}{MANIFEST_SUFFIX}"
 
     @property
+    def probabilities(self) -> Path:
+        """The package's and NeMo's probabilities over the parity stream (`verify.probabilities`)."""
+        return self.folder / f"{self.name}{PROBABILITIES_SUFFIX}"
+
+    @property
+    def report(self) -> Path:
+        """The release report of a job run on its own, about this artifact."""
+        return self.folder / f"{self.name}{REPORT_SUFFIX}"
+
+    @property
     def evaluations(self) -> Path:
         """One folder per evaluated dataset (see `evaluation`)."""
         return self.folder / f"{self.name}{EVALUATION_SUFFIX}"
 
     def evaluation(self, dataset: str) -> Path:
-        """`artifact/` and `nemo/`: one RTTM per recording of the dataset."""
+        """`artifact/`, `nemo/`, `truth/` (with a ground truth) and `fp16/` (the fp16 twin's, for a
+        compressed artifact): one RTTM per recording of the dataset."""
         return self.evaluations / dataset
+
+    @property
+    def traces(self) -> Path:
+        """Reference traces, beside the precision folders: every compression of a model shares its trace."""
+        return self.folder.parent / TRACES_FOLDER
 
     @property
     def release_path(self) -> str:

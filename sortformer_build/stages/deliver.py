@@ -1,10 +1,14 @@
 """The deliver stage: the verified package (and compiled model, and RTTMs) renamed into the output
-folder, then the manifest that vouches for them, under a lock so two jobs writing one artifact
-leave one consistent pair. What is replaced goes through the job's staging folder, so a job killed
-here leaves nothing beside the artifacts but that folder, which the next job removes. (Publishing a
+folder, NeMo's reference trace copied beside the precision folders, then the manifest that vouches
+for them, under a lock so two jobs writing one artifact leave one consistent pair. What is replaced
+goes through the job's staging folder, so a job killed here leaves nothing beside the artifacts but
+that folder, which the next job removes. (Publishing a
 release to the Hugging Face Hub is `release.hub`.)"""
 
 from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
 
 from sortformer_build import faults
 from sortformer_build.config import BuildConfig
@@ -18,6 +22,7 @@ from sortformer_build.records.manifest import (
     VariantRecord,
     Verification,
 )
+from sortformer_build.records.trace import DeliveredTrace, TraceComparison
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.base import Job, UncachedStage
 from sortformer_build.stages.slots import (
@@ -26,18 +31,31 @@ from sortformer_build.stages.slots import (
     EVALUATION,
     EVALUATION_DIR,
     JOB_DIGEST,
+    NEMO_TRACE,
     ON_DEVICE,
     PACKAGE,
     PARITY,
     PROGRAMS,
+    TRACE_COMPARISON,
 )
 from sortformer_build.store import atomic
+
+if TYPE_CHECKING:
+    from sortformer_build.stages.trace import NemoTrace
 
 
 class DeliverStage(UncachedStage):
     name = "deliver"
     reads = (JOB_DIGEST, CHECKPOINT, PROGRAMS, PACKAGE)
-    reads_if_present = (PARITY, ON_DEVICE, DEVICE_REPORT, EVALUATION, EVALUATION_DIR)
+    reads_if_present = (
+        PARITY,
+        ON_DEVICE,
+        DEVICE_REPORT,
+        EVALUATION,
+        EVALUATION_DIR,
+        NEMO_TRACE,
+        TRACE_COMPARISON,
+    )
 
     def description(self, config: BuildConfig) -> str:
         return f"Delivering into {config.artifact_dir}"
@@ -51,6 +69,7 @@ class DeliverStage(UncachedStage):
                 for source, final in (
                     (staged.package, paths.package),
                     (staged.compiled, paths.compiled),
+                    (staged.probabilities, paths.probabilities),
                     (job.find(EVALUATION_DIR), paths.evaluations),
                 ):
                     if source is not None and source.exists():
@@ -60,14 +79,39 @@ class DeliverStage(UncachedStage):
                     if final == paths.package:
                         faults.point("deliver.between-files", paths.folder)
                 step.detail = str(paths.package)
+                trace = job.find(NEMO_TRACE)
+                delivered = None if trace is None else deliver_trace(trace, paths, job.find(TRACE_COMPARISON))
             faults.point("deliver.before-manifest", paths.folder)
             # The manifest names this step too: written last, it is what says "done".
-            atomic.write_text(paths.manifest, manifest_of(job, content).to_json(), job.staging)
+            manifest_of(job, content, delivered).write(paths.manifest, job.staging)
         # Remember the digest for the published files: the next warm check is free.
         package_digest(paths.package, job.config.cache_layout.package_digests, known=content)
 
 
-def manifest_of(job: Job, content_sha256: str) -> Manifest:
+def deliver_trace(
+    trace: NemoTrace, paths: ArtifactPaths, comparison: TraceComparison | None
+) -> DeliveredTrace:
+    """NeMo's trace copied from its cache entry into the output folder's `traces/`, arrays first:
+    a reader checks the arrays against the index's sha256."""
+    facts, destination = trace.facts, paths.traces
+    with atomic.lock(destination / facts.index):
+        for name in (facts.arrays, facts.index):
+            source, final = trace.folder / name, destination / name
+            # Every compression of a model delivers the same trace.
+            if not final.is_file() or final.read_bytes() != source.read_bytes():
+                with atomic.staged(final) as temporary:
+                    shutil.copyfile(source, temporary)
+    return DeliveredTrace(
+        index=f"{destination.name}/{facts.index}",
+        arrays=f"{destination.name}/{facts.arrays}",
+        arrays_sha256=facts.arrays_sha256,
+        bytes=facts.bytes,
+        recording=facts.recording,
+        comparison=comparison,
+    )
+
+
+def manifest_of(job: Job, content_sha256: str, trace: DeliveredTrace | None = None) -> Manifest:
     config = job.config
     checkpoint = job.get(CHECKPOINT)
     paths = ArtifactPaths.of(config)
@@ -109,4 +153,5 @@ def manifest_of(job: Job, content_sha256: str) -> Manifest:
             parity=job.find(PARITY), on_device=job.find(ON_DEVICE), device=job.find(DEVICE_REPORT)
         ),
         evaluations=[] if evaluation is None else [evaluation],
+        trace=trace,
     )

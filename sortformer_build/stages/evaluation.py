@@ -10,14 +10,14 @@ import shutil
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sortformer_build import faults
 from sortformer_build.config import BuildConfig, EvaluateConfig, EvaluationBackend
 from sortformer_build.coreml import host
 from sortformer_build.evaluate.diarize import Diarization
 from sortformer_build.evaluate.scoring import Comparison, ErrorBreakdown
-from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, RecordingDer, Scoring
+from sortformer_build.records.evaluation import DatasetEvaluation, DerRates, RecordingDer, RttmSet, Scoring
 from sortformer_build.records.facts import DiarizationFacts
 from sortformer_build.records.manifest import RANDOM_WEIGHT_SOURCES, Manifest
 from sortformer_build.records.steps import Skip, StepStatus
@@ -38,6 +38,7 @@ from sortformer_build.stages.slots import (
     PACKAGE,
     PROGRAMS,
     TWIN_DIARIZATION,
+    Slot,
 )
 from sortformer_build.store import atomic
 
@@ -127,8 +128,8 @@ class DiarizationStage(_DiarizationStage):
     one entry."""
 
     name = "diarization"
-    upstream = (ProgramsStage.name, PalettizeStage.name)
-    reads = (NEMO, DATASET, PROGRAMS, PACKAGE)
+    upstream: ClassVar[tuple[str, ...]] = (ProgramsStage.name, PalettizeStage.name)
+    reads: ClassVar[tuple[Slot[Any], ...]] = (NEMO, DATASET, PROGRAMS, PACKAGE)
     provides = (DIARIZATION,)
 
     def skip(self, config: BuildConfig) -> Skip | None:
@@ -280,6 +281,7 @@ def score(job: Job) -> DatasetEvaluation:
                 recording=score.name,
                 vs_truth=_rates(by_truth[score.name]) if score.name in by_truth else None,
                 vs_nemo=_rates(score.errors),
+                regions=list(ours.regions[score.name]),
             )
             for score in vs_nemo.recordings
         ],
@@ -300,12 +302,23 @@ def _rates(errors: ErrorBreakdown) -> DerRates:
 
 
 def _stage_rttms(job: Job) -> Path:
-    """The package's and NeMo's RTTMs, staged to be delivered beside the package: the staged
-    `<file name>.evaluation/` holds this dataset's folder."""
+    """The package's, NeMo's and (compressed) the fp16 twin's RTTMs, and the ground truth, staged
+    to be delivered beside the package, so a report draws them without the cache or the dataset:
+    the staged `<file name>.evaluation/` holds this dataset's folder."""
     staged = ArtifactPaths.of(job.config).staged(job.staging)
-    dataset = job.get(DATASET).dataset.name
-    for name, diarization in (("artifact", job.get(DIARIZATION)), ("nemo", job.get(NEMO_DIARIZATION))):
-        shutil.copytree(diarization.folder, staged.evaluation(dataset) / name)
+    dataset = job.get(DATASET).dataset
+    folder = staged.evaluation(dataset.name)
+    for name, diarization in (
+        (RttmSet.artifact, job.get(DIARIZATION)),
+        (RttmSet.nemo, job.get(NEMO_DIARIZATION)),
+        (RttmSet.fp16, job.find(TWIN_DIARIZATION)),
+    ):
+        if diarization is not None:
+            shutil.copytree(diarization.folder, folder / name)
+    for recording in dataset.recordings:
+        if recording.rttm is not None:
+            (folder / RttmSet.truth).mkdir(exist_ok=True)
+            shutil.copyfile(recording.rttm, folder / RttmSet.truth / f"{recording.name}.rttm")
     return staged.evaluations
 
 

@@ -1,5 +1,5 @@
 """The stages of a build, in the order data flows through them: config -> checkpoint -> traced
-and converted programs -> compressed -> assembled -> verified -> (evaluated) -> delivered. One
+and converted programs -> compressed -> assembled -> verified -> (evaluated) -> (traced) -> delivered. One
 runner walks this list for a build and for a dry run, so what one predicts is what the other
 does; the order is checked when the list is made."""
 
@@ -20,6 +20,7 @@ from sortformer_build.stages.evaluation import (
 )
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
+from sortformer_build.stages.trace import NemoTraceStage, PackageTraceStage
 from sortformer_build.stages.verification import (
     Fp16OutputsStage,
     LintStage,
@@ -42,6 +43,8 @@ STAGES: tuple[Stage, ...] = (
     DiarizationStage(),
     TwinDiarizationStage(),
     EvaluationStage(),
+    NemoTraceStage(),
+    PackageTraceStage(),
     DeliverStage(),
 )
 check_order(STAGES)

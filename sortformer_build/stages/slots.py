@@ -16,10 +16,12 @@ if TYPE_CHECKING:
     from sortformer_build.records.device import DeviceReport
     from sortformer_build.records.evaluation import DatasetEvaluation
     from sortformer_build.records.parity import ParityFigures
+    from sortformer_build.records.trace import TraceComparison
     from sortformer_build.stages.assemble import StagedPackage
     from sortformer_build.stages.base import JobDigest
     from sortformer_build.stages.checkpoint import LazyModel
     from sortformer_build.stages.programs import ConvertedPrograms
+    from sortformer_build.stages.trace import NemoTrace
     from sortformer_build.verify.compare import Outputs, ReferenceData
 
 T = TypeVar("T")
@@ -55,5 +57,7 @@ DIARIZATION: Slot[Diarization] = Slot("the package's diarization")
 TWIN_DIARIZATION: Slot[Diarization] = Slot("the fp16 twin's diarization")
 EVALUATION: Slot[DatasetEvaluation] = Slot("evaluation")
 EVALUATION_DIR: Slot[Path] = Slot("staged RTTMs")
+NEMO_TRACE: Slot[NemoTrace] = Slot("NeMo's trace")
+TRACE_COMPARISON: Slot[TraceComparison] = Slot("the package's trace against NeMo's")
 
 GIVEN: tuple[Slot[Any], ...] = (JOB_DIGEST, DATASET)

@@ -164,9 +164,10 @@ class ParityStage(UncachedStage):
         config = job.config
         fp16 = config.compression.is_fp16
         outputs = job.get(FP16_OUTPUTS)
+        package = job.get(PACKAGE)
         with self.step(job) as step:
-            figures = kind_of(config.variant.geometry).figures(
-                job.get(PACKAGE).step(),
+            run = kind_of(config.variant.geometry).figures(
+                package.step(),
                 job.get(REFERENCE),
                 config.variant.geometry,
                 job.get(PROGRAMS).d_model,
@@ -174,12 +175,15 @@ class ParityStage(UncachedStage):
                 outputs=outputs if fp16 else None,
                 twin=None if fp16 else outputs,
             )
+            figures = run.figures
             step.detail = figures.summary()
             failures = gate(figures, config.compression.gates, config.verify.max_emb_error_ratio)
             if failures:
                 raise StepFailed(f"parity with NeMo fails: {'; '.join(failures)} [{step.detail}]")
             step.status = StepStatus.verified
-        job.put(PARITY, figures)
+        # Staged beside the package: the deliver stage moves both into place.
+        trace = run.probabilities.save(ArtifactPaths.beside(package.path).probabilities)
+        job.put(PARITY, figures.model_copy(update={"trace": trace}))
 
 
 class OnDeviceStage(UncachedStage):

@@ -43,7 +43,7 @@ class StageSummary:
 def entries(build_root: Path) -> list[CacheEntry]:
     """Finished stage entries, least recently used first (half-built `.partial-` folders and
     entries without a readable entry.json are not entries)."""
-    found = []
+    found: list[CacheEntry] = []
     if not build_root.is_dir():
         return found
     for stage in sorted(build_root.iterdir()):

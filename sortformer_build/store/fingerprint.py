@@ -66,7 +66,7 @@ class SourceTree:
         if name not in self._imports:
             path = self._source(name)
             package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-            found = set()
+            found: set[str] = set()
             for target in _targets(ast.parse(path.read_bytes(), str(path)), package):
                 parts = target.split(".")
                 found.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))

@@ -15,6 +15,7 @@ from sortformer_build.geometry import FRAME_SECONDS, OfflineGeometry, StreamingG
 from sortformer_build.records.parity import ParityFigures
 from sortformer_build.verify import reference
 from sortformer_build.verify.parity import compare_calls, compare_streams, run_cases
+from sortformer_build.verify.probabilities import Probabilities, stream_probabilities
 from sortformer_build.verify.reference import StepFunction, StreamResult
 
 Outputs = list[dict[str, np.ndarray]]
@@ -36,6 +37,14 @@ class ReferenceData:
     @property
     def chunks(self) -> int | None:
         return None if self.stream is None else self.stream.chunks
+
+
+@dataclass(frozen=True)
+class ParityRun:
+    """A package's figures, and the probabilities behind them (kept for the release report)."""
+
+    figures: ParityFigures
+    probabilities: Probabilities
 
 
 def streaming_seconds(geometry: StreamingGeometry, settings: VerifyConfig) -> float:
@@ -65,7 +74,11 @@ def compute_window_reference(model: Any, geometry: OfflineGeometry, settings: Ve
 
 
 def save_reference(data: ReferenceData, folder: Path) -> None:
-    extra = {} if data.stream is None else {"mel": data.mel, **_stream_arrays(data.stream)}
+    extra: dict[str, np.ndarray] = {}
+    if data.stream is not None:
+        if data.mel is None:
+            raise ValueError("a streaming reference needs the mel features of its stream")
+        extra = {"mel": data.mel, **_stream_arrays(data.stream)}
     _save(folder / REFERENCE_FILE, data.cases, data.outputs, extra)
 
 
@@ -94,18 +107,21 @@ def package_figures(
     precision: ExecutorPrecision,
     outputs: Outputs | None = None,
     twin: Outputs | None = None,
-) -> ParityFigures:
+) -> ParityRun:
     """The package's figures: per step (`outputs` when already computed) and over the stream,
-    against NeMo, and against its fp16 `twin` for a compressed package."""
+    against NeMo, and against its fp16 `twin` for a compressed package; the stream's
+    probabilities beside them."""
     ours = outputs if outputs is not None else run_cases(step, data.cases)
     modules = reference.streaming_modules(geometry, d_model)
     mel, stream = need_stream(data)
-    return ParityFigures(
+    streamed = reference.stream(modules, geometry, mel, step)
+    figures = ParityFigures(
         precision=precision.value,
         per_call_vs_nemo=compare_calls(ours, data.outputs, data.cases),
-        streaming_vs_nemo=compare_streams(reference.stream(modules, geometry, mel, step), stream),
+        streaming_vs_nemo=compare_streams(streamed, stream),
         per_call_vs_fp16=None if twin is None else compare_calls(ours, twin, data.cases),
     )
+    return ParityRun(figures, stream_probabilities(streamed.preds, stream.preds, stream.chunks))
 
 
 def need_stream(data: ReferenceData) -> tuple[np.ndarray, StreamResult]:
@@ -120,17 +136,19 @@ def window_figures(
     precision: ExecutorPrecision,
     outputs: Outputs | None = None,
     twin: Outputs | None = None,
-) -> ParityFigures:
+) -> ParityRun:
     """An offline package's figures per window against NeMo, and against its fp16 `twin` for a
-    compressed package; streaming figures do not apply (absent, so not gated)."""
-    from sortformer_build.verify.offline import compare_windows
+    compressed package; streaming figures do not apply (absent, so not gated). The windows'
+    probabilities beside them."""
+    from sortformer_build.verify.offline import compare_windows, window_probabilities
 
     ours = outputs if outputs is not None else run_cases(step, data.cases)
-    return ParityFigures(
+    figures = ParityFigures(
         precision=precision.value,
         per_call_vs_nemo=compare_windows(ours, data.outputs),
         per_call_vs_fp16=None if twin is None else compare_windows(ours, twin),
     )
+    return ParityRun(figures, window_probabilities(ours, data.outputs))
 
 
 def device_outputs(
@@ -158,7 +176,7 @@ def _save(path: Path, cases: Outputs, outputs: Outputs, extra: dict[str, np.ndar
         f"output{i}/{name}": value for i, output in enumerate(outputs) for name, value in output.items()
     }
     arrays |= {f"extra/{name}": value for name, value in extra.items()}
-    np.savez(path, **arrays)
+    np.savez(path, allow_pickle=False, **arrays)
 
 
 def _load(path: Path) -> tuple[Outputs, Outputs, dict[str, np.ndarray]]:

@@ -1,5 +1,5 @@
 """The gates that decide publication: each compression option's thresholds (`GateConfig`,
-from conf/compression/*.yaml) held against the parity figures. A figure that was not measured
+from sortformer_build/conf/compression/*.yaml) held against the parity figures. A figure that was not measured
 (no stream on device, no twin for an fp16 build) or a threshold that is not set is not gated."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ away) and yields one line per finding; an empty list means the package passed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -
         yield from _check_compression(programs, expected.nbits, kind_of(geometry))
 
 
-def _check_metadata(spec: Any, expected: Geometry | None) -> Iterator[str]:
+def _check_metadata(spec: Any, expected: Geometry | None) -> Generator[str, None, Geometry | None]:
     metadata = dict(spec.description.metadata.userDefined)
     kind = kind_for_metadata(metadata)
     try:

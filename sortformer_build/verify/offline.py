@@ -13,9 +13,10 @@ import numpy as np
 from sortformer_build import contract
 from sortformer_build.geometry import NUM_SPEAKERS, SUBSAMPLING_FACTOR, OfflineGeometry
 from sortformer_build.progress import counted
-from sortformer_build.records.parity import CallFigures
+from sortformer_build.records.parity import CallFigures, TraceSource, TraceStretch
 from sortformer_build.verify import reference
 from sortformer_build.verify.parity import agreement, merge, rounded
+from sortformer_build.verify.probabilities import Probabilities
 from sortformer_build.verify.reference import StepFunction
 
 MEL_FRAMES_PER_SECOND = 100
@@ -83,6 +84,20 @@ def compare_windows(ours: list[dict[str, np.ndarray]], theirs: list[dict[str, np
     return CallFigures(cases=[rounded(window) for window in windows], overall=rounded(merge(windows)))
 
 
+def window_probabilities(
+    ours: list[dict[str, np.ndarray]], theirs: list[dict[str, np.ndarray]]
+) -> Probabilities:
+    """The windows' probabilities one after the other, every output frame as compared."""
+    package, nemo = (
+        np.concatenate([output[contract.OFFLINE_PREDS][0] for output in side]) for side in (ours, theirs)
+    )
+    stretches = tuple(
+        TraceStretch(name=name, frames=output[contract.OFFLINE_PREDS].shape[1])
+        for (name, _, _), output in zip(WINDOW_CASES, theirs, strict=True)
+    )
+    return Probabilities(package, nemo, TraceSource.windows, stretches)
+
+
 def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction) -> np.ndarray:
     """Speaker probabilities (output frames, speakers) of a whole recording from an offline
     model: windows overlapping by OFFLINE_OVERLAP_FRAMES output frames; each window's speaker
@@ -112,5 +127,8 @@ def tile_windows(mel: np.ndarray, geometry: OfflineGeometry, step: StepFunction)
 def _best_permutation(timeline: np.ndarray, window: np.ndarray) -> list[int]:
     """The column order of `window` that agrees most with `timeline` (sum of products)."""
     return list(
-        max(permutations(range(NUM_SPEAKERS)), key=lambda order: float(np.sum(timeline * window[:, order])))
+        max(
+            permutations(range(NUM_SPEAKERS)),
+            key=lambda order: float(np.sum(timeline * window[:, list(order)])),
+        )
     )

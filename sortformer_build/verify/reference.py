@@ -9,6 +9,7 @@ the same loop drives NeMo and a Core ML package.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +37,27 @@ class StreamResult:
     spkcache: np.ndarray  # final speaker cache (frames, d_model), valid frames only
     fifo: np.ndarray  # final FIFO, valid frames only
     chunks: int
+
+
+@dataclass(frozen=True)
+class ChunkStep:
+    """One turn of the streaming loop, as an observer of `stream` sees it."""
+
+    index: int
+    mel_start: int  # the recording's mel frame at which `chunk` starts (left context included)
+    mel_frames: int  # mel frames of the recording in `chunk`; the rest is zero padding
+    left_context: int  # output frames of left context the state update leaves out of the chunk
+    right_context: int
+    inputs: dict[str, np.ndarray]  # the six contract inputs, as the step got them
+    outputs: dict[str, np.ndarray]
+    # NeMo's StreamingSortformerState after `streaming_update_async`, live: the loop goes on
+    # updating it (some tensors in place), so an observer copies what it keeps.
+    state: Any
+    chunk_preds: np.ndarray  # (1, frames, speakers): the chunk's own probabilities from the update
+
+
+# Sees every chunk right after NeMo's state update.
+Observer = Callable[[ChunkStep], None]
 
 
 def chunk_cases(model: Any, geometry: StreamingGeometry, seed: int) -> list[dict[str, np.ndarray]]:
@@ -135,9 +157,16 @@ def streaming_modules(geometry: StreamingGeometry, d_model: int) -> Any:
     return SortformerModules(num_spks=4, fc_d_model=d_model, **asdict(geometry)).eval()
 
 
-def stream(modules: Any, geometry: StreamingGeometry, mel: np.ndarray, step: StepFunction) -> StreamResult:
+def stream(
+    modules: Any,
+    geometry: StreamingGeometry,
+    mel: np.ndarray,
+    step: StepFunction,
+    observer: Observer | None = None,
+) -> StreamResult:
     """NeMo's asynchronous streaming loop (`forward_streaming` with `async_streaming`), with
-    `step` in place of the model: fixed-size inputs in, NeMo's state update on the outputs."""
+    `step` in place of the model: fixed-size inputs in, NeMo's state update on the outputs;
+    `observer` sees each chunk after the update."""
     import torch
 
     features = torch.from_numpy(mel)
@@ -151,20 +180,27 @@ def stream(modules: Any, geometry: StreamingGeometry, mel: np.ndarray, step: Ste
     chunks = 0
     expected = math.ceil(mel.shape[2] / (geometry.chunk_len * SUBSAMPLING_FACTOR))
     progress = counted(loader, expected, "streaming chunk by chunk", "chunks")
-    for _, chunk, chunk_lengths, left_offset, right_offset in progress:
-        outputs = step(_step_inputs(geometry, chunk.numpy(), int(chunk_lengths), state))
+    for index, chunk, chunk_lengths, left_offset, right_offset in progress:
+        inputs = _step_inputs(geometry, chunk.numpy(), int(chunk_lengths), state)
+        outputs = step(inputs)
         emb_frames = int(outputs[contract.CHUNK_EMB_LENGTHS][0])
         # A fixed-size package pads the chunk; the state update must see its valid frames only.
         embs = torch.from_numpy(outputs[contract.CHUNK_EMBS][:, :emb_frames].astype(np.float32))
+        lc, rc = round(left_offset / SUBSAMPLING_FACTOR), math.ceil(right_offset / SUBSAMPLING_FACTOR)
         state, chunk_preds = modules.streaming_update_async(
             streaming_state=state,
             chunk=embs,
             chunk_lengths=torch.tensor([emb_frames]),
             preds=torch.from_numpy(outputs[contract.SPEAKER_PREDS].astype(np.float32)),
-            lc=round(left_offset / SUBSAMPLING_FACTOR),
-            rc=math.ceil(right_offset / SUBSAMPLING_FACTOR),
+            lc=lc,
+            rc=rc,
         )
         total.append(chunk_preds[0].numpy())
+        if observer is not None:
+            start = index * geometry.chunk_len * SUBSAMPLING_FACTOR - left_offset
+            observer(
+                ChunkStep(index, start, chunk.shape[1], lc, rc, inputs, outputs, state, chunk_preds.numpy())
+            )
         chunks += 1
     return StreamResult(
         preds=np.concatenate(total),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import EllipsisType
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ExecutorError
+from ..threads import chunk_count, run
 from .registry import OpArgs, register
 
 
@@ -64,9 +66,9 @@ def _conv(args: OpArgs) -> np.ndarray:
     n, positions = x.shape[0], cols.shape[2 : 2 + spatial]
     out_channels, group_in = weight.shape[0], x.shape[1] // groups
     if (group_in == 1 and out_channels == groups) or (groups == 1 and math.prod(kernel) == 1):
-        out = _depthwise(cols, weight) if groups > 1 else _pointwise(cols, weight)
+        out = _depthwise(cols, weight, args.threads) if groups > 1 else _pointwise(cols, weight)
         if bias is not None:
-            out += bias.reshape((1, -1) + (1,) * spatial)
+            _add_channels(out, bias, args.threads)
         return np.ascontiguousarray(out, dtype=args.out_dtype())
     n_positions, n_taps = math.prod(positions), group_in * math.prod(kernel)
     # im2col per group, channels first so the product is already [C_out, positions]:
@@ -77,19 +79,37 @@ def _conv(args: OpArgs) -> np.ndarray:
     out = np.matmul(kernels, cols).reshape(out_channels, n, *positions)
     out = np.moveaxis(out, 1, 0)
     if bias is not None:
-        out = out + bias.reshape((1, -1) + (1,) * spatial)
+        _add_channels(out, bias, args.threads)
     return np.ascontiguousarray(out, dtype=args.out_dtype())
 
 
-def _depthwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """One filter per channel: a multiply-add per kernel tap over the window view. im2col would
-    copy every window into a matrix only to multiply it by a column."""
+def _add_channels(out: np.ndarray, bias: np.ndarray, threads: int) -> None:
+    """out += bias per channel (axis 1), in place, channel blocks on `threads` threads."""
+    per_channel = bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+
+    def part(start: int, stop: int) -> None:
+        block = out[:, start:stop]
+        np.add(block, per_channel[:, start:stop], out=block)
+
+    run(part, out.shape[1], chunk_count(out.size, threads))
+
+
+def _depthwise(cols: np.ndarray, weight: np.ndarray, threads: int) -> np.ndarray:
+    """One filter per channel: a multiply-add per kernel tap over the window view, channel blocks
+    on `threads` threads. im2col would copy every window into a matrix only to multiply it by a
+    column."""
     kernel = weight.shape[2:]
     taps = weight.reshape(weight.shape[0], -1).astype(np.float32)
     channel = (1, -1) + (1,) * len(kernel)
     out = np.zeros(cols.shape[: -len(kernel)], dtype=np.float32)
-    for tap, offsets in enumerate(np.ndindex(*kernel)):
-        out += cols[(..., *offsets)] * taps[:, tap].reshape(channel)
+
+    def part(start: int, stop: int) -> None:
+        block, views = out[:, start:stop], cols[:, start:stop]
+        for tap, offsets in enumerate(np.ndindex(*kernel)):
+            window: tuple[EllipsisType | int, ...] = (Ellipsis, *offsets)
+            block += views[window] * taps[start:stop, tap].reshape(channel)
+
+    run(part, cols.shape[1], chunk_count(out.size, threads))
     return out
 
 
@@ -97,6 +117,7 @@ def _pointwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """A 1x1 kernel: one matmul over the channels, no window matrix."""
     n, channels = cols.shape[:2]
     spatial = weight.ndim - 2
-    x = cols[(..., *(0,) * spatial)]  # [N, C, *positions]
+    first_tap: tuple[EllipsisType | int, ...] = (..., *(0,) * spatial)
+    x = cols[first_tap]  # [N, C, *positions]
     out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n, channels, -1))
     return out.reshape(n, weight.shape[0], *x.shape[2:]).astype(np.float32, copy=False)

@@ -99,8 +99,8 @@ def _register_unary(op_type: str, fn: Unary) -> None:
         return np.asarray(fn(x)).astype(x.dtype, copy=False)
 
 
-for _op_type, _fn in _UNARY.items():
-    _register_unary(_op_type, _fn)
+for _op_type, _unary_fn in _UNARY.items():
+    _register_unary(_op_type, _unary_fn)
 
 
 @register("log")

@@ -38,13 +38,17 @@ def supported_op_types() -> frozenset[str]:
 
 
 class OpArgs:
-    """An op's argument values by parameter name, plus the types its outputs are declared with."""
+    """An op's argument values by parameter name, the types its outputs are declared with, and how
+    many threads it may split its own work over (with the result of one thread, bit for bit)."""
 
-    __slots__ = ("_values", "out_types")
+    __slots__ = ("_values", "out_types", "threads")
 
-    def __init__(self, values: Mapping[str, Sequence[Value]], out_types: Sequence[TensorType]) -> None:
+    def __init__(
+        self, values: Mapping[str, Sequence[Value]], out_types: Sequence[TensorType], threads: int = 1
+    ) -> None:
         self._values = values
         self.out_types = out_types
+        self.threads = threads
 
     def has(self, name: str) -> bool:
         return name in self._values
@@ -72,9 +76,9 @@ class OpArgs:
             raise ExecutorError(f"missing required input '{name}'")
         return [np.asarray(v) for v in self._values[name]]
 
-    def _defaulted(self, name: str, default: object) -> bool:
-        """True when `name` is unbound and has a default; unbound without a default is an error later."""
-        return name not in self._values and default is not None
+    def _unbound(self, name: str) -> bool:
+        """True when `name` is unbound: its default applies, or, without one, an error follows later."""
+        return name not in self._values
 
     def _scalar(self, name: str) -> np.generic:
         values = np.ravel(self.tensor(name))
@@ -83,21 +87,21 @@ class OpArgs:
         return values[0]
 
     def int_param(self, name: str, default: int | None = None) -> int:
-        return default if self._defaulted(name, default) else int(self._scalar(name))
+        return default if default is not None and self._unbound(name) else int(self._scalar(name))
 
     def ints_param(self, name: str, default: Sequence[int] | None = None) -> list[int]:
-        if self._defaulted(name, default):
+        if default is not None and self._unbound(name):
             return list(default)
         return [int(v) for v in np.ravel(self.tensor(name))]
 
     def float_param(self, name: str, default: float | None = None) -> float:
-        return default if self._defaulted(name, default) else float(self._scalar(name))
+        return default if default is not None and self._unbound(name) else float(self._scalar(name))
 
     def bool_param(self, name: str, default: bool | None = None) -> bool:
-        return default if self._defaulted(name, default) else bool(self._scalar(name))
+        return default if default is not None and self._unbound(name) else bool(self._scalar(name))
 
     def str_param(self, name: str, default: str | None = None) -> str:
-        if self._defaulted(name, default):
+        if default is not None and self._unbound(name):
             return default
         value = self.value(name)
         if not isinstance(value, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -109,7 +110,11 @@ def _split(args: OpArgs) -> tuple[np.ndarray, ...]:
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
-_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+_PAD_MODES: dict[str, Literal["constant", "reflect", "edge"]] = {
+    "constant": "constant",
+    "reflect": "reflect",
+    "replicate": "edge",
+}
 
 
 @register("pad")
@@ -146,7 +151,8 @@ def _fill_like(args: OpArgs) -> np.ndarray:
 @register("range_1d")
 def _range_1d(args: OpArgs) -> np.ndarray:
     start, end, step = args.tensor("start"), args.tensor("end"), args.tensor("step")
-    return np.arange(start, end, step, dtype=start.dtype)
+    # NumPy's stubs take only scalars here; 0-d arrays work and keep the length arithmetic in MIL's dtype.
+    return np.arange(start, end, step, dtype=start.dtype)  # type: ignore[call-overload]
 
 
 @register("band_part")

@@ -5,7 +5,7 @@ was built; generated from the release, written and read back with huggingface_hu
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -20,6 +20,7 @@ from sortformer_build.records.release import Provenance
 from sortformer_build.release.hub.config import CardConfig
 from sortformer_build.release.hub.errors import PublishError
 from sortformer_build.release.hub.release import Model, Release
+from sortformer_build.release.report.glance import glance
 from sortformer_build.store import atomic
 from sortformer_build.text import NOT_MEASURED, markdown_table
 
@@ -62,6 +63,15 @@ class CardFacts:
     # packages are staged (where Core ML cannot compile).
     device_reports: dict[str, DeviceReport]
     provenance: Provenance
+    # One diarization timeline per evaluated geometry, staged in the repo beside the models.
+    timelines: list[CardImage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CardImage:
+    path_in_repo: str
+    alt: str
+    caption: str
 
 
 def write_card(path: Path, release: Release, facts: CardFacts, settings: CardConfig) -> ModelCardData:
@@ -137,12 +147,15 @@ def _eval_results(models: list[tuple[Model, Manifest]]) -> list[EvalResult]:
 def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
     sections = [
         _introduction(models, facts),
+        _glance_section(models),
         _models_table(models),
         _parity_table(models),
         _der_section(models),
+        _timelines_section(facts),
         _device_section(models, facts),
         _sources_table(models),
         _files_section(models, facts),
+        _traces_section(models, facts),
         _build_section(release, models, facts),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -163,6 +176,30 @@ def _introduction(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str
             "checkpoints. These models only exercise the pipeline; they do not diarize.**"
         )
     return text
+
+
+def _glance_section(models: list[tuple[Model, Manifest]]) -> str:
+    """The release report's table, from the manifests as published."""
+    rows = [model.row.model_copy(update={"manifest": manifest}) for model, manifest in models]
+    return "## The release at a glance\n\n" + glance(rows, for_card=True).markdown()
+
+
+def _timelines_section(facts: CardFacts) -> str:
+    if not facts.timelines:
+        return ""
+    images = "\n\n".join(
+        f"![{_markdown_text(image.alt)}]({image.path_in_repo})\n\n{image.caption}"
+        for image in facts.timelines
+    )
+    return (
+        "## Diarization timelines\n\nOne recording per evaluated geometry: who speaks when according to "
+        "each diarization, speakers mapped as DER maps them.\n\n" + images
+    )
+
+
+def _markdown_text(value: str) -> str:
+    """Text safe inside a Markdown image's brackets."""
+    return value.replace("[", "(").replace("]", ")").replace("\n", " ")
 
 
 def _models_table(models: list[tuple[Model, Manifest]]) -> str:
@@ -298,6 +335,32 @@ def _files_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> st
         f"{folders}: one {suffixes} per model. "
         f"`{facts.path_in_repo}/release.json` lists every file of the release with its size and sha256, "
         "and each model's build manifest digest."
+    )
+
+
+def _traces_section(models: list[tuple[Model, Manifest]], facts: CardFacts) -> str:
+    """NeMo's reference traces, and how each model's own loop compared with its trace."""
+    header = ["model", "reference trace", "recording", "the package's loop (executor) against it"]
+    rows = [
+        [
+            manifest.release_stem,
+            f"`{facts.path_in_repo}/{trace.index}`",
+            trace.recording,
+            NOT_MEASURED if trace.comparison is None else trace.comparison.summary(),
+        ]
+        for _, manifest in models
+        if (trace := manifest.trace) is not None
+    ]
+    if not rows:
+        return ""
+    return (
+        "## Reference traces\n\n"
+        "Each model comes with NeMo's own streaming loop on a reference recording, recorded chunk by "
+        "chunk (inputs under the Core ML names, outputs, the speaker cache, FIFO and silence profile "
+        "after each update; for the offline model, its windows): a host runtime writes the same trace "
+        "from its own loop and `sortformer-build-trace compare` names the first chunk and tensor where it "
+        "leaves NeMo's. The `.json` index describes the `.safetensors` arrays beside it; the format is "
+        "documented in sortformer-build's docs/traces.md.\n\n" + markdown_table(header, rows)
     )
 
 

@@ -59,7 +59,27 @@ def _artifact_problems(model: Model, manifest: Manifest) -> list[str]:
     unverified = _unverified_steps(manifest)
     if unverified:
         problems.append(f"{label}: not verified: {'; '.join(unverified)}")
-    return problems
+    return problems + _trace_problems(model, manifest)
+
+
+def _trace_problems(model: Model, manifest: Manifest) -> list[str]:
+    """The reference trace the manifest names must be there, the arrays it delivered."""
+    from sortformer_build.trace.format import file_sha256
+
+    files = model.trace_files()
+    if files is None or manifest.trace is None:
+        return []
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        return [
+            f"{model.label}: its reference trace is missing ({', '.join(missing)}); rebuild it with trace=..."
+        ]
+    if file_sha256(files[1]) != manifest.trace.arrays_sha256:
+        return [
+            f"{model.label}: the reference trace {files[1]} is not the one its manifest names "
+            "(another build's?); rebuild it with trace=..."
+        ]
+    return []
 
 
 def _unverified_steps(manifest: Manifest) -> list[str]:

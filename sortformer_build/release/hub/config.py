@@ -1,4 +1,4 @@
-"""Typed settings of `sortformer-build-publish` (the Hydra schema of conf/publish.yaml)."""
+"""Typed settings of `sortformer-build-publish` (the Hydra schema of sortformer_build/conf/publish.yaml)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,13 @@ class Model:
     def label(self) -> str:
         return self.row.label
 
+    def trace_files(self) -> tuple[Path, Path] | None:
+        """NeMo's reference trace delivered with the model (index, arrays), or None."""
+        if self.manifest is None or self.manifest.trace is None:
+            return None
+        output = self.paths.folder.parent  # the paths the manifest names are relative to
+        return output / self.manifest.trace.index, output / self.manifest.trace.arrays
+
 
 @dataclass(frozen=True)
 class Release:

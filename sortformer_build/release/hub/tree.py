@@ -1,5 +1,7 @@
 """The repo's layout on disk: `<path_in_repo>/<precision>/<file name>.mlmodelc` (compiled and
-loaded on macOS) and/or `.mlpackage`, the model card at the root and `<path_in_repo>/release.json`.
+loaded on macOS) and/or `.mlpackage`, NeMo's reference traces in `<path_in_repo>/traces/` (one
+per model, shared by its compressions), the model card at the root with its timeline images in
+`<path_in_repo>/figures/`, and `<path_in_repo>/release.json`.
 Built in a `.partial-` folder and renamed into place whole: a failure leaves the previous staged
 tree (or none), never half of one."""
 
@@ -19,7 +21,7 @@ from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.device import ComputeUnits, DeviceReport
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import Provenance, ReleaseEntry, ReleaseIndex, StagedFile
-from sortformer_build.release.hub.card import CardFacts, write_card
+from sortformer_build.release.hub.card import CardFacts, CardImage, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.errors import PublishError
 from sortformer_build.release.hub.release import Model, Release
@@ -27,6 +29,7 @@ from sortformer_build.store import atomic, space
 
 CARD_FILE = "README.md"
 RELEASE_FILE = "release.json"
+FIGURES_FOLDER = "figures"
 
 log = logging.getLogger("sortformer_build")
 
@@ -105,12 +108,14 @@ def _stage_tree(
             if report is not None:
                 reports[model.manifest.release_stem] = report
             model_folders.append(relative)
+    _stage_traces(release, partial / folder)
     facts = CardFacts(
         repo_id=settings.repo_id,
         path_in_repo=folder,
         formats=[value.value for value in settings.format_values],
         device_reports=reports,
         provenance=provenance,
+        timelines=_stage_timelines(release, partial, folder),
     )
     write_card(partial / CARD_FILE, release, facts, settings.card)
     files = describe_files(partial)
@@ -118,6 +123,36 @@ def _stage_tree(
     _release_index(release, settings, folder, provenance, files).write(partial / index)
     files.append(_describe(partial, partial / index))
     return files, model_folders
+
+
+def _stage_traces(release: Release, destination: Path) -> None:
+    """Each model's reference trace, once: the compressions of a model name the same files."""
+    for model in release.models:
+        files = model.trace_files()
+        assert model.manifest is not None, "stage only a release without problems"
+        if files is None or model.manifest.trace is None:
+            continue
+        for source, relative in zip(
+            files, (model.manifest.trace.index, model.manifest.trace.arrays), strict=True
+        ):
+            target = destination / relative
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+
+
+def _stage_timelines(release: Release, partial: Path, folder: str) -> list[CardImage]:
+    """The card's timeline images, as files of the repo (release.json lists them with the rest)."""
+    from sortformer_build.release.report.geometries import geometry_timelines
+
+    models = [(model.paths, model.manifest) for model in release.models if model.manifest is not None]
+    images = []
+    for timeline in geometry_timelines(models):
+        relative = f"{folder}/{FIGURES_FOLDER}/{timeline.file}"
+        (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+        (partial / relative).write_bytes(timeline.image.png)
+        images.append(CardImage(relative, timeline.image.alt, timeline.image.caption))
+    return images
 
 
 def _stage_model(package: Path, destination: Path, value: Format) -> DeviceReport | None:
@@ -172,6 +207,7 @@ def _model_entry(model: Model, folder: str, formats: list[Format]) -> ReleaseEnt
         package_content_sha256=manifest.artifact.content_sha256,
         job_digest=manifest.job_digest,
         checkpoint_sha256=manifest.checkpoint.sha256,
+        trace=None if manifest.trace is None else f"{folder}/{manifest.trace.index}",
     )
 
 

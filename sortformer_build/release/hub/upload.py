@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from huggingface_hub.errors import EntryNotFoundError
-from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.hf_api import RepoFile, RepoFolder
 
 from sortformer_build.records.release import Provenance, StagedFile
 from sortformer_build.release.hub.errors import PublishError
@@ -123,7 +123,7 @@ def upload(
 def _remote_files(api: HfApi, repo_id: str, path_in_repo: str, revision: str | None) -> dict[str, RemoteFile]:
     """The repo's files under `path_in_repo` and its card; empty when the folder is new."""
 
-    def listing() -> list[object]:
+    def listing() -> list[RepoFile | RepoFolder]:
         try:
             entries = list(api.list_repo_tree(repo_id, path_in_repo, recursive=True, revision=revision))
         except EntryNotFoundError:

@@ -95,14 +95,14 @@ def _lost_jobs_returned() -> Iterator[None]:
             return [LostJob(job.job_id, job.state, job.paths.stderr, _elapsed_seconds(job.job_id))]
 
     own = SlurmJob.__dict__.get("results")
-    SlurmJob.results = results  # type: ignore[method-assign]
+    SlurmJob.results = results
     try:
         yield
     finally:
         if own is None:
             del SlurmJob.results
         else:
-            SlurmJob.results = own  # type: ignore[method-assign]
+            SlurmJob.results = own
 
 
 def _elapsed_seconds(job_id: str) -> float:

@@ -1,0 +1,92 @@
+"""The executor's own threads: work that BLAS does not do (element-wise ops, float16 rounding),
+split into independent chunks that run side by side.
+
+NumPy's and SciPy's ufuncs and the compiled rounding kernel release the GIL while they loop, so
+Python threads run the chunks in parallel. Each chunk is the same computation on a part of the
+data, so the result is the same, bit for bit, however many threads share it. Waiting threads
+block instead of spinning, so on a busy machine they give their cores away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+# Below this many elements per chunk, handing work to a thread costs more than it saves.
+MIN_CHUNK_ELEMENTS = 1 << 15
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_blas: ThreadpoolController | None = None
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """A pool with at least `count` threads, kept for the life of the process."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < count:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=count, thread_name_prefix="executor"), count
+        return _pool
+
+
+def chunk_count(elements: int, threads: int) -> int:
+    """How many chunks `elements` are worth splitting into on `threads` threads (1: do not split)."""
+    return max(1, min(threads, elements // MIN_CHUNK_ELEMENTS))
+
+
+def bounds(size: int, chunks: int) -> list[tuple[int, int]]:
+    """`chunks` contiguous, near-equal [start, stop) ranges covering range(size)."""
+    edges = [size * i // chunks for i in range(chunks + 1)]
+    return [(start, stop) for start, stop in itertools.pairwise(edges) if stop > start]
+
+
+def run(work: Callable[[int, int], None], size: int, chunks: int) -> None:
+    """`work(start, stop)` over `chunks` ranges of range(size), the calling thread taking the first.
+
+    Every chunk runs with NumPy's floating-point errors ignored, as the executor runs its ops
+    (the error state is per thread). The first exception of any chunk is raised here, after all
+    chunks have ended.
+    """
+    ranges = bounds(size, chunks)
+
+    def quiet(start: int, stop: int) -> None:
+        with np.errstate(all="ignore"):
+            work(start, stop)
+
+    if len(ranges) == 1:
+        quiet(*ranges[0])
+        return
+    pool = _workers(len(ranges) - 1)
+    futures: list[Future[None]] = [pool.submit(quiet, start, stop) for start, stop in ranges[1:]]
+    first_error: BaseException | None = None
+    try:
+        quiet(*ranges[0])
+    except BaseException as error:  # still wait for the others: they write into shared arrays
+        first_error = error
+    for future in futures:
+        failure = future.exception()
+        if failure is not None and first_error is None:
+            first_error = failure
+    if first_error is not None:
+        raise first_error
+
+
+def blas_limit(threads: int | None) -> AbstractContextManager[object]:
+    """BLAS limited to `threads` threads inside the block (None: as it is set)."""
+    global _blas
+    if threads is None:
+        return contextlib.nullcontext()
+    with _lock:
+        if _blas is None:  # scans the loaded libraries once, not at every call
+            _blas = ThreadpoolController()
+    return _blas.limit(limits=threads, user_api="blas")

@@ -1,0 +1,1 @@
+"""The release report: report.html beside a sweep's matrix, and the model card's timelines."""

@@ -1,0 +1,183 @@
+"""The executor's own threads change nothing: every op kind it splits, and whole packages, give
+the same bits on several threads as on one, in float32 and in float16 mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from sortformer_build.config import (
+    BuildConfig,
+    CheckpointConfig,
+    CompressionConfig,
+    GateConfig,
+    VariantConfig,
+    VerifyConfig,
+)
+from sortformer_build.executor import Model, load_package
+from sortformer_build.executor.dtypes import TensorType, round_to_fp16
+from sortformer_build.executor.ops import OpArgs, lookup
+from sortformer_build.executor.ops.registry import Value
+from sortformer_build.executor.split import DATA_PARAMETERS, run_split
+from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS
+from sortformer_build.geometry import StreamingGeometry
+from sortformer_build.job.build import build
+
+from .test_executor_float16 import Arguments, full_buffers, reference_float16, same_bits
+
+NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
+SHAPE = (3, 50, 700)  # 105,000 elements: three chunks of at least MIN_CHUNK_ELEMENTS
+RNG = np.random.default_rng(0)
+
+# Inputs inside each op's domain, and its parameters; x has SHAPE, y broadcasts against it.
+_UNIT = {"acos", "asin", "atanh"}
+_POSITIVE = {"log", "sqrt", "rsqrt", "pow"}
+_LOGICAL = {"logical_and", "logical_or", "logical_xor", "logical_not"}
+PARAMETERS: dict[str, dict[str, np.generic | np.ndarray | str]] = {
+    "clip": {"alpha": np.float32(-0.5), "beta": np.float32(0.7)},
+    "threshold": {"alpha": np.float32(0.1)},
+    "cast": {"dtype": "int32"},
+    "gelu": {"mode": "TANH_APPROXIMATION"},
+    "leaky_relu": {"alpha": np.float32(0.1)},
+    "elu": {"alpha": np.float32(1.5)},
+    "thresholded_relu": {"alpha": np.float32(0.3)},
+    "clamped_relu": {"alpha": np.float32(0.2), "beta": np.float32(1.0)},
+    "linear_activation": {"alpha": np.float32(1.3), "beta": np.float32(-0.2)},
+    "scaled_tanh": {"alpha": np.float32(2.0), "beta": np.float32(0.5)},
+    "sigmoid_hard": {"alpha": np.float32(0.2), "beta": np.float32(0.5)},
+    "softmax": {"axis": np.int32(-1)},
+    "pad": {"pad": np.array([0, 0, 1, 2, 2, 3], dtype=np.int32), "mode": "reflect"},
+    "layer_norm": {
+        "axes": np.array([-1], dtype=np.int32),
+        "gamma": RNG.standard_normal(SHAPE[-1:]).astype(np.float32),
+        "beta": RNG.standard_normal(SHAPE[-1:]).astype(np.float32),
+        "epsilon": np.float32(1e-5),
+    },
+}
+
+
+def data(op_type: str, shape: tuple[int, ...]) -> np.ndarray:
+    if op_type in _LOGICAL:
+        return RNG.random(shape) < 0.5
+    if op_type in _UNIT:
+        return RNG.uniform(-0.99, 0.99, shape).astype(np.float32)
+    if op_type in _POSITIVE:
+        return RNG.uniform(0.01, 3.0, shape).astype(np.float32)
+    # Spread over many binades, with values a float16 rounds to subnormals and to infinity.
+    return (RNG.standard_normal(shape) * np.exp2(RNG.integers(-20, 18, shape))).astype(np.float32)
+
+
+def op_values(op_type: str) -> dict[str, Sequence[Value]]:
+    names = DATA_PARAMETERS[op_type]
+    # The second and third tensors broadcast: per row of axis 1, and across axis 0.
+    shapes = [SHAPE, (1, SHAPE[1], 1), SHAPE[1:]]
+    values: dict[str, Sequence[Value]] = {}
+    for name, shape in zip(names, shapes, strict=False):
+        values[name] = [RNG.random(shape) < 0.5 if name == "cond" else data(op_type, shape)]
+    for name, value in PARAMETERS.get(op_type, {}).items():
+        # Held as the executor holds a constant: a 0-d array, or a string.
+        values[name] = [value if isinstance(value, str) else np.asarray(value)]
+    return values
+
+
+def out_type(op_type: str, fp16: bool) -> TensorType:
+    if op_type == "cast":
+        return TensorType("int32", SHAPE)
+    if op_type == "pad":  # the last two axes padded
+        return TensorType("fp16" if fp16 else "fp32", (SHAPE[0], SHAPE[1] + 3, SHAPE[2] + 5))
+    if op_type.startswith(("equal", "not_equal", "less", "greater", "logical")):
+        return TensorType("bool", SHAPE)
+    return TensorType("fp16" if fp16 else "fp32", SHAPE)
+
+
+@pytest.mark.parametrize("op_type", sorted(DATA_PARAMETERS))
+def test_every_split_op_kind_gives_the_bits_of_one_thread(op_type: str) -> None:
+    fn = lookup(op_type)
+    assert fn is not None
+    values = op_values(op_type)
+    for fp16 in (False, True):
+        types = [out_type(op_type, fp16)]
+        to_fp16 = types[0].dtype == "fp16"
+        with np.errstate(all="ignore"):
+            whole = np.asarray(fn(OpArgs(values, types)))
+        want = round_to_fp16(whole) if to_fp16 else whole
+        for threads in (2, 3, 8):
+            got = run_split(op_type, fn, values, types, threads, to_fp16)
+            assert got is not None, f"{op_type} was not split"
+            assert same_bits(got, want), (op_type, fp16, threads)
+
+
+def test_reductions_split_only_ahead_of_their_trailing_axes() -> None:
+    x = data("softmax", SHAPE)
+    types = [TensorType("fp32", SHAPE)]
+    softmax, layer_norm, linear = lookup("softmax"), lookup("layer_norm"), lookup("linear")
+    assert softmax is not None and layer_norm is not None and linear is not None
+    across_rows: dict[str, Sequence[Value]] = {"x": [x], "axis": [np.asarray(np.int32(1))]}
+    assert run_split("softmax", softmax, across_rows, types, 4, False) is None
+    norm: dict[str, Sequence[Value]] = {
+        "x": [x],
+        "axes": [np.array([1], dtype=np.int32)],
+        "epsilon": [np.asarray(np.float32(1e-5))],
+    }
+    assert run_split("layer_norm", layer_norm, norm, types, 4, False) is None
+    small: dict[str, Sequence[Value]] = {
+        "x": [x[:, :, : MIN_CHUNK_ELEMENTS // 200]],
+        "axis": [np.asarray(np.int32(-1))],
+    }
+    assert run_split("softmax", softmax, small, types, 4, False) is None  # too small to gain
+    assert run_split("linear", linear, {"x": [x]}, types, 4, False) is None  # BLAS's
+
+
+@pytest.fixture(scope="module")
+def nvidia_high_package(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """A tiny NvidiaHigh palettized6 package: its 3048-frame chunk makes tensors large enough to
+    split even at toy width, and its head decodes LUT weights."""
+    config = BuildConfig(
+        variant=VariantConfig(
+            name="test", version="v2.1", file_name="SortformerNvidiaHigh_test", **NVIDIA_HIGH.__dict__
+        ),
+        compression=CompressionConfig(
+            name="palettized6",
+            folder="palettized",
+            nbits=6,
+            gates=GateConfig(min_twin_decision_agreement=0.97),
+        ),
+        checkpoint=CheckpointConfig(source="tiny"),
+        output_dir=str(tmp_path_factory.mktemp("threads")),
+        cache_dir=str(shared_cache),
+        verify=VerifyConfig(parity=False),
+    )
+    return build(config).package
+
+
+def split_kinds(model: Model, inputs: dict[str, np.ndarray]) -> set[str]:
+    """The op kinds the threaded path splits in a run of `model` on `inputs`, asked op by op on the
+    values each op gets."""
+    kinds: set[str] = set()
+
+    def observe(op_type: str, arguments: Arguments, types: list[TensorType]) -> None:
+        fn = lookup(op_type)
+        assert fn is not None
+        if run_split(op_type, fn, arguments, types, 4, False) is not None:
+            kinds.add(op_type)
+
+    with np.errstate(all="ignore"):
+        reference_float16(model, inputs, observe)
+    return kinds
+
+
+def test_a_whole_package_gives_the_bits_of_one_thread(nvidia_high_package: Path) -> None:
+    model = load_package(nvidia_high_package)
+    inputs = full_buffers(model, NVIDIA_HIGH)
+    assert {"softmax", "silu", "add", "mul", "relu", "pad"} <= split_kinds(model, inputs)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for precision in ("float32", "float16"):
+            one = model.predict(inputs, precision=precision)
+            for threads in (2, 5):
+                many = model.predict(inputs, precision=precision, threads=threads)
+                for name, value in one.items():
+                    assert same_bits(many[name], value), (precision, threads, name)
