@@ -24,8 +24,9 @@ PACKAGE = ".mlpackage"
 
 def final_state(output_dir: Path) -> dict[str, str]:
     """Every path a reader of the output folder takes as finished (hidden files and folders are
-    not), with its content digest; a manifest is `manifest:<package digest it vouches for>`, and
-    a manifest or matrix that does not parse is `unreadable`."""
+    not), with its content digest; a manifest is `manifest:<package digest it vouches for>`, a
+    manifest or matrix that does not parse is `unreadable`, and a report (a view of the run that
+    wrote it: wall times, cache states) is `report` when it is a whole page."""
     state: dict[str, str] = {}
     if not output_dir.is_dir():
         return state
@@ -44,6 +45,8 @@ def final_state(output_dir: Path) -> dict[str, str]:
             state[key] = _parses(
                 lambda path=path: f"manifest:{Manifest.read(path).artifact.content_sha256}", None
             )
+        elif path.name.endswith(".html"):
+            state[key] = "report" if path.read_text().rstrip().endswith("</html>") else "unfinished report"
         elif path.is_file() and path.name != "matrix.md":
             state[key] = sha256_of(path)
     return state

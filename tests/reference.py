@@ -92,8 +92,7 @@ class Clean:
     build_again_state: dict[str, str]
     sweep_state: dict[str, str]
     sweep_again_state: dict[str, str]
-    build_published: list[tuple[str, str]]
-    sweep_published: list[tuple[str, str]]
+    published: list[tuple[str, str]]
     reached: set[str]
 
 
@@ -111,7 +110,6 @@ def make_clean(root: Path, checkpoints: Path) -> Clean:
     traced(lambda env: build(single, *BUILD, env=env), trace, single)
     build_state = final_state(single.output)
     traced(lambda env: build(single, *BUILD, *again(single), env=env), trace, single)
-    traced(lambda env: publish(single, env), trace, single)
     traced(lambda env: sweep(swept, *SWEEP, env=env), trace, swept)
     sweep_state = final_state(swept.output)
     traced(lambda env: sweep(swept, *SWEEP, *again(swept), env=env), trace, swept)
@@ -123,7 +121,6 @@ def make_clean(root: Path, checkpoints: Path) -> Clean:
         build_again_state=final_state(single.output),
         sweep_state=sweep_state,
         sweep_again_state=final_state(swept.output),
-        build_published=staged_packages(single),
-        sweep_published=staged_packages(swept),
+        published=staged_packages(swept),
         reached=set(trace.read_text().split()),
     )

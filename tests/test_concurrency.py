@@ -21,8 +21,8 @@ SWEEP = (
     "compression=fp16,palettized6",
     "checkpoint=tiny",
     "verify.parity=false",
-    "hydra.launcher.n_jobs=2",
 )
+PARALLEL = "hydra.launcher.n_jobs=2"
 
 
 def _packages(output: Path) -> dict[str, str]:
@@ -45,9 +45,9 @@ def test_two_sweeps_and_one_without_cache_at_once(tmp_path: Path, tiny_checkpoin
     shared = cache("cache")
     # A budget no build reaches tells the sweeps apart in the matrix's command line.
     commands = {
-        "first": [*SWEEP, f"cache_dir={shared}", "cache_max_gb=20"],
-        "second": [*SWEEP, f"cache_dir={shared}", "cache_max_gb=21"],
-        "uncached": [*SWEEP, f"cache_dir={shared}", "cache=false"],
+        "first": [*SWEEP, PARALLEL, f"cache_dir={shared}", "cache_max_gb=20"],
+        "second": [*SWEEP, PARALLEL, f"cache_dir={shared}", "cache_max_gb=21"],
+        "uncached": [*SWEEP, PARALLEL, f"cache_dir={shared}", "cache=false"],
     }
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(temp)}
     logs = {name: (work / f"{name}.log").open("wb") for name in commands}

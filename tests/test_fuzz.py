@@ -350,3 +350,72 @@ def test_config_override_values(examples: int) -> None:
     keys = st.sampled_from(sorted(TYPED))
     _run(examples, keys.flatmap(lambda key: st.tuples(st.just(key), TYPED[key])), well_formed)
     _run(examples, st.tuples(keys, VALUE), anything)
+
+
+# ---- Trace files -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trace_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """NeMo's trace of the tiny checkpoint, Efficient geometry, on the conversation's first 6 s."""
+    import soundfile
+
+    from sortformer_build.checkpoint.sources import Checkpoint, load_model
+    from sortformer_build.evaluate.audio import load_audio
+    from sortformer_build.geometry import StreamingGeometry
+    from sortformer_build.store.digests import file_sha256
+    from sortformer_build.trace.format import trace_files
+    from sortformer_build.trace.record import nemo_trace
+    from sortformer_build.verify.reference import SAMPLE_RATE
+
+    folder = tmp_path_factory.mktemp("trace")
+    recording = folder / "opening.wav"
+    audio = load_audio(conversation.DATA_DIR / f"{conversation.NAME}.flac", duration=6.0)
+    soundfile.write(recording, audio, SAMPLE_RATE)
+    model = load_model(Checkpoint(tiny_checkpoint, "", "tiny", "test"))
+    sha256 = file_sha256(tiny_checkpoint, folder / "memo")
+    geometry = StreamingGeometry(25, 1, 7, 40, 188, 31)
+    postprocessing = resolve_postprocessing(PostProcessingConfig())
+    nemo_trace(model, geometry, recording, folder, "Fuzzed_v2.1", sha256, postprocessing)
+    return trace_files(folder, "Fuzzed_v2.1")[1]
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_trace_files(
+    trace_index: Path, tmp_path: Path, examples: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sortformer-build-trace show` and `compare` on a damaged index or arrays file: exit 2 with
+    one line naming the file, or, when the damage leaves a readable trace, an answer."""
+    from sortformer_build.trace.cli import main as trace_main
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(trace_index.parent, folder, ignore=shutil.ignore_patterns("memo", "*.wav"))
+    index = folder / trace_index.name
+    arrays = next(folder.glob("*.safetensors"))
+    originals = {index: index.read_bytes(), arrays: arrays.read_bytes()}
+    damage = st.tuples(
+        st.sampled_from([index, arrays]),
+        st.floats(0, 1),
+        st.sampled_from([*b'"{}[],:0a \\', 0, 0xFF]),
+        st.booleans(),
+    )
+
+    def anything(change: tuple[Path, float, int, bool]) -> None:
+        path, position, replacement, cut = change
+        original = originals[path]
+        at = min(int(position * len(original)), len(original) - 1)
+        path.write_bytes(original[:at] if cut else original[:at] + bytes([replacement]) + original[at + 1 :])
+        try:
+            for arguments in (["show", str(index)], ["compare", str(trace_index), str(index)]):
+                capsys.readouterr()
+                code = trace_main(arguments)
+                error = capsys.readouterr().err
+                if code == 2:
+                    assert error.count("\n") == 1 and (str(index) in error or str(arrays) in error), error
+                else:
+                    assert code in (0, 1) and error == "", (code, error)
+        finally:
+            path.write_bytes(original)
+
+    assert trace_main(["show", str(index)]) == 0  # well-formed: accepted
+    _run(examples, damage, anything)

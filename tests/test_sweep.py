@@ -146,6 +146,7 @@ def test_a_killed_jobs_staging_folder_goes_with_the_next_job_into_its_folder(
     assert sorted(path.name for path in release.iterdir() if not path.name.startswith(".")) == [
         "SortformerEfficient_v2.1.json",
         "SortformerEfficient_v2.1.mlpackage",
+        "SortformerEfficient_v2.1.report.html",
     ]
     assert list(release.glob(".partial-*")) == []
 
