@@ -9,10 +9,23 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `exhaustive` run only when `-m` names them (`pytest -m exhaustive`): the plain
+    `pytest`, `-m "not slow"` and `-m slow` leave them out."""
+    if "exhaustive" in (config.option.markexpr or ""):
+        return
+    left_out = [item for item in items if item.get_closest_marker("exhaustive")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("exhaustive")]
+
 
 # The script installed beside this interpreter: CI runs .venv/bin/pytest without activating the venv.
 SCRIPT = str(Path(sys.executable).with_name("sortformer-build"))
@@ -108,6 +121,29 @@ def sweep_statuses(work: Path) -> list[dict]:
     """The job_status.json records of the latest sweep run in `work`."""
     sweep = sorted((work / "outputs" / ".hydra-runs").glob("multirun-*"))[-1]
     return [json.loads(path.read_text()) for path in sorted(sweep.rglob("job_status.json"))]
+
+
+@pytest.fixture(scope="session")
+def clean(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path):
+    """The session's reference runs, made once (see `tests.reference`)."""
+    from .reference import make_clean
+
+    return make_clean(tmp_path_factory.mktemp("clean"), tiny_checkpoint.parent)
+
+
+@contextmanager
+def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount's syntax: 300k, 16m) at `mount_point`; skips without root."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.fixture(scope="session")

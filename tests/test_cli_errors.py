@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import artifacts, run_cli
+from .conftest import artifacts, mounted_tmpfs, run_cli
 
 
 def _fails(tmp_path: Path, cache: Path, *overrides: str, env: dict[str, str] | None = None) -> str:
@@ -105,17 +105,10 @@ def test_hub_checkpoint_is_read_from_the_hugging_face_cache(
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path):
+def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 300 kB filesystem: too small for any package (needs root to mount)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    with mounted_tmpfs(tmp_path / "small", "300k") as mount_point:
+        yield mount_point
 
 
 def test_full_disk_leaves_no_half_written_artifact(
@@ -124,7 +117,10 @@ def test_full_disk_leaves_no_half_written_artifact(
     run = run_cli("checkpoint=tiny", f"cache_dir={shared_cache}", f"output_dir={full_disk}", cwd=tmp_path)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]
-    assert len(errors) == 1 and "No space left on device" in errors[0], run.output[-2000:]
+    assert len(errors) == 1, run.output[-2000:]
+    # The folder that filled, how much was free there, and how much the package had taken.
+    assert f"no space left in {full_disk}/fp16 for the artifact" in errors[0], errors
+    assert " free, it needs more than the " in errors[0] and " it had written" in errors[0], errors
     assert artifacts(full_disk) == []
 
 

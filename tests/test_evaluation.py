@@ -245,6 +245,9 @@ def _manifest(tmp_path: Path, *lines: str) -> EvaluateConfig:
     return EvaluateConfig(dataset=DatasetKind.manifest, path=str(path))
 
 
+SECONDS = r"must be a number of seconds \(at least 0\)"
+
+
 def _good_line(**changes) -> str:
     line = {"audio_filepath": str(CONVERSATION_AUDIO), "rttm_filepath": str(CONVERSATION_RTTM), **changes}
     return json.dumps({key: value for key, value in line.items() if value != "drop"})
@@ -264,7 +267,18 @@ def _good_line(**changes) -> str:
             (_good_line(rttm_filepath="nowhere.rttm"),),
             r"bad\.json:1: RTTM file .*nowhere\.rttm does not exist",
         ),
-        ((_good_line(offset="soon"),), r"bad\.json:1: offset and duration must be numbers"),
+        (
+            (_good_line(offset="soon"),),
+            r"bad\.json:1: offset must be a number of seconds \(at least 0\), got 'soon'",
+        ),
+        (
+            (_good_line(duration=True),),
+            r"bad\.json:1: duration must be a number of seconds \(at least 0\), got True",
+        ),
+        (
+            (_good_line(offset=-1.0),),
+            r"bad\.json:1: offset must be a number of seconds \(at least 0\), got -1\.0",
+        ),
     ],
 )
 def test_bad_manifest_names_file_and_line(tmp_path: Path, lines: tuple[str, ...], message: str) -> None:

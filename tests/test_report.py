@@ -122,6 +122,22 @@ def test_timelines_reproduce_the_manifests_der(evaluated_sweep: Path) -> None:
         assert {track.set for track in view.tracks} >= {RttmSet.truth, RttmSet.nemo, RttmSet.artifact}
 
 
+def test_a_missing_rttm_is_said_in_the_timelines_place(evaluated_sweep: Path, tmp_path: Path) -> None:
+    from sortformer_build.release.report.page import write_report
+
+    release = tmp_path / "release"
+    shutil.copytree(evaluated_sweep, release)
+    rows = read_matrix(release).rows
+    paths, manifest = _manifests(release)[0]
+    (evaluation,) = manifest.evaluations
+    (recording,) = evaluation.recordings
+    missing = paths.evaluation(evaluation.dataset) / RttmSet.artifact.value / f"{recording.recording}.rttm"
+    missing.unlink()
+    write_report(release / "report.html", release, rows, "Release report", None)
+    text = _text(_parse(release / "report.html"))
+    assert f"{recording.recording}: timeline unavailable: {missing} is missing: rebuild the artifact" in text
+
+
 @pytest.mark.skipif(NO_BROWSER is not None, reason=NO_BROWSER or "")
 def test_sweep_report_renders_in_chromium(evaluated_sweep: Path) -> None:
     opened = browser.open_page(evaluated_sweep / "report.html", "report-evaluated-sweep.png")

@@ -5,11 +5,12 @@ the jobs the controller runs at once. Parity checks are off: these tests are abo
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sortformer_build.records.steps import StepStatus
 from sortformer_build.release.matrix import read_matrix
 
 from .conftest import SCRIPT, Run, run_cli
+from .rendezvous import Rendezvous
 from .slurm_cluster import PARTITION, Cluster, ClusterError, missing_programs
 
 pytestmark = pytest.mark.slurm
@@ -53,11 +55,13 @@ def _sweep(work: Path, cache: Path, cluster: Cluster, *overrides: str) -> Run:
     return run_cli("--multirun", *FAST, f"cache_dir={cache}", *SLURM, *overrides, cwd=work, env=cluster.env)
 
 
-def _start_sweep(work: Path, cache: Path, cluster: Cluster, *overrides: str) -> subprocess.Popen[bytes]:
+def _start_sweep(
+    work: Path, cache: Path, cluster: Cluster, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """The same sweep in the background, so that the test can act on the cluster meanwhile; its
-    output goes to `work`/sweep.log."""
+    output goes to `work`/sweep.log. Slurm passes the sweep's environment (`env` added) to the jobs."""
     args = [SCRIPT, "--multirun", *FAST, f"cache_dir={cache}", *SLURM, *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **cluster.env}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **cluster.env, **(env or {})}
     with (work / "sweep.log").open("wb") as log:
         return subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -73,10 +77,6 @@ def _digests(work: Path) -> dict[str | None, str]:
         for row in _matrix(work).rows
         if row.manifest is not None
     }
-
-
-def _running(cluster: Cluster) -> list[str]:
-    return cluster.command("squeue", "-h", "-t", "RUNNING", "-o", "%i").split()
 
 
 def test_slurm_sweep_builds_the_serial_sweeps_artifacts(
@@ -120,14 +120,25 @@ def test_job_cancelled_mid_build_is_listed_and_a_rerun_completes_it(
     tmp_path: Path, fresh_build_cache: Path, cluster: Cluster
 ) -> None:
     sweep = ("variant=default,efficient", "compression=fp16")
-    job = _start_sweep(tmp_path, fresh_build_cache, cluster, *sweep)
-    try:
-        # Job 0 (variant=default) builds once its array task runs and its log says it converts.
-        _wait_for(lambda: _converting(tmp_path) and bool(_first_task(cluster)), job)
-        cluster.command("scancel", _first_task(cluster))
-        job.wait(timeout=600)
-    finally:
-        job.kill()
+    with Rendezvous() as meeting:
+        # Each job holds where its converted programs are written, until the test lets it go:
+        # job 0 (variant=default) is cancelled there, the other goes on.
+        job = _start_sweep(
+            tmp_path, fresh_build_cache, cluster, *sweep, env=meeting.environment("cache.programs")
+        )
+        try:
+            cancelled = False
+            while not cancelled:
+                held = meeting.wait()
+                task = _task_of(held.pid)
+                if task.endswith("_0"):
+                    cluster.command("scancel", task)
+                    cancelled = True
+                else:
+                    held.release()
+            job.wait(timeout=600)
+        finally:
+            job.kill()
     output = (tmp_path / "sweep.log").read_text()
     assert job.returncode == 1, output[-3000:]
     assert "sortformer-build: 1 of 2 jobs failed" in output
@@ -150,24 +161,22 @@ def test_job_cancelled_mid_build_is_listed_and_a_rerun_completes_it(
     assert rows["Sortformer_v2.1"].ok and not rows["Sortformer_v2.1"].up_to_date
 
 
-def _converting(work: Path) -> bool:
-    """Whether job 0 of the sweep run in `work` has begun a conversion, by its own log."""
-    logs = work.glob("outputs/.hydra-runs/multirun-*/0-*/sortformer-build.log")
-    return any("Converting" in log.read_text() for log in logs)
-
-
-def _first_task(cluster: Cluster) -> str:
-    """The Slurm id of array task 0 (the sweep's job 0) if it is running, else ''."""
-    return next((task for task in _running(cluster) if task.endswith("_0")), "")
+def _task_of(pid: int) -> str:
+    """The Slurm id (`<array job>_<task>`) of the array task that process `pid` runs in."""
+    environment = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
+    )
+    return f"{environment['SLURM_ARRAY_JOB_ID']}_{environment['SLURM_ARRAY_TASK_ID']}"
 
 
 def test_array_parallelism_limits_the_jobs_slurm_runs_at_once(
     tmp_path: Path, shared_cache: Path, cluster: Cluster
 ) -> None:
-    """Dry runs: quick jobs, yet long enough for the controller to be seen running them; the
-    node has room for two at once."""
+    """Dry runs, quick jobs; the node has room for two at once. What ran when is read afterwards
+    from the controller's accounting: every task completed, and none started before the one
+    before it ended (times in whole seconds)."""
     cluster.wait_until_drained()  # earlier tests' tasks may still be exiting
-    job = _start_sweep(
+    run = _sweep(
         tmp_path,
         shared_cache,
         cluster,
@@ -176,27 +185,12 @@ def test_array_parallelism_limits_the_jobs_slurm_runs_at_once(
         "dry_run=true",
         "hydra.launcher.array_parallelism=1",
     )
-    seen: set[str] = set()
-    most = 0
-    try:
-        while job.poll() is None:
-            running = _running(cluster)
-            seen.update(running)
-            most = max(most, len(running))
-            time.sleep(0.1)
-    finally:
-        job.kill()
-        job.wait()
-    output = (tmp_path / "sweep.log").read_text()
-    assert job.returncode == 0, output[-3000:]
-    assert "Dry run of 3 jobs" in output
-    assert len(seen) >= 2, f"the controller was seen running only {seen}"
-    assert most == 1
-
-
-def _wait_for(condition: Callable[[], bool], job: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert job.poll() is None, f"the sweep ended (exit {job.returncode}) before the awaited moment"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "Dry run of 3 jobs" in run.output
+    tasks = [log.parent.name for log in tmp_path.rglob(".submitit/*_*/*_log.out")]
+    assert len(tasks) == 3
+    assert cluster.accounted_states(tasks) == dict.fromkeys(tasks, "COMPLETED")
+    listed = cluster.command("sacct", "-n", "-X", "-P", "-o", "Start,End", f"--jobs={','.join(tasks)}")
+    spans = sorted(tuple(map(datetime.fromisoformat, line.split("|"))) for line in listed.splitlines())
+    assert len(spans) == 3
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans

@@ -5,18 +5,19 @@ submitit launcher, dry runs, and jobs killed mid-build. Parity checks are switch
 from __future__ import annotations
 
 import json
-import subprocess
-import time
+import signal
 from pathlib import Path
 
+from sortformer_build import faults
 from sortformer_build.cli.workers import parallel_jobs, usable_cores
+from sortformer_build.job.scratch import staging_pattern
 from sortformer_build.job.status import record_lost_job
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.status import JobStatus, read_statuses
 from sortformer_build.records.steps import StepStatus
 
-from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
+from .conftest import ALL_VARIANTS, Run, run_cli, sweep_statuses
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
 
@@ -101,16 +102,13 @@ def test_dry_run_lists_the_release_and_builds_nothing(tmp_path: Path) -> None:
 def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     tmp_path: Path, fresh_build_cache: Path
 ) -> None:
-    args = [SCRIPT, *FAST, f"cache_dir={fresh_build_cache}"]
     programs = fresh_build_cache / "build" / "programs"
-    with (tmp_path / "killed.log").open("w") as log:
-        job = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_for(lambda: any(programs.glob(".partial-*")), job)
-            time.sleep(0.5)  # into the conversion
-        finally:
-            job.kill()  # SIGKILL: no cleanup code runs
-            job.wait()
+    # Killed (SIGKILL: no cleanup code runs) with the converted programs written, before the
+    # entry is made.
+    killed = run_cli(
+        *FAST, f"cache_dir={fresh_build_cache}", cwd=tmp_path, env={faults.FAULT_VARIABLE: "cache.programs"}
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.output[-3000:]
     assert any(programs.glob(".partial-*")), "the job was killed after its entry was complete"
     assert [entry for entry in programs.iterdir() if not entry.name.startswith(".")] == []
     assert not list((tmp_path / "outputs").rglob("*.mlpackage"))
@@ -119,6 +117,7 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert run.returncode == 0, run.output[-3000:]
     entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
+    assert not list(programs.glob(".partial-*"))  # the killed job's half entry went with the rebuild
     record = Manifest.read(tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.json")
     programs_step = record.step("programs")
     assert programs_step is not None and programs_step.status is StepStatus.built
@@ -126,12 +125,30 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert list((fresh_build_cache / "scratch").iterdir()) == []
 
 
-def _wait_for(condition, job: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert job.poll() is None, f"the job ended (exit {job.returncode}) before the awaited moment"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def test_a_killed_jobs_staging_folder_goes_with_the_next_job_into_its_folder(
+    tmp_path: Path, fresh_build_cache: Path
+) -> None:
+    """Killed between assembling its package and verifying it (NeMo's reference outputs are being
+    stored): the unverified package stays in the job's staging folder until the next job into the
+    same release folder, even one building another artifact, removes it."""
+    killed = run_cli(
+        "checkpoint=tiny",
+        f"cache_dir={fresh_build_cache}",
+        cwd=tmp_path,
+        env={faults.FAULT_VARIABLE: "cache.nemo-reference"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.output[-3000:]
+    release = tmp_path / "outputs" / "tiny" / "fp16"
+    (staging,) = release.glob(staging_pattern())
+    assert list(staging.glob("*.mlpackage")), "the killed job had staged its package"
+    other = run_cli(*FAST, "variant=efficient", f"cache_dir={fresh_build_cache}", cwd=tmp_path)
+    assert other.returncode == 0, other.output[-3000:]
+    assert sorted(path.name for path in release.iterdir() if not path.name.startswith(".")) == [
+        "SortformerEfficient_v2.1.json",
+        "SortformerEfficient_v2.1.mlpackage",
+        "SortformerEfficient_v2.1.report.html",
+    ]
+    assert list(release.glob(".partial-*")) == []
 
 
 def test_dry_run_of_a_single_job(tmp_path: Path, shared_cache: Path) -> None:
@@ -201,7 +218,7 @@ def _launcher(work: Path, *overrides: str) -> tuple[str, str]:
 
 def test_sweeps_run_in_parallel_by_default_and_serially_when_asked(tmp_path: Path) -> None:
     target, jobs = _launcher(tmp_path)
-    assert target.endswith("JoblibLauncher")
+    assert target.endswith("parallel_launcher.ParallelLauncher")  # joblib's, keeping on when a worker dies
     assert jobs == f"n_jobs: {parallel_jobs(3.5)}"
     assert _launcher(tmp_path, "hydra.launcher.n_jobs=5")[1] == "n_jobs: 5"
     assert _launcher(tmp_path, "hydra/launcher=basic")[0].endswith("BasicLauncher")

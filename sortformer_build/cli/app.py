@@ -223,10 +223,12 @@ def main() -> None:
     # the sweeper and the Slurm launcher by hand, after that scan, which reloads the module of
     # the sweeper ours extends.
     plugins = Plugins.instance()
+    from hydra_plugins.sortformer_build_launcher.parallel_launcher import ParallelLauncher
     from hydra_plugins.sortformer_build_launcher.slurm_launcher import SlurmLauncher
     from hydra_plugins.sortformer_build_sweeper.first_values_sweeper import FirstValuesSweeper
 
     plugins.register(FirstValuesSweeper)
+    plugins.register(ParallelLauncher)
     plugins.register(SlurmLauncher)
     if not OmegaConf.has_resolver("sortformer_build_groups"):
         OmegaConf.register_new_resolver("sortformer_build_groups", groups_help)

@@ -117,6 +117,7 @@ def convert_program(
         )
     drop_volatile_metadata(model)
     model.save(str(destination))
+    make_spec_deterministic(destination)
     atomic.remove(converted)
 
 

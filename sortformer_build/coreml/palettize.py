@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sortformer_build.config import PalettizerEngine
-from sortformer_build.coreml.package import read_package
+from sortformer_build.coreml.package import make_spec_deterministic, read_package
 from sortformer_build.records.facts import PalettizeFacts
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
@@ -82,6 +82,7 @@ def palettize_program(
     )
     drop_volatile_metadata(palettized)
     palettized.save(str(destination))
+    make_spec_deterministic(destination)
     atomic.remove(converted)
     return facts
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sortformer_build import faults
 from sortformer_build.errors import BuildError
 from sortformer_build.store import atomic
 
@@ -77,6 +79,7 @@ def write_rttm(path: Path, labels: Sequence[str], name: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.scratch_folder(path.parent) as scratch:
         written = Path(labels_to_rttmfile(list(labels), name, str(scratch)))
+        faults.point("rttm.write", path.parent)
         atomic.replace(written, path)
 
 
@@ -104,15 +107,20 @@ def _lines(path: Path) -> list[tuple[int, list[str]]]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"cannot read {path}: {error}") from None
+    # Numbered as editors number them: only a newline ends a line (`splitlines` also breaks at
+    # form feeds and other separators, and would name the wrong line).
     return [
         (number, line.split())
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in enumerate(text.split("\n"), start=1)
         if line.strip() and not line.lstrip().startswith(";")
     ]
 
 
 def _number(path: Path, line: int, text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DatasetError(f"{path}:{line}: {what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{path}:{line}: {what} {text!r} is not a finite number")
+    return value

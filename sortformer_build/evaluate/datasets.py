@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,13 @@ def manifest_dataset(path: Path) -> Dataset:
     the manifest's folder."""
     if not path.is_file():
         raise DatasetError(f"manifest {path} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read manifest {path}: {error}") from None
     recordings = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    # Numbered as editors number them: only a newline ends a JSON line.
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             recordings.append(_manifest_recording(path, number, line))
     if not recordings:
@@ -112,11 +118,9 @@ def _manifest_recording(manifest: Path, number: int, line: str) -> Recording:
         raise DatasetError(f"{where}: missing field {', '.join(missing)}")
     audio = _manifest_path(manifest, entry["audio_filepath"], where, "audio_filepath")
     assert audio is not None
-    try:
-        offset = float(entry.get("offset") or 0.0)
-        duration = None if entry.get("duration") is None else float(entry["duration"])
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: offset and duration must be numbers") from None
+    offset = _seconds(entry.get("offset"), where, "offset")
+    duration = _seconds(entry.get("duration"), where, "duration")
+    offset = offset or 0.0
     name = audio.stem if not offset and duration is None else f"{audio.stem}-{offset:g}"
     return Recording(
         name=name,
@@ -127,6 +131,16 @@ def _manifest_recording(manifest: Path, number: int, line: str) -> Recording:
         uem=_manifest_path(manifest, entry.get("uem_filepath"), where, "uem_filepath"),
         origin=where,
     )
+
+
+def _seconds(value: object, where: str, field: str) -> float | None:
+    """A span field in seconds: absent (None), or a finite number of at least 0."""
+    if value is None:
+        return None
+    # JSON's true and false are not numbers, though Python takes them as 1 and 0.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise DatasetError(f"{where}: {field} must be a number of seconds (at least 0), got {value!r}")
+    return float(value)
 
 
 def _manifest_path(manifest: Path, value: object, where: str, field: str) -> Path | None:

@@ -4,6 +4,7 @@ by the recording's offset and rounded to 10 ms, then `generate_diarization_outpu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -40,12 +41,23 @@ def resolve_postprocessing(config: PostProcessingConfig) -> PostProcessing:
         raise ConfigError(f"post-processing file {path} does not exist")
     try:
         loaded = load_postprocessing_from_yaml(str(path))
-        return PostProcessing(**{name: float(getattr(loaded, name)) for name in _FIELDS})
+        values = {name: float(getattr(loaded, name)) for name in _FIELDS}
     except Exception as error:  # yaml, OmegaConf and float conversion errors alike
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(
-            f"post-processing file {path} is not in NeMo's format (a `parameters:` mapping of "
-            f"{', '.join(_FIELDS)}): {type(error).__name__}: {error}"
+            f"post-processing file {where} is not in NeMo's format (a `parameters:` mapping of "
+            f"{', '.join(_FIELDS)}): {type(error).__name__}: {_first_line(error)}"
         ) from None
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"post-processing file {path}: {name} must be a finite number, got {value}")
+    return PostProcessing(**values)
+
+
+def _first_line(error: BaseException) -> str:
+    """YAML and OmegaConf spread their messages over lines: the first that says something."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
 def speaker_labels(preds: np.ndarray, postprocessing: PostProcessing, offset: float = 0.0) -> list[str]:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sortformer_build.config import BuildConfig, validate_config
 from sortformer_build.errors import BuildError
 from sortformer_build.job.runner import Mode, Runner
-from sortformer_build.job.scratch import job_scratch
+from sortformer_build.job.scratch import job_scratch, job_staging
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.stages.artifact import ArtifactPaths
 from sortformer_build.stages.evaluation import log_table
 from sortformer_build.stages.registry import job_stages
-from sortformer_build.store import atomic
+from sortformer_build.store import atomic, space
 from sortformer_build.store.budget import enforce_budget
 from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.usage import Uses
@@ -46,12 +48,17 @@ def build(config: BuildConfig) -> BuildResult:
     paths = ArtifactPaths.of(config)
     made = [folder for folder in (paths.folder, *paths.folder.parents) if not folder.exists()]
     ensure_writable(paths.folder, "output folder")
-    atomic.sweep_stale_partials(paths.folder)  # what killed jobs left behind
     uses = Uses()
     delivered = False
     try:
-        with job_scratch(layout.scratch) as scratch, atomic.scratch_folder(paths.folder) as staging:
-            cache = BuildCache(layout.build, enabled=config.cache, scratch=scratch, uses=uses)
+        with (
+            job_scratch(layout.scratch) as scratch,
+            job_staging(paths.folder) as staging,
+            _space_said(((paths.folder, "the artifact", staging), (layout.root, "the job's files", scratch))),
+        ):
+            cache = BuildCache(
+                layout.build, enabled=config.cache, scratch=scratch, uses=uses, digests=layout.entry_digests
+            )
             runner = Runner(Mode.build, config, stages, cache, staging)
             runner.run_checkpoint()
             current = runner.published()
@@ -83,6 +90,24 @@ def build(config: BuildConfig) -> BuildResult:
     manifest = Manifest.read(paths.manifest)
     log.info("Delivered %s (%.1f MB)", paths.package, manifest.artifact.bytes / 1e6)
     return BuildResult(paths.package, paths.manifest, manifest, up_to_date=False)
+
+
+@contextmanager
+def _space_said(places: tuple[tuple[Path, str, Path], ...]) -> Iterator[None]:
+    """A full disk the cache's own writes did not already say: which of `places` (folder, what
+    the job writes there, the job's own folder there) filled, by the file the error names or
+    else by the least free space, and how much the job had put there."""
+    try:
+        yield
+    except Exception as error:
+        if not space.is_full(error):
+            raise
+        named = space.named_file(error)
+        folder, what, own = next(
+            (place for place in places if named is not None and named.is_relative_to(place[0].resolve())),
+            min(places, key=lambda place: space.free_bytes(place[0])),
+        )
+        raise space.NoSpaceError(space.describe(folder, what, space.tree_size(own), exact=False)) from None
 
 
 def ensure_writable(folder: Path, what: str) -> None:

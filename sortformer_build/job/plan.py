@@ -23,7 +23,8 @@ def plan_job(config: BuildConfig) -> JobPlan:
         log.warning("%s", warning)
     geometry = config.variant.geometry
     checkpoint = find_checkpoint(config.checkpoint, config.variant.version, config.cache_layout)
-    cache = BuildCache(config.cache_layout.build, enabled=config.cache)
+    layout = config.cache_layout
+    cache = BuildCache(layout.build, enabled=config.cache, digests=layout.entry_digests)
     runner = Runner(Mode.plan, config, job_stages(config), cache)
     runner.run_checkpoint(checkpoint)
     current = runner.published()

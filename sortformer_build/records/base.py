@@ -26,11 +26,12 @@ class Record(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(indent=1) + "\n"
 
-    def write(self, path: Path) -> None:
-        """Replace `path` in one rename: a reader sees the old record or the new one."""
+    def write(self, path: Path, scratch: Path | None = None) -> None:
+        """Replace `path` in one rename: a reader sees the old record or the new one (the old one
+        retired through `scratch`, see `store.atomic.staged`)."""
         from sortformer_build.store import atomic
 
-        atomic.write_text(path, self.to_json())
+        atomic.write_text(path, self.to_json(), scratch)
 
     @classmethod
     def parse(cls, text: str, source: str) -> Self:

@@ -32,6 +32,11 @@ class DiarizationFacts(Record):
     recordings: list[RecordingRun]
 
 
+class FileDigest(Record):
+    bytes: int
+    sha256: str
+
+
 class TraceFacts(Record):
     """NeMo's reference trace in its entry: what delivering it and the manifest need."""
 
@@ -44,8 +49,19 @@ class TraceFacts(Record):
 
 
 class CacheEntryRecord(Record):
-    """`entry.json`: the key an entry was built for, and its stage's facts (checked against the
-    stage's own facts type when the entry is used)."""
+    """`entry.json`: the key an entry was built for, its stage's facts (checked against the
+    stage's own facts type when the entry is used) and every other file of the entry with its size
+    and sha256, by path inside the entry (checked before the entry is used: see `store.integrity`)."""
 
     key: dict[str, object]
     facts: dict[str, object]
+    files: dict[str, FileDigest]
+
+
+class StoredArrayRecord(Record):
+    """One array of an `ArrayStore` (a look-up table): its bytes, their digest, dtype and shape."""
+
+    dtype: str
+    shape: list[int]
+    data: str  # base64
+    sha256: str

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sortformer_build import text
+from sortformer_build.errors import BuildError
 from sortformer_build.records.base import RecordError
 from sortformer_build.records.evaluation import DatasetEvaluation
 from sortformer_build.records.manifest import Manifest
@@ -41,7 +42,11 @@ class ReleaseSummary(Callback):
             print(markdown_table(PLAN_COLUMNS, map(plan_cells, planned)))
         rows = matrix_rows([status for status in statuses if not status.dry_run])
         for output_dir, group in _by_output_dir(rows).items():
-            title, table, report = write_summary(output_dir, group)
+            try:
+                title, table, report = write_summary(output_dir, group)
+            except (BuildError, OSError) as error:
+                print(f"sortformer-build: error: {error}", file=sys.stderr)
+                sys.exit(1)
             print(f"{title}:\n{table}\n{report}")
         failed = [status for status in statuses if not status.ok]
         if failed:
@@ -224,18 +229,28 @@ def read_matrix(output_dir: Path) -> ReleaseMatrix:
 
 
 def write_summary(output_dir: Path, rows: list[MatrixRow]) -> tuple[str, str, str]:
-    """Write matrix.md, matrix.json and report.html, each replaced in one rename; return a title
+    """Write matrix.md and matrix.json, each replaced in one rename, under a lock (two sweeps into
+    one folder leave one sweep's pair, never one file of each), then report.html; return a title
     naming the matrix, the table, and a line naming the report."""
+    from sortformer_build import faults
     from sortformer_build.release.report.page import REPORT_FILE, write_report
-    from sortformer_build.store import atomic
+    from sortformer_build.store import atomic, space
 
     matrix = ReleaseMatrix(rows=rows, command=sweep_command())
     summary = output_dir / f"{SUMMARY_STEM}.md"
     title = f"Release matrix {summary}: {len(rows)} jobs, {matrix.failed} failed"
     columns = _columns(rows)
     table = markdown_table(columns, (release_cells(row, columns) for row in rows))
-    atomic.write_text(summary, f"# {title}\n\n{table}\n")
-    matrix.write(matrix_path(output_dir))
+    texts = {summary: f"# {title}\n\n{table}\n", matrix_path(output_dir): matrix.to_json()}
+    needed = sum(len(text.encode()) for text in texts.values())
+    with (
+        space.reported(output_dir, "the release matrix", lambda: needed, exact=True),
+        atomic.lock(matrix_path(output_dir)),
+    ):
+        for index, (path, text) in enumerate(texts.items()):
+            if index:
+                faults.point("matrix.write", output_dir)
+            atomic.write_text(path, text)
     report = output_dir / REPORT_FILE
     started = time.perf_counter()
     size = write_report(report, output_dir, rows, f"Release report: {output_dir}", matrix.command)

@@ -1,6 +1,8 @@
 """The deliver stage: the verified package (and compiled model, and RTTMs) renamed into the output
 folder, NeMo's reference trace copied beside the precision folders, then the manifest that vouches
-for them, under a lock so two jobs writing one artifact leave one consistent pair. (Publishing a
+for them, under a lock so two jobs writing one artifact leave one consistent pair. What is replaced
+goes through the job's staging folder, so a job killed here leaves nothing beside the artifacts but
+that folder, which the next job removes. (Publishing a
 release to the Hugging Face Hub is `release.hub`.)"""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
+from sortformer_build import faults
 from sortformer_build.config import BuildConfig
 from sortformer_build.coreml.package import package_digest, package_size
 from sortformer_build.kinds import kind_of
@@ -70,14 +73,17 @@ class DeliverStage(UncachedStage):
                     (job.find(EVALUATION_DIR), paths.evaluations),
                 ):
                     if source is not None and source.exists():
-                        atomic.replace(source, final)
+                        atomic.replace(source, final, job.staging)
                     elif final != paths.package:  # an earlier build's: not this manifest's
-                        atomic.remove(final)
+                        atomic.retire(final, job.staging)
+                    if final == paths.package:
+                        faults.point("deliver.between-files", paths.folder)
                 step.detail = str(paths.package)
                 trace = job.find(NEMO_TRACE)
                 delivered = None if trace is None else deliver_trace(trace, paths, job.find(TRACE_COMPARISON))
+            faults.point("deliver.before-manifest", paths.folder)
             # The manifest names this step too: written last, it is what says "done".
-            manifest_of(job, content, delivered).write(paths.manifest)
+            manifest_of(job, content, delivered).write(paths.manifest, job.staging)
         # Remember the digest for the published files: the next warm check is free.
         package_digest(paths.package, job.config.cache_layout.package_digests, known=content)
 

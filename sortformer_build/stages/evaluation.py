@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+from sortformer_build import faults
 from sortformer_build.config import BuildConfig, EvaluateConfig, EvaluationBackend
 from sortformer_build.coreml import host
 from sortformer_build.evaluate.diarize import Diarization
@@ -358,8 +359,9 @@ class DeliverEvaluationStage(UncachedStage):
         with atomic.lock(paths.folder / paths.name):
             with self.step(job) as step:
                 paths.evaluations.mkdir(exist_ok=True)
-                atomic.replace(staged, paths.evaluation(evaluation.dataset))
+                atomic.replace(staged, paths.evaluation(evaluation.dataset), job.staging)
                 step.detail = str(paths.evaluation(evaluation.dataset))
+            faults.point("deliver-evaluation.before-manifest", paths.folder)
             manifest = Manifest.read(paths.manifest)
             evaluations = [kept for kept in manifest.evaluations if kept.dataset != evaluation.dataset]
             ran = {step.name: step for step in job.steps.steps if step.name in EVALUATION_STEPS}
@@ -367,7 +369,7 @@ class DeliverEvaluationStage(UncachedStage):
             updated = manifest.model_copy(
                 update={"evaluations": [*evaluations, evaluation], "steps": [*steps, *ran.values()]}
             )
-            updated.write(paths.manifest)
+            atomic.write_text(paths.manifest, updated.to_json(), job.staging)
 
 
 # The steps of an evaluation, whose records an evaluation on another dataset replaces.

@@ -27,17 +27,18 @@ def partial_path(final: Path) -> Path:
 
 
 @contextmanager
-def staged(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; move it onto `final` if the block succeeds.
+def staged(final: Path, scratch: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `final` (or in `scratch`, a folder on the same file system);
+    move it onto `final` if the block succeeds.
 
     Works for a file or a folder. An existing `final` is replaced in one rename for a file,
     and swapped out then removed for a folder (POSIX cannot rename over a non-empty folder).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = partial_path(final)
+    temporary = partial_path((scratch or final.parent) / final.name)
     try:
         yield temporary
-        replace(temporary, final)
+        replace(temporary, final, scratch)
     finally:
         remove(temporary)
 
@@ -54,9 +55,11 @@ def scratch_folder(parent: Path) -> Iterator[Path]:
         remove(folder)
 
 
-def replace(source: Path, final: Path) -> None:
+def replace(source: Path, final: Path, scratch: Path | None = None) -> None:
+    """Move `source` onto `final`. A folder it replaces is first moved beside `final`, or into
+    `scratch` (a job's staging folder: then a kill leaves nothing beside the artifacts)."""
     if source.is_dir() and final.exists():
-        retired = partial_path(final)
+        retired = partial_path((scratch or final.parent) / final.name)
         os.replace(final, retired)
         os.replace(source, final)
         remove(retired)
@@ -64,10 +67,14 @@ def replace(source: Path, final: Path) -> None:
         os.replace(source, final)
 
 
-def retire(path: Path) -> None:
-    """Take `path` away in one rename, then delete it: no reader sees it half removed."""
-    retired = partial_path(path)
-    os.replace(path, retired)
+def retire(path: Path, scratch: Path | None = None) -> None:
+    """Take `path` away in one rename (beside it, or into `scratch`), then delete it: no reader
+    sees it half removed. Nothing there: nothing to do."""
+    retired = partial_path((scratch or path.parent) / path.name)
+    try:
+        os.replace(path, retired)
+    except FileNotFoundError:
+        return
     remove(retired)
 
 
@@ -84,8 +91,8 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def write_text(final: Path, text: str) -> None:
-    with staged(final) as temporary:
+def write_text(final: Path, text: str, scratch: Path | None = None) -> None:
+    with staged(final, scratch) as temporary:
         temporary.write_text(text)
 
 
@@ -94,6 +101,13 @@ def lock(path: Path) -> FileLock:
     filesystems, across machines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def remove_partials_of(final: Path) -> None:
+    """Remove what writers of `final` that died left beside it. Call it holding `lock(final)`,
+    which every writer of `final` holds while it writes: then no live writer owns a partial."""
+    for leftover in final.parent.glob(f"{PARTIAL_PREFIX}*-{final.name}"):
+        remove(leftover)
 
 
 def sweep_stale_partials(folder: Path) -> None:

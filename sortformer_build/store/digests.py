@@ -39,10 +39,10 @@ def file_stamp(path: Path) -> list[int]:
 
 def file_sha256(path: Path, memo_dir: Path) -> str:
     """sha256 of one file, remembered per (path, size, mtime)."""
-    return remembered_digest(memo_dir, path, file_stamp(path), lambda: _sha256(path))
+    return remembered_digest(memo_dir, path, file_stamp(path), lambda: sha256_of(path))
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         while block := stream.read(1 << 22):

@@ -58,6 +58,11 @@ class CacheLayout:
         return self.root / "package-digests"
 
     @property
+    def entry_digests(self) -> Path:
+        """Stamps of cache entries whose content was last found right (see `store.integrity`)."""
+        return self.root / "entry-digests"
+
+    @property
     def file_digests(self) -> Path:
         """Remembered digests of evaluation files, by path, size and mtime."""
         return self.root / "file-digests"

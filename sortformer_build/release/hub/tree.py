@@ -13,8 +13,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from sortformer_build import faults
 from sortformer_build.coreml import host, macos
 from sortformer_build.coreml.coreml_errors import CoreMLError
+from sortformer_build.coreml.package import package_size
 from sortformer_build.coreml.targets import DeploymentTarget
 from sortformer_build.records.device import ComputeUnits, DeviceReport
 from sortformer_build.records.manifest import Manifest
@@ -23,7 +25,7 @@ from sortformer_build.release.hub.card import CardFacts, CardImage, write_card
 from sortformer_build.release.hub.config import Format, PublishConfig
 from sortformer_build.release.hub.errors import PublishError
 from sortformer_build.release.hub.release import Model, Release
-from sortformer_build.store import atomic
+from sortformer_build.store import atomic, space
 
 CARD_FILE = "README.md"
 RELEASE_FILE = "release.json"
@@ -79,33 +81,48 @@ def require_platform(formats: list[Format], targets: set[DeploymentTarget]) -> N
 def stage_release(release: Release, settings: PublishConfig, provenance: Provenance) -> StagedRelease:
     folder = release_folder(settings.path_in_repo)
     formats = settings.format_values
-    with atomic.staged(settings.staging_root) as partial:
-        partial.mkdir()
-        model_folders = []
-        reports = {}
-        for model in release.models:
-            assert model.manifest is not None, "stage only a release without problems"
-            for value in formats:
-                relative = model_folder(folder, model.manifest, value)
-                report = _stage_model(model.paths.package, partial / relative, value)
-                if report is not None:
-                    reports[model.manifest.release_stem] = report
-                model_folders.append(relative)
-        _stage_traces(release, partial / folder)
-        facts = CardFacts(
-            repo_id=settings.repo_id,
-            path_in_repo=folder,
-            formats=[value.value for value in formats],
-            device_reports=reports,
-            provenance=provenance,
-            timelines=_stage_timelines(release, partial, folder),
-        )
-        write_card(partial / CARD_FILE, release, facts, settings.card)
-        files = describe_files(partial)
-        index = f"{folder}/{RELEASE_FILE}"
-        _release_index(release, settings, folder, provenance, files).write(partial / index)
-        files.append(_describe(partial, partial / index))
+    needed = len(formats) * sum(package_size(model.paths.package) for model in release.models)
+    with atomic.lock(settings.staging_root):
+        # Every publish stages under this lock: partial trees beside the staged one are a killed one's.
+        atomic.remove_partials_of(settings.staging_root)
+        with (
+            space.reported(settings.staging_root.parent, "the staged release", lambda: needed, exact=True),
+            atomic.staged(settings.staging_root) as partial,
+        ):
+            files, model_folders = _stage_tree(release, settings, provenance, folder, partial)
     return StagedRelease(settings.staging_root, files, model_folders)
+
+
+def _stage_tree(
+    release: Release, settings: PublishConfig, provenance: Provenance, folder: str, partial: Path
+) -> tuple[list[StagedFile], list[str]]:
+    partial.mkdir()
+    model_folders = []
+    reports = {}
+    for model in release.models:
+        assert model.manifest is not None, "stage only a release without problems"
+        for value in settings.format_values:
+            relative = model_folder(folder, model.manifest, value)
+            report = _stage_model(model.paths.package, partial / relative, value)
+            faults.point("hub.tree", settings.staging_root.parent)
+            if report is not None:
+                reports[model.manifest.release_stem] = report
+            model_folders.append(relative)
+    _stage_traces(release, partial / folder)
+    facts = CardFacts(
+        repo_id=settings.repo_id,
+        path_in_repo=folder,
+        formats=[value.value for value in settings.format_values],
+        device_reports=reports,
+        provenance=provenance,
+        timelines=_stage_timelines(release, partial, folder),
+    )
+    write_card(partial / CARD_FILE, release, facts, settings.card)
+    files = describe_files(partial)
+    index = f"{folder}/{RELEASE_FILE}"
+    _release_index(release, settings, folder, provenance, files).write(partial / index)
+    files.append(_describe(partial, partial / index))
+    return files, model_folders
 
 
 def _stage_traces(release: Release, destination: Path) -> None:

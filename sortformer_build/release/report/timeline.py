@@ -26,7 +26,6 @@ TRACK_NAMES = {
 }
 
 
-@dataclass(frozen=True)
 class ReportInputError(BuildError):
     """A delivered result the report needs that is missing or unreadable: said in its place."""
 

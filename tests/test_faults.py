@@ -1,0 +1,213 @@
+"""The fault matrix: a build, a two-worker joblib sweep and a publish killed (SIGKILL, no cleanup)
+at every named fault point (`sortformer_build.faults`), each followed by the same command again.
+
+Every killed run is checked at once: it exits on the signal (a build, a publish, a sweep killed
+in its launcher) or lists the job as failed (a sweep whose worker died); the fault point was
+reached; nothing at a final path differs from what a clean run leaves there; no cache entry a
+reader would accept differs from the clean run's. After the last run of each chain: it succeeds,
+its packages, manifests and RTTMs are the clean run's, and nothing stays in the temporary folder,
+the scratch folder, beside the artifacts, or held.
+
+The points of one command are killed in pipeline order, each run being both the rerun of the
+previous kill (it must get past that point, rebuilding what was left unfinished) and the run
+killed at the next point; the last run has no fault and must succeed. A kill at point N therefore
+also meets whatever kills 1..N-1 left behind. Builds and publishes run forked from a process that
+has imported the libraries already (`tests.forked`); sweeps through the console script. The two
+chains run side by side in separate folders.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.sortformer_build_launcher.parallel_launcher import LOST
+from sortformer_build import faults
+
+from .conftest import Run
+from .outcomes import cache_problems, final_problems, final_state, held_locks, leftovers
+from .reference import (
+    BUILD,
+    SWEEP,
+    Clean,
+    Folders,
+    again,
+    build,
+    folders_in,
+    publish,
+    staged_packages,
+    sweep,
+)
+
+PIPELINE = (
+    "cache.programs",
+    "cache.luts",
+    "cache.palettize",
+    "cache.nemo-reference",
+    "cache.fp16-outputs",
+    "rttm.write",
+    "cache.nemo-diarization",
+    "cache.diarization",
+    "deliver.between-files",
+    "deliver.before-manifest",
+)
+BUILD_CHAIN = PIPELINE
+SWEEP_CHAIN = (*PIPELINE, "matrix.write")
+AGAIN_CHAIN = ("deliver-evaluation.before-manifest",)
+PUBLISH_CHAIN = ("hub.tree",)
+MODES = ("build", "sweep", "publish")
+
+
+def test_every_fault_point_is_reachable_and_in_the_matrix(clean: Clean) -> None:
+    assert clean.reached == set(faults.POINTS)
+    chains = {*BUILD_CHAIN, *SWEEP_CHAIN, *AGAIN_CHAIN, *PUBLISH_CHAIN}
+    assert chains == set(faults.POINTS)
+    cached = {faults.cache_point(stage) for stage in faults.CACHED_STAGES}
+    assert cached <= set(BUILD_CHAIN) and cached <= set(SWEEP_CHAIN)
+
+
+@dataclass
+class Case:
+    mode: str
+    point: str
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Chain:
+    """One command killed at each point in turn, then run to the end."""
+
+    mode: str
+    folders: Folders
+    run: Callable[[dict[str, str]], Run]
+    killed: Callable[[Run, str], str | None]  # why the run does not look killed at the point, or None
+    reference: Path  # the clean run's cache
+
+    def __call__(self, points: tuple[str, ...], clean_state: dict[str, str]) -> list[Case]:
+        cases = []
+        trace = self.folders.work / "trace"
+        for point in points:
+            trace.unlink(missing_ok=True)
+            started = time.monotonic()
+            run = self.run(
+                self.folders.env(**{faults.FAULT_VARIABLE: point, faults.TRACE_VARIABLE: str(trace)})
+            )
+            case = Case(self.mode, point, seconds=time.monotonic() - started)
+            why = self.killed(run, point)
+            if why is not None:
+                case.problems.append(f"{why}: {run.output[-1500:]}")
+            if point not in (trace.read_text().split() if trace.exists() else []):
+                case.problems.append("the point was not reached")
+            case.problems += final_problems(self.folders.output, clean_state)
+            case.problems += cache_problems(self.folders.cache, self.reference)
+            cases.append(case)
+        trace.unlink(missing_ok=True)
+        started = time.monotonic()
+        last = self.run(self.folders.env())
+        case = Case(self.mode, "(rerun)", seconds=time.monotonic() - started)
+        if last.returncode != 0:
+            case.problems.append(f"the rerun failed: {last.output[-2000:]}")
+        state = final_state(self.folders.output)
+        if {k: v for k, v in state.items() if "matrix" not in k} != {
+            k: v for k, v in clean_state.items() if "matrix" not in k
+        }:
+            case.problems.append(
+                f"the rerun's artifacts differ from the clean run's: {state} != {clean_state}"
+            )
+        case.problems += cache_problems(self.folders.cache, self.reference)
+        case.problems += leftovers(self.folders.work / "outputs", self.folders.cache, self.folders.temp)
+        case.problems += held_locks(self.folders.work / "outputs", self.folders.cache)
+        cases.append(case)
+        return cases
+
+
+def _exits_on_the_signal(run: Run, point: str) -> str | None:
+    return None if run.returncode == -9 else f"exit {run.returncode}, not killed"
+
+
+def _sweep_lists_the_job_as_failed(run: Run, point: str) -> str | None:
+    if point == "matrix.write":  # the launcher itself is killed
+        return _exits_on_the_signal(run, point)
+    if run.returncode != 1 or LOST not in run.stderr or "jobs failed" not in run.stderr:
+        return f"exit {run.returncode} without the killed job listed as failed"
+    return None
+
+
+def _build_chains(clean: Clean, folders: Folders) -> list[Case]:
+    chain = Chain(
+        "build",
+        folders,
+        lambda env: build(folders, *BUILD, env=env),
+        _exits_on_the_signal,
+        clean.build.cache,
+    )
+    cases = chain(BUILD_CHAIN, clean.build_state)
+    chain.run = lambda env: build(folders, *BUILD, *again(folders), env=env)
+    return cases + chain(AGAIN_CHAIN, clean.build_again_state)
+
+
+def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
+    chain = Chain(
+        "sweep",
+        folders,
+        lambda env: sweep(folders, *SWEEP, env=env),
+        _sweep_lists_the_job_as_failed,
+        clean.sweep.cache,
+    )
+    cases = chain(SWEEP_CHAIN, clean.sweep_state)
+    chain.run = lambda env: sweep(folders, *SWEEP, *again(folders), env=env)
+    return cases + chain(AGAIN_CHAIN, clean.sweep_again_state)
+
+
+def _publish_chain(clean: Clean, folders: Folders) -> list[Case]:
+    """Publishing a finished sweep's release (a copy of the clean sweep's output folder): its
+    staged tree is a final path too."""
+    shutil.copytree(clean.sweep.output, folders.output, ignore=shutil.ignore_patterns(".publish"))
+    publishing = Chain(
+        "publish", folders, lambda env: publish(folders, env), _exits_on_the_signal, clean.sweep.cache
+    )
+    cases = publishing(PUBLISH_CHAIN, clean.sweep_again_state)
+    # The staged tree holds the same packages, byte for byte, as a clean publish of the same models.
+    if staged_packages(folders) != clean.published:
+        cases[-1].problems.append("the staged packages differ from a clean publish's")
+    return cases
+
+
+def _judge(cases: list[Case], capsys: pytest.CaptureFixture[str]) -> None:
+    kills = [case for case in cases if case.point != "(rerun)"]
+    summary = [
+        f"fault matrix: {len(kills)} kills at {len({case.point for case in kills})} points "
+        f"({', '.join(f'{mode} {sum(c.mode == mode for c in kills)}' for mode in MODES)}), "
+        f"{sum(not case.problems for case in cases)} of {len(cases)} runs without a problem",
+        *(f"  {case.mode} {case.point}: {case.seconds:.0f} s" for case in cases),
+        *(
+            f"  PROBLEM {case.mode} {case.point}: {problem[:400]}"
+            for case in cases
+            for problem in case.problems
+        ),
+    ]
+    with capsys.disabled():
+        print("\n" + "\n".join(summary), file=sys.stderr)
+    assert [(case.mode, case.point, case.problems) for case in cases if case.problems] == []
+
+
+def test_a_build_and_a_publish_killed_at_every_point_and_run_again(
+    clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every point but the sweep's own (`matrix.write`, in the exhaustive tier)."""
+    built = _build_chains(clean, folders_in(tmp_path / "build", tiny_checkpoint.parent))
+    _judge(built + _publish_chain(clean, folders_in(tmp_path / "publish", tiny_checkpoint.parent)), capsys)
+
+
+@pytest.mark.exhaustive
+def test_a_two_worker_sweep_killed_at_every_point_and_run_again(
+    clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _judge(_sweep_chains(clean, folders_in(tmp_path, tiny_checkpoint.parent)), capsys)
