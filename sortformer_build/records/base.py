@@ -8,6 +8,7 @@ record from the same types, so the checked-in schemas cannot drift from the code
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Self
 
@@ -55,7 +56,10 @@ class Record(BaseModel):
 def describe_validation(error: ValidationError) -> str:
     """The first problem pydantic found, in one line: where, and what."""
     first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "the document"
+    # Keys come from the document and may hold any character: shown as JSON writes them.
+    where = (
+        ".".join(json.dumps(str(part), ensure_ascii=False)[1:-1] for part in first["loc"]) or "the document"
+    )
     count = error.error_count()
     more = f" (and {count - 1} more)" if count > 1 else ""
     return f"{where}: {first['msg']}{more}"
