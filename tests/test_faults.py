@@ -37,6 +37,7 @@ from .reference import (
     SWEEP,
     Clean,
     Folders,
+    Runner,
     again,
     build,
     folders_in,
@@ -140,30 +141,35 @@ def _sweep_lists_the_job_as_failed(run: Run, point: str) -> str | None:
     return None
 
 
+def _command_chains(
+    mode: str,
+    folders: Folders,
+    runner: Runner,
+    args: tuple[str, ...],
+    killed: Callable[[Run, str], str | None],
+    reference: Folders,
+    points: tuple[str, ...],
+    states: tuple[dict[str, str], dict[str, str]],
+) -> list[Case]:
+    """The command `args` killed at each of `points`, then again on a second dataset (only the
+    evaluation is delivered) killed at the evaluation-only points."""
+    chain = Chain(mode, folders, lambda env: runner(folders, *args, env=env), killed, reference.cache)
+    cases = chain(points, states[0])
+    chain.run = lambda env: runner(folders, *args, *again(folders), env=env)
+    return cases + chain(AGAIN_CHAIN, states[1])
+
+
 def _build_chains(clean: Clean, folders: Folders) -> list[Case]:
-    chain = Chain(
-        "build",
-        folders,
-        lambda env: build(folders, *BUILD, env=env),
-        _exits_on_the_signal,
-        clean.build.cache,
+    states = (clean.build_state, clean.build_again_state)
+    return _command_chains(
+        "build", folders, build, BUILD, _exits_on_the_signal, clean.build, BUILD_CHAIN, states
     )
-    cases = chain(BUILD_CHAIN, clean.build_state)
-    chain.run = lambda env: build(folders, *BUILD, *again(folders), env=env)
-    return cases + chain(AGAIN_CHAIN, clean.build_again_state)
 
 
 def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
-    chain = Chain(
-        "sweep",
-        folders,
-        lambda env: sweep(folders, *SWEEP, env=env),
-        _sweep_lists_the_job_as_failed,
-        clean.sweep.cache,
-    )
-    cases = chain(SWEEP_CHAIN, clean.sweep_state)
-    chain.run = lambda env: sweep(folders, *SWEEP, *again(folders), env=env)
-    return cases + chain(AGAIN_CHAIN, clean.sweep_again_state)
+    states = (clean.sweep_state, clean.sweep_again_state)
+    killed = _sweep_lists_the_job_as_failed
+    return _command_chains("sweep", folders, sweep, SWEEP, killed, clean.sweep, SWEEP_CHAIN, states)
 
 
 def _publish_chain(clean: Clean, folders: Folders) -> list[Case]:
