@@ -118,9 +118,8 @@ def _manifest_recording(manifest: Path, number: int, line: str) -> Recording:
         raise DatasetError(f"{where}: missing field {', '.join(missing)}")
     audio = _manifest_path(manifest, entry["audio_filepath"], where, "audio_filepath")
     assert audio is not None
-    offset = _seconds(entry.get("offset"), where, "offset")
+    offset = _seconds(entry.get("offset"), where, "offset") or 0.0
     duration = _seconds(entry.get("duration"), where, "duration")
-    offset = offset or 0.0
     name = audio.stem if not offset and duration is None else f"{audio.stem}-{offset:g}"
     return Recording(
         name=name,
