@@ -1,6 +1,6 @@
 """Size of NeMo's reference trace per release variant on the shipped conversation (46.8 s),
-full-size synthetic v2.1 checkpoint (the released weights have the same shapes, so the same
-sizes).
+full-size synthetic checkpoint of the variant's version (the released weights have the same
+shapes, so the same sizes).
 
     .venv/bin/python benchmarks/trace_size.py [--work DIR] [VARIANT ...]
 
@@ -26,8 +26,8 @@ from sortformer_build.store.layout import CacheLayout
 from sortformer_build.trace.format import read_trace, trace_files
 from sortformer_build.trace.record import nemo_trace
 
-VARIANTS = ("default", "nvidia_low", "nvidia_high", "efficient", "offline")
 CONF = Path(__file__).parents[1] / "sortformer_build" / "conf" / "variant"
+VARIANTS = tuple(sorted(path.stem for path in CONF.glob("*.yaml")))
 
 
 def main() -> None:
@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help="variant options (default: all)")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
-    checkpoint = resolve_checkpoint(CheckpointConfig(source="synthetic"), "v2.1", CacheLayout(work))
-    model = load_model(checkpoint)
+    synthetic = CheckpointConfig(source="synthetic")
     postprocessing = resolve_postprocessing(PostProcessingConfig())
     results = Results("trace-size")
     rows = []
@@ -47,6 +46,8 @@ def main() -> None:
         fields.pop("defaults")
         variant = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VariantConfig), fields))
         assert isinstance(variant, VariantConfig)
+        checkpoint = resolve_checkpoint(synthetic, variant.version, CacheLayout(work))
+        model = load_model(checkpoint)
         started = time.perf_counter()
         index = nemo_trace(
             model,
@@ -79,7 +80,7 @@ def main() -> None:
         )
         print(" | ".join(rows[-1]), flush=True)
     results.table(
-        "NeMo's trace of the conversation, per variant (full-size synthetic v2.1)",
+        "NeMo's trace of the conversation, per variant (full-size synthetic checkpoint of its version)",
         ["variant", "chunks (windows)", "seconds", "trace MB", "aliased names", "MB with float32 embeddings"],
         rows,
     )
