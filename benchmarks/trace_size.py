@@ -15,37 +15,32 @@ import argparse
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from release import release_configs
 from results import Results
 
 from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
-from sortformer_build.config import CheckpointConfig, PostProcessingConfig, VariantConfig
+from sortformer_build.config import CheckpointConfig, PostProcessingConfig
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.segments import resolve_postprocessing
 from sortformer_build.store.layout import CacheLayout
 from sortformer_build.trace.format import read_trace, trace_files
 from sortformer_build.trace.record import nemo_trace
 
-CONF = Path(__file__).parents[1] / "sortformer_build" / "conf" / "variant"
-VARIANTS = tuple(sorted(path.stem for path in CONF.glob("*.yaml")))
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmark-trace-size"))
-    parser.add_argument("variants", nargs="*", default=list(VARIANTS), help="variant options (default: all)")
+    parser.add_argument("variants", nargs="*", help="variant options (default: all)")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
     synthetic = CheckpointConfig(source="synthetic")
     postprocessing = resolve_postprocessing(PostProcessingConfig())
     results = Results("trace-size")
     rows = []
-    for name in arguments.variants:
-        fields = OmegaConf.load(CONF / f"{name}.yaml")
-        assert isinstance(fields, DictConfig)
-        fields.pop("defaults")
-        variant = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VariantConfig), fields))
-        assert isinstance(variant, VariantConfig)
+    chosen = set(arguments.variants)
+    for variant in (config.variant for config in release_configs(work)):
+        if chosen and variant.name not in chosen:
+            continue
         checkpoint = resolve_checkpoint(synthetic, variant.version, CacheLayout(work))
         model = load_model(checkpoint)
         started = time.perf_counter()
