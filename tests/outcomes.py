@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sortformer_build.coreml.package import package_digest
 from sortformer_build.records.base import RecordError
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.matrix import ReleaseMatrix
+from sortformer_build.stages.artifact import PROBABILITIES_SUFFIX
 from sortformer_build.store.cache import ArrayStore, BuildCache
 from sortformer_build.store.digests import sha256_of
 from sortformer_build.store.layout import LUTS_FOLDER
@@ -25,8 +27,11 @@ PACKAGE = ".mlpackage"
 def final_state(output_dir: Path) -> dict[str, str]:
     """Every path a reader of the output folder takes as finished (hidden files and folders are
     not), with its content digest; a manifest is `manifest:<package digest it vouches for>`, a
-    manifest or matrix that does not parse is `unreadable`, and a report (a view of the run that
-    wrote it: wall times, cache states) is `report` when it is a whole page."""
+    manifest or matrix that does not parse is `unreadable`, a report (a view of the run that wrote
+    it: wall times, cache states) is `report` when it is a whole page, and the probabilities of a
+    parity check are `probabilities` when every array loads. Those are measured by the run, as
+    the manifest's parity figures are: the executor's last bits follow the number of threads its
+    BLAS had, which in a sweep follows how many jobs were running then."""
     state: dict[str, str] = {}
     if not output_dir.is_dir():
         return state
@@ -45,11 +50,23 @@ def final_state(output_dir: Path) -> dict[str, str]:
             state[key] = _parses(
                 lambda path=path: f"manifest:{Manifest.read(path).artifact.content_sha256}", None
             )
+        elif path.name.endswith(PROBABILITIES_SUFFIX):
+            state[key] = _probabilities(path)
         elif path.name.endswith(".html"):
             state[key] = "report" if path.read_text().rstrip().endswith("</html>") else "unfinished report"
         elif path.is_file() and path.name != "matrix.md":
             state[key] = sha256_of(path)
     return state
+
+
+def _probabilities(path: Path) -> str:
+    try:
+        with np.load(path) as arrays:
+            for name in arrays.files:
+                arrays[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return "unreadable"
+    return "probabilities"
 
 
 def _parses(read, marker: str | None) -> str:

@@ -64,9 +64,9 @@ def sweep(folders: Folders, *args: str, env: dict[str, str]) -> Run:
     return run_cli(*args, f"cache_dir={folders.cache}", cwd=folders.work, env=env)
 
 
-def publish(folders: Folders, env: dict[str, str]) -> Run:
+def publish(folders: Folders, *args: str, env: dict[str, str]) -> Run:
     return run_forked(
-        "sortformer-build-publish", f"output_dir={folders.output}", *PUBLISH, cwd=folders.work, env=env
+        "sortformer-build-publish", f"output_dir={folders.output}", *args, cwd=folders.work, env=env
     )
 
 
@@ -113,7 +113,7 @@ def make_clean(root: Path, checkpoints: Path) -> Clean:
     traced(lambda env: sweep(swept, *SWEEP, env=env), trace, swept)
     sweep_state = final_state(swept.output)
     traced(lambda env: sweep(swept, *SWEEP, *again(swept), env=env), trace, swept)
-    traced(lambda env: publish(swept, env), trace, swept)
+    traced(lambda env: publish(swept, *PUBLISH, env=env), trace, swept)
     return Clean(
         build=single,
         sweep=swept,

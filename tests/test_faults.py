@@ -8,12 +8,14 @@ reader would accept differs from the clean run's. After the last run of each cha
 its packages, manifests and RTTMs are the clean run's, and nothing stays in the temporary folder,
 the scratch folder, beside the artifacts, or held.
 
-The points of one command are killed in pipeline order, each run being both the rerun of the
+A build's points are killed in pipeline order in one folder, each run being both the rerun of the
 previous kill (it must get past that point, rebuilding what was left unfinished) and the run
 killed at the next point; the last run has no fault and must succeed. A kill at point N therefore
-also meets whatever kills 1..N-1 left behind. Builds and publishes run forked from a process that
-has imported the libraries already (`tests.forked`); sweeps through the console script. The two
-chains run side by side in separate folders.
+also meets whatever kills 1..N-1 left behind. A sweep's points are each killed in a folder of
+their own, then rerun there: a kill stops only the worker that reaches the point, and the other
+job goes on past it, building what the later points of a chain would have written. Builds and
+publishes run forked from a process that has imported the libraries already (`tests.forked`);
+sweeps through the console script.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from .conftest import Run
 from .outcomes import cache_problems, final_problems, final_state, held_locks, leftovers
 from .reference import (
     BUILD,
+    PUBLISH,
     SWEEP,
     Clean,
     Folders,
@@ -87,9 +90,13 @@ class Chain:
 
     mode: str
     folders: Folders
-    run: Callable[[dict[str, str]], Run]
+    runner: Runner
+    args: tuple[str, ...]
     killed: Callable[[Run, str], str | None]  # why the run does not look killed at the point, or None
     reference: Path  # the clean run's cache
+
+    def run(self, env: dict[str, str]) -> Run:
+        return self.runner(self.folders, *self.args, env=env)
 
     def __call__(self, points: tuple[str, ...], clean_state: dict[str, str]) -> list[Case]:
         cases = []
@@ -142,43 +149,38 @@ def _sweep_lists_the_job_as_failed(run: Run, point: str) -> str | None:
 
 
 def _command_chains(
-    mode: str,
-    folders: Folders,
-    runner: Runner,
-    args: tuple[str, ...],
-    killed: Callable[[Run, str], str | None],
-    reference: Folders,
-    points: tuple[str, ...],
+    chain: Chain,
+    chains: Sequence[tuple[Folders, tuple[str, ...]]],
     states: tuple[dict[str, str], dict[str, str]],
 ) -> list[Case]:
-    """The command `args` killed at each of `points`, then again on a second dataset (only the
-    evaluation is delivered) killed at the evaluation-only points."""
-    chain = Chain(mode, folders, lambda env: runner(folders, *args, env=env), killed, reference.cache)
-    cases = chain(points, states[0])
-    chain.run = lambda env: runner(folders, *args, *again(folders), env=env)
+    """`chain`'s command killed at each point of each (folders, points) pair in turn; then, in the
+    last folders, again on a second dataset (only the evaluation is delivered) killed at the
+    evaluation-only points."""
+    cases = []
+    for folders, points in chains:
+        chain.folders = folders
+        cases += chain(points, states[0])
+    chain.args = (*chain.args, *again(chain.folders))
     return cases + chain(AGAIN_CHAIN, states[1])
 
 
-def _build_chains(clean: Clean, folders: Folders) -> list[Case]:
-    states = (clean.build_state, clean.build_again_state)
-    return _command_chains(
-        "build", folders, build, BUILD, _exits_on_the_signal, clean.build, BUILD_CHAIN, states
-    )
+def _build_chains(clean: Clean, root: Path, checkpoints: Path) -> list[Case]:
+    folders = folders_in(root, checkpoints)
+    chain = Chain("build", folders, build, BUILD, _exits_on_the_signal, clean.build.cache)
+    return _command_chains(chain, [(folders, BUILD_CHAIN)], (clean.build_state, clean.build_again_state))
 
 
-def _sweep_chains(clean: Clean, folders: Folders) -> list[Case]:
-    states = (clean.sweep_state, clean.sweep_again_state)
-    killed = _sweep_lists_the_job_as_failed
-    return _command_chains("sweep", folders, sweep, SWEEP, killed, clean.sweep, SWEEP_CHAIN, states)
+def _sweep_chains(clean: Clean, root: Path, checkpoints: Path) -> list[Case]:
+    chains = [(folders_in(root / point, checkpoints), (point,)) for point in SWEEP_CHAIN]
+    chain = Chain("sweep", chains[0][0], sweep, SWEEP, _sweep_lists_the_job_as_failed, clean.sweep.cache)
+    return _command_chains(chain, chains, (clean.sweep_state, clean.sweep_again_state))
 
 
 def _publish_chain(clean: Clean, folders: Folders) -> list[Case]:
     """Publishing a finished sweep's release (a copy of the clean sweep's output folder): its
     staged tree is a final path too."""
     shutil.copytree(clean.sweep.output, folders.output, ignore=shutil.ignore_patterns(".publish"))
-    publishing = Chain(
-        "publish", folders, lambda env: publish(folders, env), _exits_on_the_signal, clean.sweep.cache
-    )
+    publishing = Chain("publish", folders, publish, PUBLISH, _exits_on_the_signal, clean.sweep.cache)
     cases = publishing(PUBLISH_CHAIN, clean.sweep_again_state)
     # The staged tree holds the same packages, byte for byte, as a clean publish of the same models.
     if staged_packages(folders) != clean.published:
@@ -208,7 +210,7 @@ def test_a_build_and_a_publish_killed_at_every_point_and_run_again(
     clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every point but the sweep's own (`matrix.write`, in the exhaustive tier)."""
-    built = _build_chains(clean, folders_in(tmp_path / "build", tiny_checkpoint.parent))
+    built = _build_chains(clean, tmp_path / "build", tiny_checkpoint.parent)
     _judge(built + _publish_chain(clean, folders_in(tmp_path / "publish", tiny_checkpoint.parent)), capsys)
 
 
@@ -216,4 +218,4 @@ def test_a_build_and_a_publish_killed_at_every_point_and_run_again(
 def test_a_two_worker_sweep_killed_at_every_point_and_run_again(
     clean: Clean, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _judge(_sweep_chains(clean, folders_in(tmp_path, tiny_checkpoint.parent)), capsys)
+    _judge(_sweep_chains(clean, tmp_path, tiny_checkpoint.parent), capsys)

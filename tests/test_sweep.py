@@ -4,8 +4,12 @@ submitit launcher, dry runs, and jobs killed mid-build. Parity checks are switch
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import signal
+import subprocess
 from pathlib import Path
 
 from sortformer_build import faults
@@ -17,7 +21,8 @@ from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.status import JobStatus, read_statuses
 from sortformer_build.records.steps import StepStatus
 
-from .conftest import ALL_VARIANTS, Run, run_cli, sweep_statuses
+from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
+from .rendezvous import Rendezvous
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
 
@@ -149,6 +154,35 @@ def test_a_killed_jobs_staging_folder_goes_with_the_next_job_into_its_folder(
         "SortformerEfficient_v2.1.report.html",
     ]
     assert list(release.glob(".partial-*")) == []
+
+
+def test_a_sweep_killed_outright_takes_its_workers_with_it(tmp_path: Path, fresh_build_cache: Path) -> None:
+    """The launcher killed (SIGKILL) while a worker converts: the worker dies too, instead of
+    finishing its job into the release folder with no one left to list it."""
+    args = ["--multirun", "variant=default,efficient", "compression=fp16", "hydra.launcher.n_jobs=2"]
+    with Rendezvous() as meeting, (tmp_path / "sweep.log").open("wb") as log:
+        sweep = subprocess.Popen(
+            [SCRIPT, *args, *FAST, f"cache_dir={fresh_build_cache}"],
+            cwd=tmp_path,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **meeting.environment("cache.programs")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            held = meeting.wait()
+            worker = os.pidfd_open(held.pid)
+        finally:
+            sweep.kill()
+            sweep.wait()
+        try:
+            assert held.pid != sweep.pid, "the job ran in the launcher, not in a worker"
+            # Readable once the worker has exited; the timeout only bounds a failing test.
+            ended, _, _ = select.select([worker], [], [], 120)
+            assert ended, "the worker outlived its launcher"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(worker, signal.SIGKILL)
+            os.close(worker)
 
 
 def test_dry_run_of_a_single_job(tmp_path: Path, shared_cache: Path) -> None:

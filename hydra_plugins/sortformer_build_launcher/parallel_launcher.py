@@ -7,14 +7,18 @@ no summary is written, and each killed job's staging folder stays in its release
 launcher hands the jobs to joblib as the plugin does, but takes each result as it comes; when a
 worker dies, a job that had started and left no status is recorded as failed (the summary lists
 it; its staging folder, whose lock died with it, is removed), and the jobs that had not started
-run in a fresh pool.
+run in a fresh pool. On Linux each worker dies with the launcher: a sweep killed outright leaves
+no worker finishing its job or idling for loky's timeout.
 
 Installed as `hydra_plugins.sortformer_build_launcher` (pyproject.toml) and registered by
 `cli.app.main`. No `from __future__ import annotations`: Hydra's scan runs this module before it
 is in `sys.modules`, where string annotations of a plugin fail to resolve.
 """
 
+import ctypes
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +52,7 @@ class ParallelLauncher(JoblibLauncher):
         settings = dict(self.joblib)
         settings["backend"] = "loky"  # as the plugin: Hydra's jobs need processes
         process_joblib_cfg(settings)
+        settings.update(initializer=_die_with_the_launcher, initargs=(os.getpid(),))
         log.info("Launching jobs, sweep output dir : %s", sweep_dir)
         for index, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
@@ -113,6 +118,21 @@ class ParallelLauncher(JoblibLauncher):
         with open_dict(config.hydra.job):
             config.hydra.job.num = job_num
         return config, Path(str(self.config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+
+
+# prctl(2): the signal a process receives when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_launcher(launcher: int) -> None:
+    """Runs first in each worker. Without it, a worker whose launcher was killed (SIGKILL, out of
+    memory) finishes its job into the release folder with no one to record it, then idles for
+    loky's timeout; only Linux has the kernel's parent-death signal."""
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launcher:  # the launcher died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _execute(index: int, job_num: int, *arguments: Any) -> tuple[int, JobReturn]:
