@@ -208,6 +208,10 @@ class Cluster:
                     "MpiDefault=none",
                     "SelectType=select/cons_tres",
                     "SelectTypeParameters=CR_CPU",
+                    # After an event (a job ended, the node registered) the controller schedules
+                    # pending jobs on its next tick (about a second) instead of at least 3 s after
+                    # its previous scheduling: jobs here are few and the tests wait on them.
+                    "SchedulerParameters=batch_sched_delay=0",
                     "ReturnToService=2",
                     # Fast turnaround for tests: cancelled jobs are killed promptly.
                     "KillWait=2",
