@@ -73,6 +73,18 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
+def start_cli(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The console script started as `run_cli` runs it, in the background, its output to `log`."""
+    with log.open("wb") as stream:
+        return subprocess.Popen(
+            [SCRIPT, *args],
+            cwd=cwd,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def library_temp_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests that call coremltools directly (not through a job, which has its own scratch folder)

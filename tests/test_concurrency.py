@@ -5,14 +5,12 @@ held and nothing is left behind."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
 from pathlib import Path
 
 from sortformer_build.records.matrix import ReleaseMatrix
 
-from .conftest import SCRIPT, run_cli
+from .conftest import run_cli, start_cli
 from .outcomes import final_state, held_locks, leftovers
 
 SWEEP = (
@@ -49,15 +47,11 @@ def test_two_sweeps_and_one_without_cache_at_once(tmp_path: Path, tiny_checkpoin
         "second": [*SWEEP, PARALLEL, f"cache_dir={shared}", "cache_max_gb=21"],
         "uncached": [*SWEEP, PARALLEL, f"cache_dir={shared}", "cache=false"],
     }
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(temp)}
-    logs = {name: (work / f"{name}.log").open("wb") for name in commands}
     started = {
-        name: subprocess.Popen([SCRIPT, *args], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-        for (name, args), log in zip(commands.items(), logs.values(), strict=True)
+        name: start_cli(*args, cwd=work, log=work / f"{name}.log", env={"TMPDIR": str(temp)})
+        for name, args in commands.items()
     }
     codes = {name: process.wait(timeout=1800) for name, process in started.items()}
-    for stream in logs.values():
-        stream.close()
     outputs = {name: (work / f"{name}.log").read_text()[-3000:] for name in commands}
     assert codes == dict.fromkeys(commands, 0), outputs
 

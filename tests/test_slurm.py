@@ -18,7 +18,7 @@ from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.steps import StepStatus
 from sortformer_build.release.matrix import read_matrix
 
-from .conftest import SCRIPT, Run, run_cli
+from .conftest import Run, run_cli, start_cli
 from .rendezvous import Rendezvous
 from .slurm_cluster import PARTITION, Cluster, ClusterError, missing_programs
 
@@ -59,10 +59,8 @@ def _start_sweep(
 ) -> subprocess.Popen[bytes]:
     """The same sweep in the background, so that the test can act on the cluster meanwhile; its
     output goes to `work`/sweep.log. Slurm passes the sweep's environment (`env` added) to the jobs."""
-    args = [SCRIPT, "--multirun", *FAST, f"cache_dir={cache}", *SLURM, *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **cluster.env, **(env or {})}
-    with (work / "sweep.log").open("wb") as log:
-        return subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    args = ("--multirun", *FAST, f"cache_dir={cache}", *SLURM, *overrides)
+    return start_cli(*args, cwd=work, log=work / "sweep.log", env={**cluster.env, **(env or {})})
 
 
 def _matrix(work: Path) -> ReleaseMatrix:

@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 from pathlib import Path
 
 from sortformer_build import faults
@@ -21,7 +20,7 @@ from sortformer_build.records.matrix import ReleaseMatrix
 from sortformer_build.records.status import JobStatus, read_statuses
 from sortformer_build.records.steps import StepStatus
 
-from .conftest import ALL_VARIANTS, SCRIPT, Run, run_cli, sweep_statuses
+from .conftest import ALL_VARIANTS, Run, run_cli, start_cli, sweep_statuses
 from .rendezvous import Rendezvous
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
@@ -160,13 +159,14 @@ def test_a_sweep_killed_outright_takes_its_workers_with_it(tmp_path: Path, fresh
     """The launcher killed (SIGKILL) while a worker converts: the worker dies too, instead of
     finishing its job into the release folder with no one left to list it."""
     args = ["--multirun", "variant=default,efficient", "compression=fp16", "hydra.launcher.n_jobs=2"]
-    with Rendezvous() as meeting, (tmp_path / "sweep.log").open("wb") as log:
-        sweep = subprocess.Popen(
-            [SCRIPT, *args, *FAST, f"cache_dir={fresh_build_cache}"],
+    with Rendezvous() as meeting:
+        sweep = start_cli(
+            *args,
+            *FAST,
+            f"cache_dir={fresh_build_cache}",
             cwd=tmp_path,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **meeting.environment("cache.programs")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log=tmp_path / "sweep.log",
+            env=meeting.environment("cache.programs"),
         )
         try:
             held = meeting.wait()
