@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -86,26 +86,24 @@ class Case:
 
 @dataclass
 class Chain:
-    """One command killed at each point in turn, then run to the end."""
+    """One command killed at each point in turn in a folder, then run to the end there."""
 
     mode: str
-    folders: Folders
     runner: Runner
     args: tuple[str, ...]
     killed: Callable[[Run, str], str | None]  # why the run does not look killed at the point, or None
     reference: Path  # the clean run's cache
 
-    def run(self, env: dict[str, str]) -> Run:
-        return self.runner(self.folders, *self.args, env=env)
-
-    def __call__(self, points: tuple[str, ...], clean_state: dict[str, str]) -> list[Case]:
+    def __call__(self, folders: Folders, points: tuple[str, ...], clean_state: dict[str, str]) -> list[Case]:
         cases = []
-        trace = self.folders.work / "trace"
+        trace = folders.work / "trace"
         for point in points:
             trace.unlink(missing_ok=True)
             started = time.monotonic()
-            run = self.run(
-                self.folders.env(**{faults.FAULT_VARIABLE: point, faults.TRACE_VARIABLE: str(trace)})
+            run = self.runner(
+                folders,
+                *self.args,
+                env=folders.env(**{faults.FAULT_VARIABLE: point, faults.TRACE_VARIABLE: str(trace)}),
             )
             case = Case(self.mode, point, seconds=time.monotonic() - started)
             why = self.killed(run, point)
@@ -113,25 +111,25 @@ class Chain:
                 case.problems.append(f"{why}: {run.output[-1500:]}")
             if point not in (trace.read_text().split() if trace.exists() else []):
                 case.problems.append("the point was not reached")
-            case.problems += final_problems(self.folders.output, clean_state)
-            case.problems += cache_problems(self.folders.cache, self.reference)
+            case.problems += final_problems(folders.output, clean_state)
+            case.problems += cache_problems(folders.cache, self.reference)
             cases.append(case)
         trace.unlink(missing_ok=True)
         started = time.monotonic()
-        last = self.run(self.folders.env())
+        last = self.runner(folders, *self.args, env=folders.env())
         case = Case(self.mode, "(rerun)", seconds=time.monotonic() - started)
         if last.returncode != 0:
             case.problems.append(f"the rerun failed: {last.output[-2000:]}")
-        state = final_state(self.folders.output)
+        state = final_state(folders.output)
         if {k: v for k, v in state.items() if "matrix" not in k} != {
             k: v for k, v in clean_state.items() if "matrix" not in k
         }:
             case.problems.append(
                 f"the rerun's artifacts differ from the clean run's: {state} != {clean_state}"
             )
-        case.problems += cache_problems(self.folders.cache, self.reference)
-        case.problems += leftovers(self.folders.work / "outputs", self.folders.cache, self.folders.temp)
-        case.problems += held_locks(self.folders.work / "outputs", self.folders.cache)
+        case.problems += cache_problems(folders.cache, self.reference)
+        case.problems += leftovers(folders.work / "outputs", folders.cache, folders.temp)
+        case.problems += held_locks(folders.work / "outputs", folders.cache)
         cases.append(case)
         return cases
 
@@ -156,23 +154,20 @@ def _command_chains(
     """`chain`'s command killed at each point of each (folders, points) pair in turn; then, in the
     last folders, again on a second dataset (only the evaluation is delivered) killed at the
     evaluation-only points."""
-    cases = []
-    for folders, points in chains:
-        chain.folders = folders
-        cases += chain(points, states[0])
-    chain.args = (*chain.args, *again(chain.folders))
-    return cases + chain(AGAIN_CHAIN, states[1])
+    cases = [case for folders, points in chains for case in chain(folders, points, states[0])]
+    last = chains[-1][0]
+    return cases + replace(chain, args=(*chain.args, *again(last)))(last, AGAIN_CHAIN, states[1])
 
 
 def _build_chains(clean: Clean, root: Path, checkpoints: Path) -> list[Case]:
     folders = folders_in(root, checkpoints)
-    chain = Chain("build", folders, build, BUILD, _exits_on_the_signal, clean.build.cache)
+    chain = Chain("build", build, BUILD, _exits_on_the_signal, clean.build.cache)
     return _command_chains(chain, [(folders, BUILD_CHAIN)], (clean.build_state, clean.build_again_state))
 
 
 def _sweep_chains(clean: Clean, root: Path, checkpoints: Path) -> list[Case]:
     chains = [(folders_in(root / point, checkpoints), (point,)) for point in SWEEP_CHAIN]
-    chain = Chain("sweep", chains[0][0], sweep, SWEEP, _sweep_lists_the_job_as_failed, clean.sweep.cache)
+    chain = Chain("sweep", sweep, SWEEP, _sweep_lists_the_job_as_failed, clean.sweep.cache)
     return _command_chains(chain, chains, (clean.sweep_state, clean.sweep_again_state))
 
 
@@ -180,8 +175,8 @@ def _publish_chain(clean: Clean, folders: Folders) -> list[Case]:
     """Publishing a finished sweep's release (a copy of the clean sweep's output folder): its
     staged tree is a final path too."""
     shutil.copytree(clean.sweep.output, folders.output, ignore=shutil.ignore_patterns(".publish"))
-    publishing = Chain("publish", folders, publish, PUBLISH, _exits_on_the_signal, clean.sweep.cache)
-    cases = publishing(PUBLISH_CHAIN, clean.sweep_again_state)
+    publishing = Chain("publish", publish, PUBLISH, _exits_on_the_signal, clean.sweep.cache)
+    cases = publishing(folders, PUBLISH_CHAIN, clean.sweep_again_state)
     # The staged tree holds the same packages, byte for byte, as a clean publish of the same models.
     if staged_packages(folders) != clean.published:
         cases[-1].problems.append("the staged packages differ from a clean publish's")
