@@ -19,7 +19,7 @@ from release import release_configs
 from results import Results
 
 from sortformer_build.checkpoint.sources import load_model, resolve_checkpoint
-from sortformer_build.config import CheckpointConfig, PostProcessingConfig
+from sortformer_build.config import PostProcessingConfig
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.segments import resolve_postprocessing
 from sortformer_build.store.layout import CacheLayout
@@ -33,15 +33,15 @@ def main() -> None:
     parser.add_argument("variants", nargs="*", help="variant options (default: all)")
     arguments = parser.parse_args()
     work = arguments.work.resolve()
-    synthetic = CheckpointConfig(source="synthetic")
     postprocessing = resolve_postprocessing(PostProcessingConfig())
     results = Results("trace-size")
     rows = []
     chosen = set(arguments.variants)
-    for variant in (config.variant for config in release_configs(work)):
+    for config in release_configs(work):
+        variant = config.variant
         if chosen and variant.name not in chosen:
             continue
-        checkpoint = resolve_checkpoint(synthetic, variant.version, CacheLayout(work))
+        checkpoint = resolve_checkpoint(config.checkpoint, variant.version, CacheLayout(work))
         model = load_model(checkpoint)
         started = time.perf_counter()
         index = nemo_trace(
