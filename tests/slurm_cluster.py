@@ -155,13 +155,13 @@ class Cluster:
         still be exiting after its result is written."""
         jobs = sorted(set(self.command("squeue", "-h", "-o", "%A").split()))
         if jobs:
-            self._run_job("jobs to end", f"--dependency=afterany:{':'.join(jobs)}")
+            self._after(jobs)
 
     def ended_jobs(self, jobs: list[str]) -> dict[str, Job]:
         """The controller's record of each job (`<id>` or `<array id>_<task>`), once every one has
         ended and left the node. These are the states and times that `sacct` lists, read where
         they are made: the controller reports them to slurmdbd later, with nothing to wait for."""
-        self._run_job("the jobs to end", f"--dependency=afterany:{':'.join(jobs)}")
+        self._after(jobs)
         ended = {}
         for job in jobs:
             line = self.command("scontrol", "show", "job", "--oneliner", job)
@@ -335,6 +335,10 @@ class Cluster:
                 self._wait(inotify.fileno(), "slurmdbd", deadline)
                 inotify.read()
                 written += reader.read()
+
+    def _after(self, jobs: list[str]) -> None:
+        """Block until `jobs` have ended and left the node."""
+        self._run_job("jobs to end", f"--dependency=afterany:{':'.join(jobs)}")
 
     def _run_job(self, what: str, *options: str) -> None:
         """Run `true` as a job on the whole node and block until it has run: srun waits for the
