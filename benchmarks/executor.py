@@ -3,7 +3,7 @@ float16 modes) on the same packages and inputs, on one thread and on every core.
 
 One step is one call on full buffers (chunk, speaker cache and FIFO all filled), the largest input
 a parity check or a diarization feeds it. The executor runs as the build runs it
-(`executor.step.package_step`: BLAS and the executor's own threads together); NeMo runs with
+(`executor.step.package_step`: its matrix products in tiles on its own threads); NeMo runs with
 torch's intra-op threads set to the same count. The three take turns step by step, so that all see
 the same load on a shared machine; each figure is the best of `--repeat` steps after a first one
 (which, for the executor, decodes the weights).

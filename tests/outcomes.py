@@ -30,8 +30,8 @@ def final_state(output_dir: Path) -> dict[str, str]:
     manifest or matrix that does not parse is `unreadable`, a report (a view of the run that wrote
     it: wall times, cache states) is `report` when it is a whole page, and the probabilities of a
     parity check are `probabilities` when every array loads. Those are measured by the run, as
-    the manifest's parity figures are: the executor's last bits follow the number of threads its
-    BLAS had, which in a sweep follows how many jobs were running then."""
+    the manifest's parity figures are: NeMo's last bits follow the number of threads torch had,
+    which in a sweep follows how many jobs were running then."""
     state: dict[str, str] = {}
     if not output_dir.is_dir():
         return state

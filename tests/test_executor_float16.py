@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from sortformer_build import contract
 from sortformer_build.config import (
@@ -98,29 +99,30 @@ def reference_float16(
     inputs, constants and each op result (selecting ops included), with NumPy's conversion.
     `observe` sees each computed op's type, arguments and output types before it runs."""
     env: dict[str, np.ndarray | str] = dict(inputs)
-    for program in model.programs:
-        values = {var.name: _held(env[var.name], var.type.dtype) for var in program.function.inputs}
-        constants = set(program.constant_names)
-        for op in program.operations:
-            if op.outputs[0].name in constants:
-                for var in op.outputs:
-                    values[var.name] = _held(program.constant(var.name), var.type.dtype)
-                continue
-            assert not any(isinstance(b, Literal) for bs in op.inputs.values() for b in bs)
-            arguments = {
-                param: [values[b] for b in bindings if isinstance(b, str)]
-                for param, bindings in op.inputs.items()
-            }
-            types = [var.type for var in op.outputs]
-            if observe is not None:
-                observe(op.type, arguments, types)
-            fn = lookup(op.type)
-            assert fn is not None, f"no executor op for {op.type}"
-            result = fn(OpArgs(arguments, types))
-            results = result if isinstance(result, tuple) else (result,)
-            for var, value in zip(op.outputs, results, strict=True):
-                values[var.name] = _held(value, var.type.dtype)
-        env.update({name: values[name] for name in program.output_names})
+    with threadpool_limits(limits=1, user_api="blas"):  # as the executor holds it
+        for program in model.programs:
+            values = {var.name: _held(env[var.name], var.type.dtype) for var in program.function.inputs}
+            constants = set(program.constant_names)
+            for op in program.operations:
+                if op.outputs[0].name in constants:
+                    for var in op.outputs:
+                        values[var.name] = _held(program.constant(var.name), var.type.dtype)
+                    continue
+                assert not any(isinstance(b, Literal) for bs in op.inputs.values() for b in bs)
+                arguments = {
+                    param: [values[b] for b in bindings if isinstance(b, str)]
+                    for param, bindings in op.inputs.items()
+                }
+                types = [var.type for var in op.outputs]
+                if observe is not None:
+                    observe(op.type, arguments, types)
+                fn = lookup(op.type)
+                assert fn is not None, f"no executor op for {op.type}"
+                result = fn(OpArgs(arguments, types))
+                results = result if isinstance(result, tuple) else (result,)
+                for var, value in zip(op.outputs, results, strict=True):
+                    values[var.name] = _held(value, var.type.dtype)
+            env.update({name: values[name] for name in program.output_names})
     return {name: np.asarray(env[name]) for name in model.output_names}
 
 

@@ -1,5 +1,6 @@
-"""The executor's own threads change nothing: every op kind it splits, and whole packages, give
-the same bits on several threads as on one, in float32 and in float16 mode."""
+"""The executor's own threads change nothing: every op kind it splits, matrix products, and whole
+packages give the same bits on several threads as on one, in float32 and in float16 mode, whatever
+BLAS's own thread setting."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coremltools.converters.mil import Builder as mb
 from threadpoolctl import threadpool_limits
 
 from sortformer_build.config import (
@@ -18,7 +20,7 @@ from sortformer_build.config import (
     VariantConfig,
     VerifyConfig,
 )
-from sortformer_build.executor import Model, load_package
+from sortformer_build.executor import Model, load_package, tiles
 from sortformer_build.executor.dtypes import TensorType, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
 from sortformer_build.executor.ops.registry import Value
@@ -27,6 +29,7 @@ from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS
 from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
 
+from . import executor_support
 from .test_executor_float16 import Arguments, full_buffers, reference_float16, same_bits
 
 NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
@@ -129,7 +132,35 @@ def test_reductions_split_only_ahead_of_their_trailing_axes() -> None:
         "axis": [np.asarray(np.int32(-1))],
     }
     assert run_split("softmax", softmax, small, types, 4, False) is None  # too small to gain
-    assert run_split("linear", linear, {"x": [x]}, types, 4, False) is None  # BLAS's
+    assert run_split("linear", linear, {"x": [x]}, types, 4, False) is None  # a product: in tiles
+
+
+def test_matrix_products_give_the_bits_of_one_thread() -> None:
+    """Batched, broadcast and transposed operands, with edge tiles smaller than the rest."""
+    x = RNG.standard_normal((2, 1, 300, 96)).astype(np.float32)
+    y = RNG.standard_normal((3, 600, 96)).astype(np.float32).swapaxes(-1, -2)
+    assert tiles.MIN_TILED_WORK <= 2 * 3 * 300 * 96 * 600
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = tiles.matmul(x, y, 1)
+        for threads in (2, 3, 8):
+            assert same_bits(tiles.matmul(x, y, threads), one), threads
+    assert one.shape == (2, 3, 300, 600)
+    np.testing.assert_allclose(one, np.matmul(x, y), rtol=1e-4, atol=1e-4)
+
+
+def test_a_program_gives_the_same_bits_whatever_blas_is_set_to(tmp_path: Path) -> None:
+    """BLAS's own threads would change the last bits of this product; the executor holds BLAS to
+    one thread and cuts the product into tiles of its own."""
+    x = RNG.standard_normal((188, 512)).astype(np.float32)
+    weight = RNG.standard_normal((512, 512)).astype(np.float32)
+    model = executor_support.build(tmp_path, lambda x: mb.linear(x=x, weight=weight), {"x": x})
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = model.predict({"x": x})
+    for blas in (2, 4):
+        with threadpool_limits(limits=blas, user_api="blas"):
+            for threads in (1, 2):
+                got = model.predict({"x": x}, threads=threads)
+                assert same_bits(got[model.output_names[0]], one[model.output_names[0]]), (blas, threads)
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +201,22 @@ def split_kinds(model: Model, inputs: dict[str, np.ndarray]) -> set[str]:
     return kinds
 
 
-def test_a_whole_package_gives_the_bits_of_one_thread(nvidia_high_package: Path) -> None:
+def test_a_whole_package_gives_the_bits_of_one_thread(
+    nvidia_high_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its products cut into small tiles (the tiny model's are below the size that is cut), and
+    BLAS left at one thread and at several outside: the executor holds it to one inside."""
+    monkeypatch.setattr(tiles, "MIN_TILED_WORK", 0)
+    monkeypatch.setattr(tiles, "TILE_ROWS", 16)
+    monkeypatch.setattr(tiles, "TILE_COLUMNS", 24)
     model = load_package(nvidia_high_package)
     inputs = full_buffers(model, NVIDIA_HIGH)
     assert {"softmax", "silu", "add", "mul", "relu", "pad"} <= split_kinds(model, inputs)
-    with threadpool_limits(limits=1, user_api="blas"):
-        for precision in ("float32", "float16"):
+    for precision in ("float32", "float16"):
+        with threadpool_limits(limits=1, user_api="blas"):
             one = model.predict(inputs, precision=precision)
-            for threads in (2, 5):
+        for threads in (2, 5):
+            with threadpool_limits(limits=threads, user_api="blas"):
                 many = model.predict(inputs, precision=precision, threads=threads)
-                for name, value in one.items():
-                    assert same_bits(many[name], value), (precision, threads, name)
+            for name, value in one.items():
+                assert same_bits(many[name], value), (precision, threads, name)

@@ -15,6 +15,7 @@ from .ops import OpArgs, lookup
 from .ops.registry import OpFn, Value
 from .spec import Literal, Operation, PackageSpec, ProgramSpec, Var, read_package
 from .split import run_split
+from .threads import one_blas_thread
 from .weights import decode_value
 
 PRECISIONS = ("float32", "float16")
@@ -163,14 +164,15 @@ class Program:
         self, inputs: Mapping[str, np.ndarray], precision: str, threads: int = 1
     ) -> dict[str, np.ndarray]:
         """Run the function on `inputs` (by name); returns its outputs as held (float32 for floats).
-        Element-wise ops and float16 rounding run on up to `threads` threads, with the same result."""
+        Matrix product tiles, element-wise ops and float16 rounding run on up to `threads` threads,
+        with the same result as on one; BLAS runs single-threaded inside (`tiles`)."""
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise ExecutorError(f"program {self.index} is missing inputs {missing}")
         env: dict[str, Value] = dict(self._constants(precision, threads))
         for var in self.function.inputs:
             env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
-        with np.errstate(all="ignore"):
+        with one_blas_thread(), np.errstate(all="ignore"):
             for step in self._steps:
                 self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
                 for name in step.release:
@@ -348,9 +350,9 @@ class Model:
 
         "float32" computes everything in float32; "float16" also rounds every fp16-typed op result to
         float16. Integer and bool values keep their declared dtypes. Float outputs come back as float32.
-        `threads`: how many threads run the element-wise ops and the rounding (the calling one
-        included), with the same result, bit for bit, as one. BLAS keeps its own setting
-        (`threads.blas_limit`).
+        `threads`: how many threads run the matrix products, the element-wise ops and the rounding
+        (the calling one included), with the same result, bit for bit, as one, whatever BLAS's own
+        thread setting.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")

@@ -16,19 +16,14 @@ from sortformer_build.cores import job_cores
 def package_step(
     package: Path, precision: ExecutorPrecision, threads: Callable[[], int] = job_cores
 ) -> StepFunction:
-    """The package run by the executor with `threads()` threads for BLAS and for its own
-    element-wise work, asked again at every step: by default the job's share of the cores
-    (`cores.job_cores`: one per joblib worker's share in a sweep, growing when the sweep's other
-    jobs end). The executor's own threads never change a result; BLAS sums may differ in their
-    last bits with its thread count."""
+    """The package run by the executor on `threads()` threads, asked again at every step: by
+    default the job's share of the cores (`cores.job_cores`: one per joblib worker's share in a
+    sweep, growing when the sweep's other jobs end). The thread count never changes a result."""
     from sortformer_build.executor import load_package
-    from sortformer_build.executor.threads import blas_limit
 
     model = load_package(package)
 
     def step(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = threads()
-        with blas_limit(count):
-            return model.predict(inputs, precision=precision.value, threads=count)
+        return model.predict(inputs, precision=precision.value, threads=threads())
 
     return step

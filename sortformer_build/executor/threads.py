@@ -1,7 +1,7 @@
-"""The executor's own threads: work that BLAS does not do (element-wise ops, float16 rounding),
-split into independent chunks that run side by side.
+"""The executor's own threads: its work (matrix product tiles, element-wise ops, float16
+rounding) split into independent chunks that run side by side.
 
-NumPy's and SciPy's ufuncs and the compiled rounding kernel release the GIL while they loop, so
+NumPy's and SciPy's ufuncs, BLAS and the compiled rounding kernel release the GIL while they run, so
 Python threads run the chunks in parallel. Each chunk is the same computation on a part of the
 data, so the result is the same, bit for bit, however many threads share it. Waiting threads
 block instead of spinning, so on a busy machine they give their cores away.
@@ -9,7 +9,6 @@ block instead of spinning, so on a busy machine they give their cores away.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -81,12 +80,11 @@ def run(work: Callable[[int, int], None], size: int, chunks: int) -> None:
         raise first_error
 
 
-def blas_limit(threads: int | None) -> AbstractContextManager[object]:
-    """BLAS limited to `threads` threads inside the block (None: as it is set)."""
+def one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS held to one thread inside the block: the executor's threads share its products out in
+    tiles (`tiles`), whose bits do not depend on how many threads there are."""
     global _blas
-    if threads is None:
-        return contextlib.nullcontext()
     with _lock:
         if _blas is None:  # scans the loaded libraries once, not at every call
             _blas = ThreadpoolController()
-    return _blas.limit(limits=threads, user_api="blas")
+    return _blas.limit(limits=1, user_api="blas")

@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ExecutorError
 from ..threads import chunk_count, run
+from ..tiles import matmul
 from .registry import OpArgs, register
 
 
@@ -66,7 +67,7 @@ def _conv(args: OpArgs) -> np.ndarray:
     n, positions = x.shape[0], cols.shape[2 : 2 + spatial]
     out_channels, group_in = weight.shape[0], x.shape[1] // groups
     if (group_in == 1 and out_channels == groups) or (groups == 1 and math.prod(kernel) == 1):
-        out = _depthwise(cols, weight, args.threads) if groups > 1 else _pointwise(cols, weight)
+        out = _depthwise(cols, weight, args.threads) if groups > 1 else _pointwise(cols, weight, args.threads)
         if bias is not None:
             _add_channels(out, bias, args.threads)
         return np.ascontiguousarray(out, dtype=args.out_dtype())
@@ -76,7 +77,7 @@ def _conv(args: OpArgs) -> np.ndarray:
     cols = cols.reshape(n, groups, group_in, n_positions, math.prod(kernel))
     cols = cols.transpose(1, 2, 4, 0, 3).reshape(groups, n_taps, n * n_positions)
     kernels = weight.reshape(groups, out_channels // groups, n_taps)
-    out = np.matmul(kernels, cols).reshape(out_channels, n, *positions)
+    out = matmul(kernels, cols, args.threads).reshape(out_channels, n, *positions)
     out = np.moveaxis(out, 1, 0)
     if bias is not None:
         _add_channels(out, bias, args.threads)
@@ -113,11 +114,11 @@ def _depthwise(cols: np.ndarray, weight: np.ndarray, threads: int) -> np.ndarray
     return out
 
 
-def _pointwise(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _pointwise(cols: np.ndarray, weight: np.ndarray, threads: int) -> np.ndarray:
     """A 1x1 kernel: one matmul over the channels, no window matrix."""
     n, channels = cols.shape[:2]
     spatial = weight.ndim - 2
     first_tap: tuple[EllipsisType | int, ...] = (..., *(0,) * spatial)
     x = cols[first_tap]  # [N, C, *positions]
-    out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n, channels, -1))
+    out = matmul(weight.reshape(weight.shape[0], channels), x.reshape(n, channels, -1), threads)
     return out.reshape(n, weight.shape[0], *x.shape[2:]).astype(np.float32, copy=False)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ExecutorError
+from ..tiles import matmul
 from .registry import OpArgs, register
 
 
 @register("linear")
 def _linear(args: OpArgs) -> np.ndarray:
     x, weight, bias = args.tensor("x"), args.tensor("weight"), args.optional("bias")
-    flat = x.reshape(-1, x.shape[-1]) @ weight.T
+    flat = matmul(x.reshape(-1, x.shape[-1]), weight.T, args.threads)
     if bias is not None:
         flat += bias
     return flat.reshape(x.shape[:-1] + weight.shape[:1]).astype(args.out_dtype(), copy=False)
@@ -24,7 +25,7 @@ def _matmul(args: OpArgs) -> np.ndarray:
         x = np.swapaxes(x, -1, -2)
     if args.bool_param("transpose_y", False):
         y = np.swapaxes(y, -1, -2)
-    return np.matmul(x, y).astype(args.out_dtype(), copy=False)
+    return matmul(x, y, args.threads).astype(args.out_dtype(), copy=False)
 
 
 def _broadcast_pair(x: np.ndarray, y: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
