@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from nemo.collections.asr.modules.sortformer_modules import SortformerModules
 from torch import Tensor
@@ -36,7 +37,7 @@ from sortformer_build.evaluate.audio import load_audio
 from sortformer_build.evaluate.backends import nemo_backend
 from sortformer_build.evaluate.conversation import DATA_DIR
 from sortformer_build.evaluate.segments import resolve_postprocessing
-from sortformer_build.geometry import OfflineGeometry, StreamingGeometry
+from sortformer_build.geometry import FRAME_SECONDS, OfflineGeometry, StreamingGeometry
 from sortformer_build.job.build import build
 from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.release import ReleaseIndex
@@ -55,7 +56,7 @@ from sortformer_build.trace.record import (
     package_trace,
 )
 from sortformer_build.verify.offline import tile_windows
-from sortformer_build.verify.reference import mel_features, nemo_step, stream, streaming_modules
+from sortformer_build.verify.reference import SAMPLE_RATE, mel_features, nemo_step, stream, streaming_modules
 
 from .conftest import RELEASE, TINY_D_MODEL, Run, run_cli
 from .test_publish import publish as _publish
@@ -499,16 +500,20 @@ def test_an_offline_trace_holds_its_windows_and_the_stitched_timeline(
 
 @pytest.mark.slow
 def test_a_full_size_packages_trace_follows_nemos(tmp_path: Path, shared_cache: Path) -> None:
-    """The full-size synthetic checkpoint (117.7 M parameters), Default, fp16."""
+    """The full-size synthetic checkpoint (117.7 M parameters), Default, fp16, on the
+    conversation's first 24 s: long enough for the speaker cache to fill and be compressed."""
     from sortformer_build.checkpoint.sources import resolve_checkpoint
 
+    opening = tmp_path / "opening.wav"
+    soundfile.write(opening, load_audio(CONVERSATION, duration=24.0), SAMPLE_RATE)
+    assert (DEFAULT.spkcache_len + DEFAULT.fifo_len + DEFAULT.chunk_len) * FRAME_SECONDS < 24.0
     source = CheckpointConfig(source="synthetic")
     checkpoint = resolve_checkpoint(source, "v2.1", CacheLayout(shared_cache))
     package = _build(source, tmp_path / "output", shared_cache)
     nemo_trace(
         load_model(checkpoint),
         DEFAULT,
-        CONVERSATION,
+        opening,
         tmp_path / "nemo",
         NAME,
         checkpoint.sha256,
