@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from coremltools.converters.mil import Builder as mb
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from sortformer_build.config import (
     BuildConfig,
@@ -25,7 +25,7 @@ from sortformer_build.executor.dtypes import TensorType, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
 from sortformer_build.executor.ops.registry import Value
 from sortformer_build.executor.split import DATA_PARAMETERS, run_split
-from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS
+from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS, one_blas_thread
 from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
 
@@ -163,6 +163,36 @@ def test_a_program_gives_the_same_bits_whatever_blas_is_set_to(tmp_path: Path) -
                 assert same_bits(got[model.output_names[0]], one[model.output_names[0]]), (blas, threads)
 
 
+def test_matrix_products_keep_numpys_shapes_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiles, "MIN_TILED_WORK", 0)
+    x = RNG.standard_normal((4, 300, 200)).astype(np.float32)
+    with pytest.raises(ValueError):
+        tiles.matmul(x, RNG.standard_normal((4, 1, 300)).astype(np.float32), 2)
+    for left, right in [
+        ((0, 5), (5, 3)),
+        ((2, 0), (0, 3)),
+        ((0, 2, 5), (5, 3)),
+        ((3,), (3, 4)),
+        ((2, 3), (3,)),
+    ]:
+        a, b = np.ones(left, np.float32), np.ones(right, np.float32)
+        assert same_bits(tiles.matmul(a, b, 2), np.matmul(a, b)), (left, right)
+
+
+def test_holds_on_blas_overlap_and_the_last_one_gives_it_back() -> None:
+    def blas_threads() -> set[int]:
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # as when another thread's run ends first
+        assert blas_threads() == {1}
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}
+
+
 @pytest.fixture(scope="module")
 def nvidia_high_package(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     """A tiny NvidiaHigh palettized6 package: its 3048-frame chunk makes tensors large enough to
@@ -204,8 +234,8 @@ def split_kinds(model: Model, inputs: dict[str, np.ndarray]) -> set[str]:
 def test_a_whole_package_gives_the_bits_of_one_thread(
     nvidia_high_package: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its products cut into small tiles (the tiny model's are below the size that is cut), and
-    BLAS left at one thread and at several outside: the executor holds it to one inside."""
+    """Its products cut into small tiles (the tiny model's are below the size that is cut), BLAS
+    set to one thread and to several outside."""
     monkeypatch.setattr(tiles, "MIN_TILED_WORK", 0)
     monkeypatch.setattr(tiles, "TILE_ROWS", 16)
     monkeypatch.setattr(tiles, "TILE_COLUMNS", 24)
@@ -220,3 +250,22 @@ def test_a_whole_package_gives_the_bits_of_one_thread(
                 many = model.predict(inputs, precision=precision, threads=threads)
             for name, value in one.items():
                 assert same_bits(many[name], value), (precision, threads, name)
+
+
+def test_a_split_op_feeds_a_product_the_bits_of_one_thread(tmp_path: Path) -> None:
+    """An element-wise op on a transposed tensor, split on several threads or not, then products
+    of one row and one column, which BLAS computes with kernels that follow the operands' layout."""
+    x = RNG.standard_normal((600, 300)).astype(np.float32)
+    column = RNG.standard_normal((600, 1)).astype(np.float32)
+    row = RNG.standard_normal((1, 300)).astype(np.float32)
+
+    def body(x):
+        doubled = mb.mul(x=mb.transpose(x=x, perm=[1, 0]), y=np.float32(2.0))
+        return mb.matmul(x=doubled, y=column, name="by_column"), mb.matmul(x=row, y=doubled, name="by_row")
+
+    model = executor_support.build(tmp_path, body, {"x": x})
+    one = model.predict({"x": x})
+    for threads in (2, 3):
+        many = model.predict({"x": x}, threads=threads)
+        for name, value in one.items():
+            assert same_bits(many[name], value), (name, threads)

@@ -14,7 +14,7 @@ from .errors import DeclaredTypeError, ExecutorError, OpExecutionError, Unsuppor
 from .ops import OpArgs, lookup
 from .ops.registry import OpFn, Value
 from .spec import Literal, Operation, PackageSpec, ProgramSpec, Var, read_package
-from .split import run_split
+from .split import DATA_PARAMETERS, run_split
 from .threads import one_blas_thread
 from .weights import decode_value
 
@@ -169,14 +169,15 @@ class Program:
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise ExecutorError(f"program {self.index} is missing inputs {missing}")
-        env: dict[str, Value] = dict(self._constants(precision, threads))
-        for var in self.function.inputs:
-            env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
-        with one_blas_thread(), np.errstate(all="ignore"):
-            for step in self._steps:
-                self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
-                for name in step.release:
-                    del env[name]
+        with one_blas_thread():
+            env: dict[str, Value] = dict(self._constants(precision, threads))
+            for var in self.function.inputs:
+                env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
+            with np.errstate(all="ignore"):
+                for step in self._steps:
+                    self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
+                    for name in step.release:
+                        del env[name]
         outputs: dict[str, np.ndarray] = {}
         for name in self.output_names:
             value = env[name]
@@ -272,6 +273,11 @@ class Program:
         try:
             split = run_split(op.type, fn, values, out_types, threads, to_fp16)
             result = fn(OpArgs(values, out_types, threads)) if split is None else split
+            if split is None and op.type in DATA_PARAMETERS and isinstance(result, np.ndarray):
+                # A split result is laid out in C order; so is the same op's whole result, or a
+                # product it feeds, whose BLAS kernel follows the layout, would change its bits
+                # with the thread count.
+                result = np.asarray(result, order="C")
         except Exception as exc:  # add which op failed to whatever NumPy or the op raised
             raise OpExecutionError(f"{op.location} ({op.type}) failed: {exc}") from exc
         if split is not None:  # a new array, rounded chunk by chunk already

@@ -9,11 +9,12 @@ block instead of spinning, so on a busy machine they give their cores away.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -25,6 +26,8 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas: ThreadpoolController | None = None
+_holds = 0
+_hold: Any = None  # threadpoolctl's limiter, whose class it does not export
 
 
 def _workers(count: int) -> ThreadPoolExecutor:
@@ -80,11 +83,24 @@ def run(work: Callable[[int, int], None], size: int, chunks: int) -> None:
         raise first_error
 
 
-def one_blas_thread() -> AbstractContextManager[object]:
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
     """BLAS held to one thread inside the block: the executor's threads share its products out in
-    tiles (`tiles`), whose bits do not depend on how many threads there are."""
-    global _blas
+    tiles (`tiles`), whose bits do not depend on how many threads there are. BLAS's setting is
+    one per process, so blocks entered by several threads at once share one hold, taken by the
+    first and given back by the last."""
+    global _blas, _holds, _hold
     with _lock:
         if _blas is None:  # scans the loaded libraries once, not at every call
             _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+        if _holds == 0:
+            _hold = _blas.limit(limits=1, user_api="blas")
+        _holds += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _holds -= 1
+            if _holds == 0 and _hold is not None:
+                _hold.restore_original_limits()
+                _hold = None

@@ -4,9 +4,10 @@ shared among the executor's threads.
 BLAS's own threads split a product by how many of them there are, and its kernels sum the cut
 edges in another order: the last bits of a product change with BLAS's thread count, and a
 streaming state carries those changes on into decisions. The tiles here depend only on the
-shapes, so a product has the same bits on any number of threads: a package gives the same
-result on a laptop and on a build farm node, alone or beside other recordings. BLAS is held at
-one thread while the executor runs (`runtime.Model.predict`).
+shapes, so with a given BLAS library on a given CPU a product has the same bits on any number
+of threads: a job alone or beside others, a recording alone or beside others. BLAS is held at
+one thread while a program runs (`runtime.Program.run`), so einsum, which is not tiled, is
+single-threaded and as independent of the thread count.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ def matmul(x: np.ndarray, y: np.ndarray, threads: int) -> np.ndarray:
         return np.matmul(x, y)
     (rows, inner), columns = x.shape[-2:], y.shape[-1]
     batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-    if math.prod(batch) * rows * inner * columns < MIN_TILED_WORK:
-        return np.matmul(x, y)
-    x = np.broadcast_to(x, (*batch, rows, inner))
-    y = np.broadcast_to(y, (*batch, inner, columns))
+    if y.shape[-2] != inner or math.prod(batch) * rows * inner * columns < MIN_TILED_WORK:
+        return np.matmul(x, y)  # NumPy's own error for mismatched operands
+    x = np.broadcast_to(x, (*batch, *x.shape[-2:]))
+    y = np.broadcast_to(y, (*batch, *y.shape[-2:]))
     out = np.empty((*batch, rows, columns), dtype=np.result_type(x, y))
     tiles = list(
         itertools.product(np.ndindex(*batch), range(0, rows, TILE_ROWS), range(0, columns, TILE_COLUMNS))
     )
+    if not tiles:
+        return out
 
     def part(start: int, stop: int) -> None:
         for index, row, column in tiles[start:stop]:
