@@ -57,8 +57,10 @@ def run(work: Callable[[int, int], None], size: int, chunks: int) -> None:
 
     Every chunk runs with NumPy's floating-point errors ignored, as the executor runs its ops
     (the error state is per thread). The first exception of any chunk is raised here, after all
-    chunks have ended.
+    chunks have ended. An empty range is no work at all.
     """
+    if size == 0:
+        return
     ranges = bounds(size, chunks)
 
     def quiet(start: int, stop: int) -> None:

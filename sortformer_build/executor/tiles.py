@@ -40,8 +40,6 @@ def matmul(x: np.ndarray, y: np.ndarray, threads: int) -> np.ndarray:
     tiles = list(
         itertools.product(np.ndindex(*batch), range(0, rows, TILE_ROWS), range(0, columns, TILE_COLUMNS))
     )
-    if not tiles:
-        return out
 
     def part(start: int, stop: int) -> None:
         for index, row, column in tiles[start:stop]:
