@@ -103,6 +103,6 @@ def one_blas_thread() -> Iterator[None]:
     finally:
         with _lock:
             _holds -= 1
-            if _holds == 0 and _hold is not None:
+            if _holds == 0:
                 _hold.restore_original_limits()
                 _hold = None
