@@ -124,6 +124,13 @@ class CompressionConfig:
     # None keeps fp16 weights; otherwise k-means palettization of the head to this many bits.
     nbits: int | None = None
     engine: PalettizerEngine = PalettizerEngine.fast
+    # Bits per group of head weights instead of `nbits`: chosen by the sensitivity analysis
+    # within a size budget (`budget_mb`, or `budget_ratio` of the fp16 package), or read from a
+    # recipe file (`recipe`); see `compress`.
+    mixed: bool = False
+    budget_mb: float | None = None
+    budget_ratio: float | None = None
+    recipe: str | None = None
     # Part of the published release (the runtime downloads it), or an experiment.
     release: bool = False
     gates: GateConfig = field(default_factory=GateConfig)
@@ -133,7 +140,12 @@ class CompressionConfig:
 
     @property
     def is_fp16(self) -> bool:
-        return self.nbits is None
+        return self.nbits is None and not self.mixed
+
+    @property
+    def measures(self) -> bool:
+        """Whether the bits come from the sensitivity analysis (a mixed build without a recipe)."""
+        return self.mixed and self.recipe is None
 
 
 @dataclass
@@ -270,7 +282,8 @@ def validate_config(config: BuildConfig) -> list[str]:
     nbits = config.compression.nbits
     if nbits is not None and nbits not in LUT_NBITS:
         raise ConfigError(f"compression.nbits must be one of {LUT_NBITS} or null, got {nbits}")
-    if nbits is not None and config.compression.gates.min_twin_decision_agreement is None:
+    _validate_mixed(config.compression)
+    if not config.compression.is_fp16 and config.compression.gates.min_twin_decision_agreement is None:
         raise ConfigError(
             f"compression {config.compression.name} palettizes but sets no "
             "gates.min_twin_decision_agreement: a compressed head must be judged against its fp16 twin"
@@ -298,6 +311,31 @@ def validate_config(config: BuildConfig) -> list[str]:
     # A published preset's clamped period is NVIDIA's choice, said once in --help and recorded
     # in the manifest; a warning is for geometries a user changed.
     return warnings if not config.variant.released else []
+
+
+def _validate_mixed(compression: CompressionConfig) -> None:
+    choices = {
+        "compression.budget_mb": compression.budget_mb,
+        "compression.budget_ratio": compression.budget_ratio,
+        "compression.recipe": compression.recipe,
+    }
+    given = [name for name, value in choices.items() if value is not None]
+    if not compression.mixed:
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to compression=mixed only")
+        return
+    if compression.nbits is not None:
+        raise ConfigError("compression=mixed chooses bits per group: leave compression.nbits null")
+    if len(given) != 1:
+        raise ConfigError(
+            "compression=mixed needs one of compression.budget_mb=MB, compression.budget_ratio=SHARE "
+            f"(of the fp16 size) or compression.recipe=FILE; got {', '.join(given) or 'none'}"
+        )
+    if compression.budget_mb is not None and compression.budget_mb <= 0:
+        raise ConfigError(f"compression.budget_mb must be positive, got {compression.budget_mb:g}")
+    ratio = compression.budget_ratio
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ConfigError(f"compression.budget_ratio is a share of the fp16 size in (0, 1], got {ratio:g}")
 
 
 def _validate_evaluate(settings: EvaluateConfig) -> None:

@@ -30,7 +30,15 @@ FILLER = ".fault-filler"
 
 # The cached stages' entries (their cache folders), each interrupted after its files are
 # written and before entry.json and the rename that make the entry.
-CACHED_STAGES = ("programs", "palettize", "nemo-reference", "fp16-outputs", "nemo-diarization", "diarization")
+CACHED_STAGES = (
+    "programs",
+    "mixed-analysis",
+    "palettize",
+    "nemo-reference",
+    "fp16-outputs",
+    "nemo-diarization",
+    "diarization",
+)
 
 POINTS: dict[str, str] = {
     **{

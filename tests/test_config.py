@@ -37,7 +37,7 @@ def options(group: str) -> list[str]:
 
 def test_the_groups_hold_exactly_the_release_options() -> None:
     assert set(options("variant")) == set(ALL_VARIANTS)
-    assert set(options("compression")) == {"fp16", "palettized4", "palettized6", "palettized8"}
+    assert set(options("compression")) == {"fp16", "palettized4", "palettized6", "palettized8", "mixed"}
 
 
 @pytest.mark.parametrize("variant", sorted(RELEASE))
@@ -87,6 +87,14 @@ def test_compressions_carry_their_gates() -> None:
         (["variant=offline", "variant.window_frames=1001"], "window_frames must be a positive multiple of"),
         (["variant=offline", "variant.window_frames=null"], "offline variants need variant.window_frames"),
         (["variant.window_frames=3072"], "variant.window_frames cannot be set for streaming variants"),
+        (["compression=mixed"], "compression=mixed needs one of compression.budget_mb=MB"),
+        (
+            ["compression=mixed", "compression.budget_mb=1", "compression.budget_ratio=0.5"],
+            "got compression.budget_mb, compression.budget_ratio",
+        ),
+        (["compression=mixed", "compression.budget_ratio=1.5"], "budget_ratio is a share of the fp16 size"),
+        (["compression=mixed", "compression.nbits=6", "compression.budget_mb=1"], "leave compression.nbits"),
+        (["compression=palettized6", "compression.budget_mb=50"], "apply to compression=mixed only"),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides: list[str], message: str) -> None:

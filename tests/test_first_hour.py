@@ -104,7 +104,7 @@ def test_a_sweep_with_an_unknown_option_is_refused_before_it_starts(tmp_path: Pa
     assert run.returncode == 2, run.output
     assert _errors(run.output) == [
         "sortformer-build: error: unknown compression option 'palettised6' (did you mean 'palettized6'?)",
-        "  compression options: fp16, palettized4, palettized6, palettized8",
+        "  compression options: fp16, mixed, palettized4, palettized6, palettized8",
     ]
 
 

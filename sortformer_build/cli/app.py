@@ -116,7 +116,8 @@ def status_of(cfg: DictConfig) -> JobStatus:
     return JobStatus(
         variant=select("variant.name"),
         compression=select("compression.name"),
-        fp16=OmegaConf.select(cfg, "compression.nbits", default=None) is None,
+        fp16=OmegaConf.select(cfg, "compression.nbits", default=None) is None
+        and not OmegaConf.select(cfg, "compression.mixed", default=False),
         file_name=select("variant.file_name"),
         output_dir=select("output_dir"),
         dry_run=bool(OmegaConf.select(cfg, "dry_run", default=False)),

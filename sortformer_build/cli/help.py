@@ -78,7 +78,12 @@ def groups_help() -> str:
 
 def _compression_line(config: BuildConfig) -> str:
     compression = config.compression
-    what = "fp16 weights" if compression.is_fp16 else f"{compression.nbits}-bit palettized head"
+    if compression.mixed:
+        what = "palettized head, bits per layer measured (budget_mb=MB, budget_ratio= or recipe=FILE)"
+    elif compression.is_fp16:
+        what = "fp16 weights"
+    else:
+        what = f"{compression.nbits}-bit palettized head"
     release = "release" if compression.release else "not for release"
     return f"  {compression.name:<15} -> {compression.folder + '/':<13} {what}, {release}"
 

@@ -28,8 +28,12 @@ def expectation_for(package: Path, target: DeploymentTarget | None) -> tuple[Exp
         manifest = Manifest.read(ArtifactPaths.beside(package).manifest)
     except RecordError:
         return Expectation(deployment_target=target or DEFAULT_TARGET), False
+    recipe = manifest.compression.recipe
     return Expectation(
-        nbits=manifest.compression.nbits, deployment_target=target or manifest.deployment_target
+        nbits=manifest.compression.nbits,
+        tensor_bits=None if recipe is None else recipe.tensor_bits,
+        max_bytes=None if recipe is None else recipe.recipe.budget_bytes,
+        deployment_target=target or manifest.deployment_target,
     ), True
 
 

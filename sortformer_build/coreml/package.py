@@ -108,6 +108,14 @@ def read_package(path: Path) -> SavedPackage:
     return SavedPackage(path=path, spec=spec, spec_file=spec_file, programs=tuple(programs))
 
 
+def operation_name(op: Any) -> str:
+    """The MIL name of a saved operation, which coremltools' per-op configs refer to (a const's
+    output may be named otherwise); its first output's name when it has none."""
+    if "name" in op.attributes:
+        return str(op.attributes["name"].immediateValue.tensor.strings.values[0])
+    return str(op.outputs[0].name)
+
+
 def write_spec(package: SavedPackage, spec: Any) -> None:
     """Rewrite the specification with map entries (metadata, op attributes) in key order.
     Protobuf writes maps in a per-process hash order, so one model saved by two processes would

@@ -9,6 +9,7 @@ the form the released models use and the Neural Engine loads (linear int8 crashe
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from sortformer_build.config import PalettizerEngine
 from sortformer_build.coreml.package import make_spec_deterministic, read_package
+from sortformer_build.coreml.targets import KEEP_FP16, LUT_NBITS
 from sortformer_build.records.facts import PalettizeFacts
 from sortformer_build.store import atomic
 from sortformer_build.store.cache import ArrayStore
@@ -31,41 +33,49 @@ WEIGHT_THRESHOLD = 2048
 
 def palettize_program(
     package: Path,
-    nbits: int,
+    nbits: int | Mapping[str, int],
     engine: PalettizerEngine,
     destination: Path,
     luts: ArrayStore,
     keep_prefix: str | None = None,
 ) -> PalettizeFacts:
-    """Save a copy of a one-program package with its weights palettized to `nbits` bits, except
-    the weights whose names start with `keep_prefix`.
+    """Save a copy of a one-program package with its weights palettized, except the weights
+    whose names start with `keep_prefix`: to `nbits` bits, or with a width per weight when
+    `nbits` maps every compressible const name (`compressible_weights`) to its width
+    (`KEEP_FP16` leaves that weight as it is).
 
-    The fast engine takes each tensor's LUT from `luts` (keyed by the tensor's content) or
-    computes the missing ones together, then hands them to coremltools' supported
+    The fast engine takes each tensor's LUT from `luts` (keyed by the tensor's content and
+    width) or computes the missing ones together, then hands them to coremltools' supported
     `mode="custom"` hook, which packs the indices and writes the ops.
     """
     import coremltools as ct
-    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig
+    from coremltools.optimize.coreml import OptimizationConfig
 
     from sortformer_build.coreml.convert import drop_volatile_metadata
 
     program = load_program(package)
     weights = _weights(program)
     kept = {name for name in weights if keep_prefix is not None and name.startswith(keep_prefix)}
-    if engine is PalettizerEngine.coremltools:
-        facts = PalettizeFacts(engine=engine.value)
-        op_config = OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
+    compressed = {name: weight for name, weight in weights.items() if name not in kept}
+    if isinstance(nbits, int):
+        op_config, facts = _op_config(nbits, engine, list(compressed.values()), luts)
+        config = OptimizationConfig(global_config=op_config, op_name_configs=dict.fromkeys(kept))
     else:
-        from sortformer_build.coreml.palettizer import lut_function
-
-        compressed = [weight for name, weight in weights.items() if name not in kept]
-        known, hits, misses = tensor_luts(compressed, nbits, luts)
-        facts = PalettizeFacts(engine=engine.value, lut_cache_hits=hits, lut_cache_misses=misses)
-        op_config = OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known))
+        widths = _checked_widths(nbits, compressed)
+        by_width: dict[int, list[str]] = {}
+        for name, width in widths.items():
+            by_width.setdefault(width, []).append(name)
+        names: dict[str, Any] = dict.fromkeys(kept | set(by_width.pop(KEEP_FP16, [])))
+        parts = []
+        for width, members in sorted(by_width.items()):
+            op_config, part = _op_config(width, engine, [compressed[name] for name in members], luts)
+            names |= dict.fromkeys(members, op_config)
+            parts.append(part)
+        facts = _combined(engine, parts)
+        config = OptimizationConfig(op_name_configs=names)
     # coremltools' `palettize_weights` would rerun the whole default pass pipeline (most of its
     # time) on an already optimized program; a pipeline holding only the palettization pass
     # writes the same op. A const named with a None config stays as it is.
-    config = OptimizationConfig(global_config=op_config, op_name_configs=dict.fromkeys(kept))
     pipeline = ct.PassPipeline(pass_names=["compression::palettize_weights"], pipeline_name="palettize")
     pipeline.set_options("compression::palettize_weights", {"config": config})
     # coremltools writes its own package first: beside the destination, not in a temporary
@@ -85,6 +95,59 @@ def palettize_program(
     make_spec_deterministic(destination)
     atomic.remove(converted)
     return facts
+
+
+def _op_config(
+    nbits: int, engine: PalettizerEngine, weights: list[np.ndarray], luts: ArrayStore
+) -> tuple[Any, PalettizeFacts]:
+    from coremltools.optimize.coreml import OpPalettizerConfig
+
+    if engine is PalettizerEngine.coremltools:
+        return OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor"), PalettizeFacts(
+            engine=engine.value
+        )
+    from sortformer_build.coreml.palettizer import lut_function
+
+    known, hits, misses = tensor_luts(weights, nbits, luts)
+    return (
+        OpPalettizerConfig(mode="custom", lut_function=lut_function(nbits, known)),
+        PalettizeFacts(engine=engine.value, lut_cache_hits=hits, lut_cache_misses=misses),
+    )
+
+
+def _combined(engine: PalettizerEngine, parts: list[PalettizeFacts]) -> PalettizeFacts:
+    if engine is not PalettizerEngine.fast:
+        return PalettizeFacts(engine=engine.value)
+    return PalettizeFacts(
+        engine=engine.value,
+        lut_cache_hits=sum(part.lut_cache_hits or 0 for part in parts),
+        lut_cache_misses=sum(part.lut_cache_misses or 0 for part in parts),
+    )
+
+
+def _checked_widths(widths: Mapping[str, int], compressed: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Every compressible weight named once, at a width Core ML tables take (or KEEP_FP16)."""
+    unknown = sorted(set(widths) - set(compressed))
+    missing = sorted(set(compressed) - set(widths))
+    if unknown or missing:
+        raise ValueError(
+            f"per-tensor widths must name every compressible weight: {len(unknown)} unknown "
+            f"({', '.join(unknown[:3])}), {len(missing)} missing ({', '.join(missing[:3])})"
+        )
+    wrong = sorted({width for width in widths.values() if width not in (*LUT_NBITS, KEEP_FP16)})
+    if wrong:
+        raise ValueError(f"widths {wrong} are not table sizes ({LUT_NBITS}) or {KEEP_FP16} (fp16)")
+    return {name: widths[name] for name in compressed}
+
+
+def compressible_weights(package: Path, keep_prefix: str | None = None) -> dict[str, np.ndarray]:
+    """The fp16 weights `palettize_program` compresses, by const name, in program order."""
+    weights = _weights(load_program(package))
+    return {
+        name: weight
+        for name, weight in weights.items()
+        if keep_prefix is None or not name.startswith(keep_prefix)
+    }
 
 
 def load_program(package: Path) -> Any:

@@ -198,6 +198,12 @@ def job_key(config: BuildConfig, checkpoint_sha256: str, versions: ToolVersions,
     shaping = {
         name: plain[name] for name in ("variant", "compression", "deployment_target", "verify", "trace")
     }
+    recipe = config.compression.recipe
+    if recipe is not None:
+        from sortformer_build.compress.recipe import recipe_bits
+
+        # The file's widths, not its name: an edited recipe is another package.
+        shaping["recipe"] = recipe_bits(Path(recipe))
     return {
         "config": shaping,
         "checkpoint": checkpoint_sha256,

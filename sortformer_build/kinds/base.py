@@ -15,9 +15,11 @@ from sortformer_build.contract import StepFunction, TensorContract
 from sortformer_build.geometry import Geometry
 
 if TYPE_CHECKING:
+    from sortformer_build.compress.sensitivity import HeadInputs
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import Shapes
+    from sortformer_build.records.mixed import AnalysisSettings
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
@@ -161,6 +163,15 @@ class ModelKind(ABC):
     ) -> np.ndarray:
         """Speaker probabilities (output frames, speakers) of a whole recording's mel features,
         as the runtime drives this kind: NeMo's streaming loop, or overlapping windows."""
+
+    # Mixed-bit compression's analysis.
+    @abstractmethod
+    def head_frames(self, geometry: Geometry) -> int:
+        """Frames of the compressed program's input (the head's sequence)."""
+
+    @abstractmethod
+    def analysis_inputs(self, model: Any, geometry: Geometry, settings: AnalysisSettings) -> HeadInputs:
+        """Realistic inputs of the compressed program, as NeMo produces them on a conversation."""
 
     # Reference traces.
     @abstractmethod

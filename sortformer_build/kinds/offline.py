@@ -17,9 +17,11 @@ from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, OfflineGeome
 from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
+    from sortformer_build.compress.sensitivity import HeadInputs
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import WindowShapes
+    from sortformer_build.records.mixed import AnalysisSettings
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
@@ -140,6 +142,14 @@ class OfflineKind(ModelKind):
         from sortformer_build.verify.offline import tile_windows
 
         return tile_windows(mel, _offline(geometry), step)
+
+    def head_frames(self, geometry: Geometry) -> int:
+        return _offline(geometry).output_frames
+
+    def analysis_inputs(self, model: Any, geometry: Geometry, settings: AnalysisSettings) -> HeadInputs:
+        from sortformer_build.compress.sensitivity import window_inputs
+
+        return window_inputs(model, _offline(geometry), settings)
 
     def record_trace(
         self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder

@@ -15,9 +15,11 @@ from sortformer_build.geometry import SUBSAMPLING_FACTOR, Geometry, StreamingGeo
 from sortformer_build.kinds.base import Contract, ModelKind, Predict, TraceRecorder
 
 if TYPE_CHECKING:
+    from sortformer_build.compress.sensitivity import HeadInputs
     from sortformer_build.config import ExecutorPrecision, VariantConfig, VerifyConfig
     from sortformer_build.coreml.targets import DeploymentTarget
     from sortformer_build.records.manifest import StreamingShapes
+    from sortformer_build.records.mixed import AnalysisSettings
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceIndex
     from sortformer_build.stages.steps import StepLog
@@ -159,6 +161,14 @@ class StreamingKind(ModelKind):
 
         streaming = _streaming(geometry)
         return stream(streaming_modules(streaming, d_model), streaming, mel, step).preds
+
+    def head_frames(self, geometry: Geometry) -> int:
+        return _streaming(geometry).prediction_frames
+
+    def analysis_inputs(self, model: Any, geometry: Geometry, settings: AnalysisSettings) -> HeadInputs:
+        from sortformer_build.compress.sensitivity import streaming_inputs
+
+        return streaming_inputs(model, _streaming(geometry), settings)
 
     def record_trace(
         self, geometry: Geometry, d_model: int, mel: np.ndarray, step: StepFunction, recorder: TraceRecorder

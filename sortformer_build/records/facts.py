@@ -5,6 +5,7 @@ from __future__ import annotations
 from sortformer_build.records.base import Record
 from sortformer_build.records.evaluation import RecordingRun
 from sortformer_build.records.manifest import ParameterCounts
+from sortformer_build.records.mixed import AnalysisCost
 
 
 class NoFacts(Record):
@@ -21,6 +22,10 @@ class PalettizeFacts(Record):
     # Look-up tables served by the LUT store and computed now (fast engine only).
     lut_cache_hits: int | None = None
     lut_cache_misses: int | None = None
+
+
+class MixedAnalysisFacts(Record):
+    cost: AnalysisCost | None  # None: a given recipe's groups, nothing measured
 
 
 class ReferenceFacts(Record):

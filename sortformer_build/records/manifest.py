@@ -15,6 +15,7 @@ from sortformer_build.geometry import Geometry
 from sortformer_build.records.base import Record, RecordError
 from sortformer_build.records.device import DeviceReport
 from sortformer_build.records.evaluation import DatasetEvaluation
+from sortformer_build.records.mixed import AppliedRecipe
 from sortformer_build.records.parity import ParityFigures
 from sortformer_build.records.steps import SkipReason, StepRecord, StepStatus
 from sortformer_build.records.trace import DeliveredTrace
@@ -39,12 +40,14 @@ class VariantRecord(Record):
 class CompressionRecord(Record):
     name: str
     folder: str
-    nbits: int | None  # None: fp16 weights
+    nbits: int | None  # None: fp16 weights, or mixed bits (`recipe`)
     release: bool
+    # compression=mixed: the bits per group of head weights it applied, and per const.
+    recipe: AppliedRecipe | None = None
 
     @property
     def is_fp16(self) -> bool:
-        return self.nbits is None
+        return self.nbits is None and self.recipe is None
 
 
 class CheckpointRecord(Record):

@@ -36,6 +36,7 @@ from sortformer_build.stages.slots import (
     PACKAGE,
     PARITY,
     PROGRAMS,
+    RECIPE,
     TRACE_COMPARISON,
 )
 from sortformer_build.store import atomic
@@ -55,6 +56,7 @@ class DeliverStage(UncachedStage):
         EVALUATION_DIR,
         NEMO_TRACE,
         TRACE_COMPARISON,
+        RECIPE,
     )
 
     def description(self, config: BuildConfig) -> str:
@@ -132,6 +134,7 @@ def manifest_of(job: Job, content_sha256: str, trace: DeliveredTrace | None = No
             folder=compression.folder,
             nbits=compression.nbits,
             release=compression.release,
+            recipe=job.find(RECIPE),
         ),
         deployment_target=config.deployment_target,
         geometry=geometry,

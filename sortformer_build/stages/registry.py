@@ -18,6 +18,7 @@ from sortformer_build.stages.evaluation import (
     PublishedPackageStage,
     TwinDiarizationStage,
 )
+from sortformer_build.stages.mixed import MixedAnalysisStage
 from sortformer_build.stages.palettize import PalettizeStage
 from sortformer_build.stages.programs import ProgramsStage
 from sortformer_build.stages.trace import NemoTraceStage, PackageTraceStage
@@ -32,6 +33,7 @@ from sortformer_build.stages.verification import (
 STAGES: tuple[Stage, ...] = (
     CheckpointStage(),
     ProgramsStage(),
+    MixedAnalysisStage(),
     PalettizeStage(),
     AssembleStage(),
     LintStage(),
@@ -54,7 +56,11 @@ check_order(STAGES)
 # then the evaluation stages; nothing rebuilds, moves or re-verifies the package.
 EVALUATION_ONLY: tuple[Stage, ...] = (
     STAGES[0],
-    *(stage for stage in STAGES if stage.name in (ProgramsStage.name, PalettizeStage.name)),
+    *(
+        stage
+        for stage in STAGES
+        if stage.name in (ProgramsStage.name, MixedAnalysisStage.name, PalettizeStage.name)
+    ),
     PublishedPackageStage(),
     *(stage for stage in STAGES if stage.evaluates),
     DeliverEvaluationStage(),

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from sortformer_build.evaluate.diarize import Diarization
     from sortformer_build.records.device import DeviceReport
     from sortformer_build.records.evaluation import DatasetEvaluation
+    from sortformer_build.records.mixed import AppliedRecipe
     from sortformer_build.records.parity import ParityFigures
     from sortformer_build.records.trace import TraceComparison
     from sortformer_build.stages.assemble import StagedPackage
     from sortformer_build.stages.base import JobDigest
     from sortformer_build.stages.checkpoint import LazyModel
+    from sortformer_build.stages.mixed import MixedAnalysis
     from sortformer_build.stages.programs import ConvertedPrograms
     from sortformer_build.stages.trace import NemoTrace
     from sortformer_build.verify.compare import Outputs, ReferenceData
@@ -44,6 +46,8 @@ DATASET: Slot[LoadedDataset] = Slot("evaluation dataset")  # when the job evalua
 CHECKPOINT: Slot[Checkpoint] = Slot("checkpoint")
 NEMO: Slot[LazyModel] = Slot("NeMo model")
 PROGRAMS: Slot[ConvertedPrograms] = Slot("converted programs")
+MIXED_ANALYSIS: Slot[MixedAnalysis] = Slot("mixed-bit analysis")  # compression=mixed only
+RECIPE: Slot[AppliedRecipe] = Slot("applied recipe")  # compression=mixed only
 # The program the package is assembled with where palettization applies: fp16 or compressed.
 COMPRESSIBLE: Slot[Path] = Slot("compressible program")
 PACKAGE: Slot[StagedPackage] = Slot("staged package")

@@ -25,6 +25,7 @@ from sortformer_build.stages.slots import (
     PACKAGE,
     PARITY,
     PROGRAMS,
+    RECIPE,
     REFERENCE,
 )
 from sortformer_build.stages.steps import StepFailed
@@ -34,6 +35,7 @@ from sortformer_build.verify.compare import OUTPUTS_FILE, REFERENCE_FILE
 class LintStage(UncachedStage):
     name = "lint"
     reads = (PROGRAMS, PACKAGE)
+    reads_if_present = (RECIPE,)
 
     def description(self, config: BuildConfig) -> str:
         return "Checking the I/O contract, metadata, aliasing, target ops and compression"
@@ -46,6 +48,8 @@ class LintStage(UncachedStage):
             geometry=config.variant.geometry,
             d_model=job.get(PROGRAMS).d_model,
             nbits=config.compression.nbits,
+            tensor_bits=None if (applied := job.find(RECIPE)) is None else applied.tensor_bits,
+            max_bytes=None if applied is None else applied.recipe.budget_bytes,
             deployment_target=config.deployment_target,
         )
         with self.step(job) as step:

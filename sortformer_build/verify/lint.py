@@ -7,14 +7,21 @@ away) and yields one line per finding; an empty list means the package passed.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sortformer_build import contract
-from sortformer_build.coreml.package import PackageError, SavedPackage, SavedProgram, read_package
-from sortformer_build.coreml.targets import DEFAULT_TARGET, TARGET_FACTS, DeploymentTarget
+from sortformer_build.coreml.package import (
+    PackageError,
+    SavedPackage,
+    SavedProgram,
+    operation_name,
+    package_size,
+    read_package,
+)
+from sortformer_build.coreml.targets import DEFAULT_TARGET, KEEP_FP16, TARGET_FACTS, DeploymentTarget
 from sortformer_build.geometry import Geometry, GeometryError
 from sortformer_build.kinds import kind_for_metadata, kind_of
 from sortformer_build.kinds.base import ModelKind
@@ -31,7 +38,10 @@ class Expectation:
 
     geometry: Geometry | None = None
     d_model: int | None = None
-    nbits: int | None = None  # None: fp16, no palettized weights
+    nbits: int | None = None  # None: fp16, no palettized weights (unless `tensor_bits` says)
+    # A mixed build's width per const of the compressed program (KEEP_FP16: left fp16).
+    tensor_bits: Mapping[str, int] | None = None
+    max_bytes: int | None = None  # the size budget a mixed build's recipe was chosen for
     deployment_target: DeploymentTarget = DEFAULT_TARGET
 
 
@@ -42,7 +52,10 @@ def lint_package(package: Path, expected: Expectation, check_compression: bool =
         saved = read_package(package)
     except PackageError as error:
         return [str(error)]
-    return list(_lint(saved, expected, check_compression))
+    findings = list(_lint(saved, expected, check_compression))
+    if expected.max_bytes is not None and (size := package_size(package)) > expected.max_bytes:
+        findings.append(f"size: the package is {size} bytes, over its {expected.max_bytes}-byte budget")
+    return findings
 
 
 def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -> Iterator[str]:
@@ -57,7 +70,7 @@ def _lint(saved: SavedPackage, expected: Expectation, check_compression: bool) -
     yield from _check_target(spec, programs, expected.deployment_target)
     yield from _check_linear_quantization(programs)
     if check_compression and geometry is not None:
-        yield from _check_compression(programs, expected.nbits, kind_of(geometry))
+        yield from _check_compression(programs, expected, kind_of(geometry))
 
 
 def _check_metadata(spec: Any, expected: Geometry | None) -> Generator[str, None, Geometry | None]:
@@ -148,9 +161,10 @@ def _check_linear_quantization(programs: list[SavedProgram]) -> Iterator[str]:
             yield f"compression: {program.describe()} has linear weight quantization ({op_type})"
 
 
-def _check_compression(programs: list[SavedProgram], nbits: int | None, kind: ModelKind) -> Iterator[str]:
-    """Palettized weights exactly where the kind says: its compressed program as the build said,
-    and nothing in what it keeps fp16 (a whole program, or the weights named with a prefix)."""
+def _check_compression(programs: list[SavedProgram], expected: Expectation, kind: ModelKind) -> Iterator[str]:
+    """Palettized weights exactly where the kind says: its compressed program as the build said
+    (one width, or each const's own), and nothing in what it keeps fp16 (a whole program, or the
+    weights named with a prefix)."""
     if len(programs) != kind.package_programs:
         yield (
             f"compression: a {kind.name} package holds {kind.package_programs} program(s), "
@@ -164,6 +178,10 @@ def _check_compression(programs: list[SavedProgram], nbits: int | None, kind: Mo
             yield f"compression: {kind.kept_part} is palettized; it must keep full-precision weights"
     if kind.kept_prefix is not None:
         yield from _check_prefix_kept(compressed, kind.kept_prefix, kind.kept_part)
+    if expected.tensor_bits is not None:
+        yield from check_tensor_bits([compressed], expected.tensor_bits)
+        return
+    nbits = expected.nbits
     palettes = [op for op in compressed.operations if op.type == PALETTE_OP]
     if nbits is None and palettes:
         yield f"compression: an fp16 build has {len(palettes)} palettized weights"
@@ -174,6 +192,34 @@ def _check_compression(programs: list[SavedProgram], nbits: int | None, kind: Mo
         sizes = sorted({_lut_entries(op) for op in palettes} - {1 << nbits})
         if sizes:
             yield f"compression: look-up tables of {sizes} entries in a {nbits}-bit build"
+
+
+def check_tensor_bits(programs: Sequence[SavedProgram], widths: Mapping[str, int]) -> Iterator[str]:
+    """Each weight palettized as a per-tensor choice says (`widths`: const name -> bits,
+    KEEP_FP16 for a weight left fp16), and no other weight palettized. coremltools names a
+    palettized const's op after it (`<const>_palettized`, `palettize_weights.transform_op`)."""
+    suffix = "_palettized"
+    tables, plain = {}, set()
+    for program in programs:
+        for op in program.operations:
+            if op.type == PALETTE_OP and (name := operation_name(op)).endswith(suffix):
+                tables[name.removesuffix(suffix)] = _lut_entries(op)
+            elif op.type == "const":
+                plain.add(operation_name(op))
+    for name, bits in widths.items():
+        entries = tables.get(name)
+        if bits == KEEP_FP16:
+            if entries is not None:
+                yield f"compression: {name} has a {entries}-entry table; its recipe keeps it fp16"
+            elif name not in plain:
+                yield f"compression: {name}, kept fp16 by its recipe, is not in the package"
+        elif entries is None:
+            found = "left fp16" if name in plain else "not in the package"
+            yield f"compression: {name} is {found}; its recipe says {bits} bits"
+        elif entries != 1 << bits:
+            yield f"compression: {name} has a {entries}-entry table; its recipe says {bits} bits"
+    for name in sorted(set(tables) - set(widths)):
+        yield f"compression: {name} is palettized ({tables[name]} entries) but its recipe does not name it"
 
 
 def _check_prefix_kept(program: SavedProgram, prefix: str, part: str) -> Iterator[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sortformer_build import text
-from sortformer_build.coreml.targets import TARGET_FACTS
+from sortformer_build.coreml.targets import KEEP_FP16, TARGET_FACTS
 from sortformer_build.kinds import kind_of
 from sortformer_build.records.device import DeviceReport
 from sortformer_build.records.evaluation import DerRates
@@ -150,6 +150,7 @@ def card_body(release: Release, models: list[tuple[Model, Manifest]], facts: Car
         _glance_section(models),
         _models_table(models),
         _parity_table(models),
+        _recipes_section(models),
         _der_section(models),
         _timelines_section(facts),
         _device_section(models, facts),
@@ -263,6 +264,39 @@ def _parity_table(models: list[tuple[Model, Manifest]]) -> str:
         "NeMo's own state update, the offline model on whole windows (it has no stream: "
         f"{NOT_MEASURED}). |dp| is the largest speaker-probability difference, decisions the "
         "agreement at 0.5.\n\n" + markdown_table(header, rows)
+    )
+
+
+def _recipes_section(models: list[tuple[Model, Manifest]]) -> str:
+    """Mixed-bit models: the bits each group of head weights got, and what the analysis measured
+    for it alone at those bits."""
+    parts = []
+    for _, manifest in models:
+        applied = manifest.compression.recipe
+        if applied is None:
+            continue
+        rows = [
+            [
+                f"`{group}`",
+                "fp16" if choice.bits == KEEP_FP16 else str(choice.bits),
+                text.megabytes(choice.bytes),
+                text.scientific(choice.max_dp),
+                text.scientific(choice.mean_dp),
+                NOT_MEASURED if choice.flipped is None else str(choice.flipped),
+            ]
+            for group, choice in applied.recipe.groups.items()
+        ]
+        header = ["group", "bits", "size", "alone: max |dp|", "mean |dp|", "decisions flipped"]
+        budget = applied.recipe.budget_bytes
+        within = "" if budget is None else f" (within a {text.megabytes(budget)} budget)"
+        parts.append(f"### `{manifest.release_stem}`{within}\n\n{markdown_table(header, rows)}")
+    if not parts:
+        return ""
+    return (
+        "## Mixed-bit recipes\n\n"
+        "Bits per group of head weights, chosen to least change the speaker probabilities within a "
+        "size budget: each group was palettized alone and run on NeMo's own streaming states "
+        f"({NOT_MEASURED}: a recipe given by hand).\n\n" + "\n\n".join(parts)
     )
 
 
