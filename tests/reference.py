@@ -1,6 +1,7 @@
-"""The reference runs the fault, integrity and fuzz tests compare with: a tiny palettized
-NvidiaHigh build evaluated on the shipped conversation, then on a copy of it (only the evaluation
-is delivered), and the same as a two-worker joblib sweep of both precisions, published (dry run,
+"""The reference runs the fault, integrity and fuzz tests compare with: a tiny NvidiaHigh build
+with mixed bits (so that one build runs every cached stage, the mixed-bit analysis included)
+evaluated on the shipped conversation, then on a copy of it (only the evaluation is delivered),
+and a two-worker joblib sweep of fp16 and uniform 6 bits, the same way, published (dry run,
 packages). Each runs once per session without a fault, traced: together they reach every fault
 point."""
 
@@ -20,7 +21,7 @@ from .forked import run_forked
 from .outcomes import final_state
 
 COMMON = ("checkpoint=tiny", "variant=nvidia_high", "evaluate=conversation")
-BUILD = (*COMMON, "compression=palettized6")
+BUILD = (*COMMON, "compression=mixed", "compression.budget_ratio=0.7")
 SWEEP = ("--multirun", *COMMON, "compression=fp16,palettized6", "hydra.launcher.n_jobs=2")
 # The same artifacts evaluated on a second dataset: only the evaluation is delivered.
 AGAIN = ("evaluate=folder",)

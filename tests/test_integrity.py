@@ -21,7 +21,7 @@ from .forked import run_forked
 from .outcomes import entry_content
 from .reference import BUILD, Clean
 
-PALETTIZED = "palettized/SortformerNvidiaHigh_v2.1"
+PALETTIZED = "mixed/SortformerNvidiaHigh_v2.1"
 
 
 def _flip(path: Path) -> None:
@@ -70,6 +70,7 @@ def _rebuild(clean: Clean, cache: Path, tmp_path: Path, name: str) -> tuple[str,
     ("stage", "steps"),
     [
         ("programs", ("programs",)),
+        ("mixed-analysis", ("mixed-analysis",)),
         ("palettize", ("palettize",)),
         ("nemo-reference", ("nemo-reference",)),
         ("fp16-outputs", ("fp16-outputs",)),
@@ -102,11 +103,12 @@ def test_a_changed_entry_is_found_said_and_rebuilt(
 
 
 def test_a_changed_look_up_table_is_found_said_and_computed_again(clean: Clean, tmp_path: Path) -> None:
-    """Tables are read when a head is palettized: the palettized entry goes too."""
+    """Tables are read when a head's groups are measured (every width) and when it is palettized
+    (the recipe's widths): those entries go too, so that the damaged table is read."""
     cache = _case(clean, tmp_path)
     tables = sorted((cache / "build" / LUTS_FOLDER).glob("*.json"))
     for damage, name in ((_flip, "flipped"), (_truncate, "truncated")):
-        for entry in _entries(cache, "palettize"):
+        for entry in _entries(cache, "mixed-analysis") + _entries(cache, "palettize"):
             shutil.rmtree(entry)
         damage(tables[0])
         output, manifest = _rebuild(clean, cache, tmp_path, name)
