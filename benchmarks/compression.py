@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results import Results
 
 from sortformer_build.compress.allocate import MB, package_bytes, package_sizes
 from sortformer_build.compress.recipe import choose_recipe, describe, tensor_bits, write_recipe
@@ -84,18 +85,26 @@ def main() -> None:
     model = benchmark_model(work)
     mel = conversation_mel(model)
     luts = ArrayStore(work / "luts")
-    print("Random weights are not NVIDIA's: these figures test the method, not the release.\n")
+    results = Results("compression")
+    results.note("Random weights are not NVIDIA's: these figures test the method, not the release.")
     for variant in arguments.variants:
-        run_variant(model, variant, VARIANTS[variant], mel, luts, work / variant)
+        run_variant(model, variant, VARIANTS[variant], mel, luts, work / variant, results)
+    results.write()
 
 
 def run_variant(
-    model: Any, variant: str, geometry: StreamingGeometry, mel: np.ndarray, luts: ArrayStore, folder: Path
+    model: Any,
+    variant: str,
+    geometry: StreamingGeometry,
+    mel: np.ndarray,
+    luts: ArrayStore,
+    folder: Path,
+    results: Results,
 ) -> None:
     folder.mkdir(exist_ok=True)
     programs = converted(model, geometry, folder / "programs")
     sizes = package_sizes([programs.pre_encoder, programs.head], programs.head, None)
-    groups, found = analysis(model, geometry, programs, sizes, luts, folder)
+    groups, found = analysis(model, variant, geometry, programs, sizes, luts, folder, results)
     nemo = nemo_preds(model, geometry, mel, folder)
     d_model = int(model.encoder.d_model)
     rows = [judge("fp16", None, programs, geometry, d_model, mel, nemo, folder)]
@@ -108,12 +117,12 @@ def run_variant(
         budget = package_bytes(sizes, dict.fromkeys(sizes.tensors, bits))
         recipe = choose_recipe(found, budget)
         write_recipe(recipe, folder / f"recipe-{bits}bit-size.yaml")
-        print(f"  mixed at the {label} ({budget / MB:.1f} MB): {describe(recipe)}", flush=True)
+        results.note(f"{variant}: mixed at the {label} ({budget / MB:.1f} MB): {describe(recipe)}")
         widths = tensor_bits(recipe, groups, TARGET)
         row = judge(f"mixed, {label}", widths, programs, geometry, d_model, mel, nemo, folder)
         rows.append(replace(row, predicted_mean_dp=recipe.predicted_mean_dp))
-    print_table(variant, geometry, rows)
-    print_verdict(rows)
+    print_table(variant, geometry, rows, results)
+    print_verdict(variant, rows, results)
 
 
 def benchmark_model(work: Path) -> Any:
@@ -173,17 +182,19 @@ def converted(model: Any, geometry: StreamingGeometry, folder: Path) -> ProgramF
 
 def analysis(
     model: Any,
+    variant: str,
     geometry: StreamingGeometry,
     programs: ProgramFiles,
     sizes: PackageSizes,
     luts: ArrayStore,
     folder: Path,
+    results: Results,
 ) -> tuple[TensorGroups, Sensitivity]:
     groups_file, sensitivity_file = folder / "groups.json", folder / "sensitivity.json"
     cost_file = folder / "cost.json"
     if groups_file.exists() and sensitivity_file.exists() and cost_file.exists():
         found, cost = Sensitivity.read(sensitivity_file), AnalysisCost.read(cost_file)
-        print(f"analysis reused from {sensitivity_file} (it took {_cost(cost)} when made)", flush=True)
+        results.note(f"{variant}: analysis reused from {sensitivity_file} (it took {_cost(cost)} when made)")
         return TensorGroups.read(groups_file), found
     settings = AnalysisSettings()
     inputs = streaming_inputs(model, geometry, settings)
@@ -191,7 +202,9 @@ def analysis(
     groups.write(groups_file)
     found.write(sensitivity_file)
     cost.write(cost_file)
-    print(f"analysis: {len(found.groups)} groups x {len(settings.nbits)} widths in {_cost(cost)}", flush=True)
+    results.note(
+        f"{variant}: analysis of {len(found.groups)} groups x {len(settings.nbits)} widths in {_cost(cost)}"
+    )
     print(f"  on {found.inputs}; fp16 weights alone: max |dp| {found.fp16_vs_fp32.max_dp:.1e}")
     ranked = found.ranked(4)
     print(f"  most sensitive at 4 bits: {', '.join(g.name for g in ranked[:4])}")
@@ -278,40 +291,57 @@ def der_against(preds: np.ndarray, nemo: np.ndarray, folder: Path) -> float:
     return compare({NAME: rttms["ours"]}, {NAME: rttms["nemo"]}, COLLAR, False).overall.der
 
 
-def print_table(variant: str, geometry: StreamingGeometry, rows: list[Row]) -> None:
+def print_table(variant: str, geometry: StreamingGeometry, rows: list[Row], results: Results) -> None:
     fp16 = rows[0].bytes
-    print(f"\n{variant} ({geometry.describe()}), the shipped conversation against NeMo:\n")
-    columns = ("package", "MB", "ratio", "predicted Σ mean |dp|", "max |dp|", "mean |dp|", "decisions agree")
-    print(f"| {' | '.join(columns)} | DER vs NeMo (collar {COLLAR:g} s) |")
-    print("| --- " * (len(columns) + 1) + "|")
-    for row in rows:
-        predicted = "" if row.predicted_mean_dp is None else f"{row.predicted_mean_dp:.2e}"
-        print(
-            f"| {row.name} | {row.bytes / MB:.1f} | {row.bytes / fp16:.3f} | {predicted} | {row.max_dp:.3f} "
-            f"| {row.mean_dp:.2e} | {row.agreement:.2%} | {row.der_vs_nemo:.2%} |"
-        )
+    header = [
+        "package",
+        "MB",
+        "ratio",
+        "predicted Σ mean |dp|",
+        "max |dp|",
+        "mean |dp|",
+        "decisions agree",
+        f"DER vs NeMo (collar {COLLAR:g} s)",
+    ]
+    results.table(
+        f"{variant} ({geometry.describe()}), the shipped conversation against NeMo",
+        header,
+        [
+            [
+                row.name,
+                f"{row.bytes / MB:.1f}",
+                f"{row.bytes / fp16:.3f}",
+                "" if row.predicted_mean_dp is None else f"{row.predicted_mean_dp:.2e}",
+                f"{row.max_dp:.3f}",
+                f"{row.mean_dp:.2e}",
+                f"{row.agreement:.2%}",
+                f"{row.der_vs_nemo:.2%}",
+            ]
+            for row in rows
+        ],
+    )
 
 
-def print_verdict(rows: list[Row]) -> None:
+def print_verdict(variant: str, rows: list[Row], results: Results) -> None:
     by_name = {row.name: row for row in rows}
-    print()
     for label, bits in BUDGETS:
         mixed = by_name[f"mixed, {label}"]
         uniform = by_name.get(f"uniform {bits}-bit")
         if uniform is None:
-            print(
-                f"mixed at the {label} ({mixed.bytes / MB:.1f} MB, no uniform {bits}-bit twin: iOS17 tables "
-                f"take 4 or 6 bits): mean |dp| {mixed.mean_dp:.2e}, DER vs NeMo {mixed.der_vs_nemo:.2%}"
+            results.note(
+                f"{variant}: mixed at the {label} ({mixed.bytes / MB:.1f} MB, no uniform {bits}-bit twin: "
+                f"iOS17 tables take 4 or 6 bits): mean |dp| {mixed.mean_dp:.2e}, DER vs NeMo "
+                f"{mixed.der_vs_nemo:.2%}"
             )
             continue
         better = mixed.mean_dp < uniform.mean_dp and mixed.der_vs_nemo <= uniform.der_vs_nemo
-        print(
-            f"at the {label}: mixed {mixed.bytes / MB:.1f} MB, mean |dp| {mixed.mean_dp:.2e}, DER vs NeMo "
-            f"{mixed.der_vs_nemo:.2%}; uniform {uniform.bytes / MB:.1f} MB, {uniform.mean_dp:.2e}, "
-            f"{uniform.der_vs_nemo:.2%}: the measured recipe {'beats' if better else 'does not beat'} "
-            f"uniform bits here"
+        results.note(
+            f"{variant} at the {label}: mixed {mixed.bytes / MB:.1f} MB, mean |dp| {mixed.mean_dp:.2e}, "
+            f"DER vs NeMo {mixed.der_vs_nemo:.2%}; uniform {uniform.bytes / MB:.1f} MB, "
+            f"{uniform.mean_dp:.2e}, {uniform.der_vs_nemo:.2%}: the measured recipe "
+            f"{'beats' if better else 'does not beat'} uniform bits here"
         )
-    print("Random weights are not NVIDIA's: judge a recipe on NVIDIA's weights before shipping it.\n")
+    results.note("Random weights are not NVIDIA's: judge a recipe on NVIDIA's weights before shipping it.")
 
 
 if __name__ == "__main__":
