@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 from nemo.collections.asr.modules.sortformer_modules import SortformerModules
 from torch import Tensor
@@ -56,12 +55,13 @@ from sortformer_build.trace.record import (
     package_trace,
 )
 from sortformer_build.verify.offline import tile_windows
-from sortformer_build.verify.reference import SAMPLE_RATE, mel_features, nemo_step, stream, streaming_modules
+from sortformer_build.verify.reference import mel_features, nemo_step, stream, streaming_modules
 
 from .conftest import RELEASE, TINY_D_MODEL, Run, run_cli
 from .test_publish import publish as _publish
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
+NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
 EFFICIENT = StreamingGeometry(25, 1, 7, 40, 188, 31)
 OFFLINE = OfflineGeometry(3072)
 CONVERSATION = DATA_DIR / "conversation.flac"
@@ -225,10 +225,12 @@ def test_a_trace_replays_through_nemos_step_and_state_update(reference: Path, si
         state_before = {name: recorded[name] for name in state_before}
 
 
-def _build(checkpoint: CheckpointConfig, output: Path, cache: Path) -> Path:
-    """A real fp16 conversion for Default (parity is verification's business, not this module's)."""
+def _build(
+    checkpoint: CheckpointConfig, output: Path, cache: Path, geometry: StreamingGeometry = DEFAULT
+) -> Path:
+    """A real fp16 conversion (parity is verification's business, not this module's)."""
     config = BuildConfig(
-        variant=VariantConfig(name="test", version="v2.1", file_name=NAME, **asdict(DEFAULT)),
+        variant=VariantConfig(name="test", version="v2.1", file_name=NAME, **asdict(geometry)),
         compression=CompressionConfig(name="fp16", folder="fp16"),
         checkpoint=checkpoint,
         output_dir=str(output),
@@ -500,19 +502,18 @@ def test_an_offline_trace_holds_its_windows_and_the_stitched_timeline(
 
 @pytest.mark.slow
 def test_a_full_size_packages_trace_follows_nemos(tmp_path: Path, shared_cache: Path) -> None:
-    """The full-size synthetic checkpoint (117.7 M parameters), Default, fp16, on the
-    conversation's first 24 s: long enough for the speaker cache to fill and be compressed."""
+    """The full-size synthetic checkpoint (117.7 M parameters), NvidiaHigh, fp16, on the whole
+    conversation: two chunks of 27 s, the second of which fills the speaker cache and compresses
+    it. Default's short chunks would take fifty steps to get there."""
     from sortformer_build.checkpoint.sources import resolve_checkpoint
 
-    opening = tmp_path / "opening.wav"
-    soundfile.write(opening, load_audio(CONVERSATION, duration=24.0), SAMPLE_RATE)
     source = CheckpointConfig(source="synthetic")
     checkpoint = resolve_checkpoint(source, "v2.1", CacheLayout(shared_cache))
-    package = _build(source, tmp_path / "output", shared_cache)
+    package = _build(source, tmp_path / "output", shared_cache, NVIDIA_HIGH)
     nemo_trace(
         load_model(checkpoint),
-        DEFAULT,
-        opening,
+        NVIDIA_HIGH,
+        CONVERSATION,
         tmp_path / "nemo",
         NAME,
         checkpoint.sha256,
