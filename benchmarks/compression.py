@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from results import Results
 
-from sortformer_build.compress.allocate import MB, package_bytes, package_sizes
+from sortformer_build.compress.allocate import package_bytes, package_sizes
 from sortformer_build.compress.recipe import choose_recipe, describe, tensor_bits, write_recipe
 from sortformer_build.compress.sensitivity import analyse, streaming_inputs
 from sortformer_build.coreml.layout import ProgramFiles
@@ -47,6 +47,7 @@ from sortformer_build.records.mixed import (
     TensorGroups,
 )
 from sortformer_build.store.cache import ArrayStore
+from sortformer_build.text import MB
 
 VARIANTS = {
     "default": StreamingGeometry(6, 1, 7, 40, 188, 31),
@@ -213,9 +214,11 @@ def analysis(
 
 
 def _cost(cost: AnalysisCost) -> str:
-    seconds = cost.seconds
-    parts = ", ".join(f"{part} {seconds[part]:.0f} s" for part in ("inputs", "baseline", "luts", "measure"))
-    return f"{seconds['total']:.0f} s wall ({parts}), {cost.cpu_seconds:.0f} s CPU"
+    return (
+        f"{cost.total_seconds:.0f} s wall (inputs {cost.inputs_seconds:.0f} s, baseline "
+        f"{cost.baseline_seconds:.0f} s, luts {cost.luts_seconds:.0f} s, measure "
+        f"{cost.measure_seconds:.0f} s), {cost.cpu_seconds:.0f} s CPU"
+    )
 
 
 def nemo_preds(model: Any, geometry: StreamingGeometry, mel: np.ndarray, folder: Path) -> np.ndarray:
@@ -330,7 +333,7 @@ def print_verdict(variant: str, rows: list[Row], results: Results) -> None:
         if uniform is None:
             results.note(
                 f"{variant}: mixed at the {label} ({mixed.bytes / MB:.1f} MB, no uniform {bits}-bit twin: "
-                f"iOS17 tables take 4 or 6 bits): mean |dp| {mixed.mean_dp:.2e}, DER vs NeMo "
+                f"{bits} bits is not a look-up table width): mean |dp| {mixed.mean_dp:.2e}, DER vs NeMo "
                 f"{mixed.der_vs_nemo:.2%}"
             )
             continue

@@ -326,6 +326,11 @@ def _validate_mixed(compression: CompressionConfig) -> None:
         return
     if compression.nbits is not None:
         raise ConfigError("compression=mixed chooses bits per group: leave compression.nbits null")
+    if compression.engine is not PalettizerEngine.fast:
+        raise ConfigError(
+            "compression=mixed measures each group with this project's own look-up tables: "
+            "use compression.engine=fast"
+        )
     if len(given) != 1:
         raise ConfigError(
             "compression=mixed needs one of compression.budget_mb=MB, compression.budget_ratio=SHARE "

@@ -4,6 +4,7 @@ states, the recipe file, the choice under a budget, and the recipe applied tenso
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from sortformer_build.checkpoint.sources import Checkpoint, load_model
 from sortformer_build.compress import sensitivity
 from sortformer_build.compress.allocate import (
     ASSEMBLY_BYTES,
+    GRID_CELLS,
     BudgetError,
     allocate,
     check_budget,
@@ -154,7 +156,8 @@ def _head(model):
 
 
 def test_replayed_layers_give_the_full_run(model) -> None:
-    """Replaying the layers before a group from the recorded run changes nothing by itself."""
+    """A weight changed in the first layer not replayed reaches the output as a full run with the
+    change gives it: the replayed layers before it are the ones it cannot have changed."""
     from sortformer_build.coreml.export import Head
 
     generator = torch.Generator().manual_seed(0)
@@ -163,9 +166,20 @@ def test_replayed_layers_give_the_full_run(model) -> None:
     head = Head(model).eval()
     with torch.no_grad(), sensitivity._recording(model) as activations:
         full = head(embs, lengths)
-    for depth in ((0, 1), (1, 0), (1, 1)):
-        with torch.no_grad(), sensitivity._replay(model, depth, activations):
-            assert torch.equal(head(embs, lengths), full)
+    for stage, index in ((0, 1), (1, 0), (1, 1)):
+        layers = model.transformer_encoder.layers if stage else model.encoder.layers
+        weight = next(parameter for parameter in layers[index].parameters() if parameter.dim() > 1)
+        kept = weight.detach().clone()
+        with torch.no_grad():
+            weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
+            try:
+                changed = head(embs, lengths)
+                with sensitivity._replay(model, (stage, index), activations):
+                    replayed = head(embs, lengths)
+            finally:
+                weight.copy_(kept)
+        assert not torch.equal(changed, full)
+        assert torch.equal(replayed, changed)
 
 
 def test_recipe_file_round_trips_and_reads_as_yaml(analysed, tmp_path: Path) -> None:
@@ -268,7 +282,20 @@ def test_uniform_recipe_writes_what_uniform_palettization_writes(
     assert package_digest(uniform) == package_digest(mapped)
 
 
-def test_budget_choice_is_the_exact_optimum_and_fits() -> None:
+def _optimum(options: dict[str, dict[int, tuple[int, float]]], capacity: int) -> float:
+    """The least summed effect within `capacity` bytes, by trying every combination."""
+    return min(
+        (
+            sum(options[g][b][1] for g, b in zip(options, combo, strict=True))
+            for combo in itertools.product(*(widths.keys() for widths in options.values()))
+            if sum(options[g][b][0] for g, b in zip(options, combo, strict=True)) <= capacity
+        ),
+        default=math.inf,
+    )
+
+
+@pytest.mark.parametrize("largest", [100_000, 100_000_000], ids=["fine grid", "coarse grid"])
+def test_budget_choice_fits_and_is_the_optimum_but_for_a_cell_per_group(largest: int) -> None:
     generator = np.random.default_rng(0)
     for _ in range(20):
         options = {
@@ -276,21 +303,19 @@ def test_budget_choice_is_the_exact_optimum_and_fits() -> None:
                 bits: (int(elements * bits / 8) + 100, float(generator.uniform(0.5, 2.0) * 2.0**-bits))
                 for bits in (2, 4, 6, 8, 16)
             }
-            for index, elements in enumerate(generator.integers(1_000, 100_000, size=5))
+            for index, elements in enumerate(generator.integers(1_000, largest, size=5))
         }
         lowest = sum(min(size for size, _ in widths.values()) for widths in options.values())
         highest = sum(max(size for size, _ in widths.values()) for widths in options.values())
-        capacity = int(generator.uniform(lowest, highest))
-        picked = allocate(options, capacity)
-        best = min(
-            (
-                (sum(options[g][b][1] for g, b in zip(options, combo, strict=True)), combo)
-                for combo in itertools.product(*(widths.keys() for widths in options.values()))
-                if sum(options[g][b][0] for g, b in zip(options, combo, strict=True)) <= capacity
-            ),
-        )
-        assert sum(options[group][bits][0] for group, bits in picked.items()) <= capacity
-        assert sum(options[group][bits][1] for group, bits in picked.items()) == pytest.approx(best[0])
+        for capacity in (lowest, int(generator.uniform(lowest, highest))):
+            picked = allocate(options, capacity)
+            effect = sum(options[group][bits][1] for group, bits in picked.items())
+            assert sum(options[group][bits][0] for group, bits in picked.items()) <= capacity
+            slack = len(options) * math.ceil(capacity / GRID_CELLS)
+            assert _optimum(options, capacity) <= effect + 1e-12
+            assert effect <= _optimum(options, capacity - slack) + 1e-12
+    with pytest.raises(BudgetError, match="raise the budget"):
+        allocate(options, lowest - 1)
 
 
 def test_budget_of_a_uniform_size_can_choose_that_uniform(analysed) -> None:

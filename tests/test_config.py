@@ -95,6 +95,10 @@ def test_compressions_carry_their_gates() -> None:
         (["compression=mixed", "compression.budget_ratio=1.5"], "budget_ratio is a share of the fp16 size"),
         (["compression=mixed", "compression.nbits=6", "compression.budget_mb=1"], "leave compression.nbits"),
         (["compression=palettized6", "compression.budget_mb=50"], "apply to compression=mixed only"),
+        (
+            ["compression=mixed", "compression.budget_mb=50", "compression.engine=coremltools"],
+            "use compression.engine=fast",
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line(overrides: list[str], message: str) -> None:

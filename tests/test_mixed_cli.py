@@ -73,7 +73,8 @@ def test_every_budget_shares_the_analysis(clean: Clean, tmp_path: Path) -> None:
     assert applied is not None and applied.recipe.budget_bytes is not None
     assert manifest.artifact.bytes <= applied.recipe.budget_bytes
     reference = _manifest(clean.build.work).compression.recipe
-    assert reference is not None and applied.recipe.budget_bytes > reference.recipe.budget_bytes
+    assert reference is not None and reference.recipe.budget_bytes is not None
+    assert applied.recipe.budget_bytes > reference.recipe.budget_bytes
 
 
 def _recipe_file(path: Path, bits: dict[str, int]) -> Path:
@@ -82,16 +83,30 @@ def _recipe_file(path: Path, bits: dict[str, int]) -> Path:
     return path
 
 
-def test_a_recipe_file_is_applied_as_written(clean: Clean, tmp_path: Path) -> None:
-    bits = {"fastconformer.0": 4, "fastconformer.1": 16}
-    path = _recipe_file(tmp_path / "recipe.yaml", bits)
-    cache = _cache(clean, tmp_path)
-    run = run_cli(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
-    assert run.returncode == 0, run.output[-3000:]
-    applied = _manifest(tmp_path).compression.recipe
-    assert applied is not None
-    assert {name: choice.bits for name, choice in applied.recipe.groups.items()} == bits
-    assert set(applied.tensor_bits.values()) == {4, 16}
+def test_a_recipe_file_is_applied_as_written_and_an_edit_is_another_package(
+    clean: Clean, tmp_path: Path
+) -> None:
+    """A copy of the reference build's recipe with its widths edited: its budget, bytes and effects
+    describe the old widths and are not applied; editing the file again rebuilds the head."""
+    reference = _manifest(clean.build.work).compression.recipe
+    assert reference is not None and reference.recipe.budget_bytes is not None
+    document = reference.recipe.model_dump(mode="json")
+    path, cache = tmp_path / "recipe.yaml", _cache(clean, tmp_path)
+    for bits in (
+        {"fastconformer.0": 8, "fastconformer.1": 16},
+        {"fastconformer.0": 4, "fastconformer.1": 16},
+    ):
+        for group, width in bits.items():
+            document["groups"][group]["bits"] = width
+        path.write_text(yaml.safe_dump(document))
+        run = run_cli(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
+        assert run.returncode == 0, run.output[-3000:]
+        manifest = _manifest(tmp_path)
+        applied = manifest.compression.recipe
+        assert applied is not None and applied.recipe.budget_bytes is None
+        assert {name: choice.bits for name, choice in applied.recipe.groups.items()} == bits
+        assert set(applied.tensor_bits.values()) == set(bits.values())
+        assert _statuses(manifest)["palettize"] is StepStatus.built
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,14 @@ elements or more as a blob of the weight file (64-byte header, data padded to 64
 specification. A palettized weight is its packed indices and its table; everything that is not a
 compressible weight keeps the size it has in the fp16 programs.
 
-The choice is an exact multiple-choice knapsack: one width per group, the sum of the groups'
-predicted effects as small as possible, the sum of their bytes within the budget. The effect of
-a group at a width is what palettizing that group alone did to the speaker probabilities (mean
-|dp|); effects of several groups are taken to add up, a first-order estimate that holds while
-each is small. Dynamic programming over a grid of at most `GRID_CELLS` byte cells, each choice's
-bytes rounded to the nearest cell; a solution whose exact bytes exceed the budget is solved
-again on a grid shrunk by the excess, so the answer always fits in bytes.
+The choice is a multiple-choice knapsack: one width per group, the sum of the groups' predicted
+effects as small as possible, the sum of their bytes within the budget. The effect of a group at
+a width is what palettizing that group alone did to the speaker probabilities (mean |dp|);
+effects of several groups are taken to add up, a first-order estimate that holds while each is
+small. Dynamic programming over a grid of at most `GRID_CELLS` byte cells: each choice costs the
+bytes it takes beyond its group's smallest choice, rounded up to whole cells, so every answer fits
+in bytes, and the smallest package fits whenever the budget holds it. The optimum is exact but
+for that rounding: less than one cell per group of the budget may go unused.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from sortformer_build.config import CompressionConfig
 from sortformer_build.coreml.targets import KEEP_FP16
 from sortformer_build.errors import BuildError
 from sortformer_build.records.mixed import PackageSizes
+from sortformer_build.text import MB
 
-MB = 1e6
 GRID_CELLS = 20_000
 _BLOB_HEADER = 64
 _BLOB_ALIGNMENT = 64
 _INLINE_BELOW = 10  # elements: smaller consts live in the specification, not the weight file
 # A palettized weight's op in the specification (names, types, shape) in place of its const's.
 _OP_SPEC_BYTES = 160
-# Assembly adds the pipeline's specification and the metadata to the programs (under a
-# kilobyte); held in reserve so that the assembled package fits the budget, which lint checks.
+# Assembly adds the pipeline's specification and the metadata to the programs; held in reserve
+# so that the assembled package fits the budget, which lint checks.
 ASSEMBLY_BYTES = 2048
 
 
@@ -120,37 +121,39 @@ def check_budget(budget: int, sizes: PackageSizes, nbits: Sequence[int]) -> None
 def allocate(options: Mapping[str, Mapping[int, tuple[int, float]]], capacity: int) -> dict[str, int]:
     """One width per group (`options`: group -> width -> (bytes, effect)) with the least total
     effect whose bytes add up to at most `capacity`. Ties go to the fewer bytes."""
-    cell = max(1, math.ceil(capacity / GRID_CELLS))
-    cells = capacity // cell
-    while True:
-        picked = _knapsack(options, cell, cells)
-        excess = sum(options[group][bits][0] for group, bits in picked.items()) - capacity
-        if excess <= 0:
-            return picked
-        # Sizes rounded to the nearest cell added up to a little more than the budget: shrink the
-        # grid's capacity by the excess and solve again.
-        cells -= math.ceil(excess / cell)
+    smallest = {group: min(size for size, _ in widths.values()) for group, widths in options.items()}
+    spare = capacity - sum(smallest.values())
+    if spare < 0:
+        raise BudgetError(
+            f"{capacity / MB:.2f} MB of weights is below every group at its smallest "
+            f"({sum(smallest.values()) / MB:.2f} MB); raise the budget"
+        )
+    cell = max(1, math.ceil(spare / GRID_CELLS))
+    extra = {
+        group: {
+            bits: (math.ceil((size - smallest[group]) / cell), effect)
+            for bits, (size, effect) in widths.items()
+        }
+        for group, widths in options.items()
+    }
+    return _knapsack(extra, spare // cell)
 
 
-def _knapsack(
-    options: Mapping[str, Mapping[int, tuple[int, float]]], cell: int, cells: int
-) -> dict[str, int]:
-    best = np.zeros(max(cells, 0) + 1)  # least effect of the groups so far within c cells
+def _knapsack(options: Mapping[str, Mapping[int, tuple[int, float]]], cells: int) -> dict[str, int]:
+    """`options` in cells; the smallest choice of every group costs none, so one always fits."""
+    best = np.zeros(cells + 1)  # least effect of the groups so far within c cells
     choices = []
     for group, widths in options.items():
         ordered = sorted(widths.items(), key=lambda item: (item[1][0], item[1][1]))
         new = np.full(best.size, np.inf)
         chosen = np.full(best.size, -1)
         for index, (_, (size, effect)) in enumerate(ordered):
-            width_cells = round(size / cell)
-            if width_cells >= best.size:
+            if size >= best.size:
                 continue
             candidate = np.full(best.size, np.inf)
-            candidate[width_cells:] = best[: best.size - width_cells] + effect
+            candidate[size:] = best[: best.size - size] + effect
             better = candidate < new
             new[better], chosen[better] = candidate[better], index
-        if cells < 0 or not np.isfinite(new[-1]):
-            raise BudgetError(f"no width of group {group} fits the budget with the groups before it")
         best = new
         choices.append((group, ordered, chosen))
     picked = {}
@@ -158,5 +161,5 @@ def _knapsack(
     for group, ordered, chosen in reversed(choices):
         width, (size, _) = ordered[int(chosen[remaining])]
         picked[group] = width
-        remaining -= round(size / cell)
+        remaining -= size
     return {group: picked[group] for group in options}

@@ -207,7 +207,8 @@ def _positional_sites(
         def site_of(override: _Override, name: str = name, place: Place = place) -> Site:
             if override.captured is None:
                 raise GroupingError(
-                    f"{name} did not run when the head ran; its folded const cannot be placed"
+                    f"{name} did not run when the head ran; its folded const cannot be placed: "
+                    "build this checkpoint with uniform bits (compression=palettized6)"
                 )
             shape = override.captured.shape
 
@@ -260,7 +261,8 @@ def match_consts(
             if other != name:
                 raise GroupingError(
                     f"head consts {other} and {name} both match {site.nemo} by content and cannot be "
-                    "told apart, so mixed-bit compression cannot place them"
+                    "told apart, so mixed-bit compression cannot place them: build this checkpoint with "
+                    "uniform bits (compression=palettized6)"
                 )
     tensors = []
     for name, found in matched.items():
@@ -323,7 +325,8 @@ def _nearest(name: str, value: np.ndarray, candidates: Sequence[tuple[Site, np.n
         )
         raise GroupingError(
             f"head const {name} {tuple(value.shape)} matches {what} by content; "
-            "its group is unknown, so mixed-bit compression cannot place it"
+            "its group is unknown, so mixed-bit compression cannot place it: build this checkpoint "
+            "with uniform bits (compression=palettized6)"
         )
     return close[0]
 

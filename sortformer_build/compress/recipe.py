@@ -2,8 +2,8 @@
 
 Per group it holds the chosen width (16 keeps the group fp16) and, for reading, the group's bytes
 at that width and what palettizing that group alone to it did to the speaker probabilities on
-realistic streaming states. Applying a recipe reads only the widths; every group of the head
-must be named, at a width the deployment target's look-up tables take.
+realistic states. Applying a recipe file reads only its target and widths; every group of the
+head must be named, at a width the deployment target's look-up tables take.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from sortformer_build.compress.allocate import MB, allocate, check_budget
+from sortformer_build.compress.allocate import allocate, check_budget
 from sortformer_build.coreml.targets import KEEP_FP16, TARGET_FACTS, DeploymentTarget
 from sortformer_build.errors import BuildError
 from sortformer_build.records.base import describe_validation
 from sortformer_build.records.mixed import GroupChoice, Recipe, Sensitivity, TensorGroups
+from sortformer_build.text import MB
 
 _HEADER = """\
 # Mixed-bit recipe for the head: bits per group of weights (16 keeps a group fp16).
 # Only `bits` is read when the recipe is applied; bytes and effects are for reading: the
 # group's weights at that width, and what palettizing that group alone to it did to the
-# speaker probabilities on realistic streaming states (max and mean |dp|, decisions flipped).
+# speaker probabilities on realistic states (max and mean |dp|, decisions flipped).
 """
 
 
@@ -60,9 +61,14 @@ def read_recipe(path: Path) -> Recipe:
         raise RecipeError(f"recipe {path}: {describe_validation(error)}") from None
 
 
-def recipe_bits(path: Path) -> dict[str, int]:
-    """The widths a recipe file gives, by group: what applying it depends on."""
-    return {name: choice.bits for name, choice in read_recipe(path).groups.items()}
+def given_recipe(path: Path) -> Recipe:
+    """What a recipe file asks for: its target and its widths. Its other fields describe the
+    choice it was written from, and would be stale after an edit."""
+    recipe = read_recipe(path)
+    return Recipe(
+        target=recipe.target,
+        groups={name: GroupChoice(bits=choice.bits) for name, choice in recipe.groups.items()},
+    )
 
 
 def target_widths(target: DeploymentTarget) -> tuple[int, ...]:

@@ -116,9 +116,10 @@ def window_inputs(model: Any, geometry: OfflineGeometry, settings: AnalysisSetti
 
     from sortformer_build.coreml.export import PreEncoder
     from sortformer_build.verify import reference
+    from sortformer_build.verify.offline import MEL_FRAMES_PER_SECOND
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    window_seconds = geometry.window_frames / 100
+    window_seconds = geometry.window_frames / MEL_FRAMES_PER_SECOND
     seconds = max(settings.seconds, 2 * window_seconds)
     mel = reference.mel_features(model, reference.synthetic_conversation(seconds, settings.seed))
     last_start = mel.shape[2] - geometry.window_frames
@@ -183,7 +184,6 @@ def analyse(
         with torch.no_grad():
             return module(embs, lengths).numpy()
 
-    spent = {"inputs": inputs.seconds}
     original = run()
     with nemo_sites(model, lambda: module(embs[:1], lengths[:1]), settings.granularity) as sites:
         groups, matched = match_consts(consts, sites, settings.granularity)
@@ -192,10 +192,10 @@ def analyse(
                 site.use(site.value)
         with _recording(model) as activations:
             fp16 = run()
-        spent["baseline"] = round(time.perf_counter() - started, 1)
+        baseline = time.perf_counter() - started
         luts_started = time.perf_counter()
         tables = {bits: tensor_luts(list(consts.values()), bits, luts)[0] for bits in settings.nbits}
-        spent["luts"] = round(time.perf_counter() - luts_started, 1)
+        luts_seconds = time.perf_counter() - luts_started
         measured_started = time.perf_counter()
         results = []
         for group, members in _progress(groups.members()):
@@ -213,10 +213,14 @@ def analyse(
                     site.use(site.value)
             results.append(_group(group, members, effects, settings.nbits))
             log.info("  %s: mean |dp| %s", group, _by_width(effects))
-        spent["measure"] = round(time.perf_counter() - measured_started, 1)
-    spent["total"] = round(inputs.seconds + time.perf_counter() - started, 1)
+        measured = time.perf_counter() - measured_started
     cost = AnalysisCost(
-        seconds=spent, cpu_seconds=round(inputs.cpu_seconds + time.process_time() - cpu_started, 1)
+        inputs_seconds=inputs.seconds,
+        baseline_seconds=round(baseline, 1),
+        luts_seconds=round(luts_seconds, 1),
+        measure_seconds=round(measured, 1),
+        total_seconds=round(inputs.seconds + time.perf_counter() - started, 1),
+        cpu_seconds=round(inputs.cpu_seconds + time.process_time() - cpu_started, 1),
     )
     return (
         groups,

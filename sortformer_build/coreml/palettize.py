@@ -55,8 +55,8 @@ def palettize_program(
 
     program = load_program(package)
     weights = _weights(program)
-    kept = {name for name in weights if keep_prefix is not None and name.startswith(keep_prefix)}
-    compressed = {name: weight for name, weight in weights.items() if name not in kept}
+    compressed = _compressible(weights, keep_prefix)
+    kept = set(weights) - set(compressed)
     if isinstance(nbits, int):
         op_config, facts = _op_config(nbits, engine, list(compressed.values()), luts)
         config = OptimizationConfig(global_config=op_config, op_name_configs=dict.fromkeys(kept))
@@ -142,7 +142,10 @@ def _checked_widths(widths: Mapping[str, int], compressed: Mapping[str, np.ndarr
 
 def compressible_weights(package: Path, keep_prefix: str | None = None) -> dict[str, np.ndarray]:
     """The fp16 weights `palettize_program` compresses, by const name, in program order."""
-    weights = _weights(load_program(package))
+    return _compressible(_weights(load_program(package)), keep_prefix)
+
+
+def _compressible(weights: Mapping[str, np.ndarray], keep_prefix: str | None) -> dict[str, np.ndarray]:
     return {
         name: weight
         for name, weight in weights.items()

@@ -200,10 +200,10 @@ def job_key(config: BuildConfig, checkpoint_sha256: str, versions: ToolVersions,
     }
     recipe = config.compression.recipe
     if recipe is not None:
-        from sortformer_build.compress.recipe import recipe_bits
+        from sortformer_build.compress.recipe import given_recipe
 
-        # The file's widths, not its name: an edited recipe is another package.
-        shaping["recipe"] = recipe_bits(Path(recipe))
+        # What the file asks for, not its name: an edited recipe is another package.
+        shaping["recipe"] = given_recipe(Path(recipe)).model_dump(mode="json")
     return {
         "config": shaping,
         "checkpoint": checkpoint_sha256,

@@ -111,9 +111,12 @@ class Sensitivity(Record):
 class AnalysisCost(Record):
     """What one analysis cost. Kept apart from its findings, which are the same on every run."""
 
-    # Wall seconds by part (inputs; baseline: grouping and the fp32 and fp16 runs; luts;
-    # measure) and in total.
-    seconds: dict[str, float]
+    # Wall seconds, by part and in total.
+    inputs_seconds: float  # NeMo's streaming loop (offline: windows) for the head's inputs
+    baseline_seconds: float  # grouping, and the fp32 and fp16 runs of the head
+    luts_seconds: float  # the look-up tables at every width, from the store or computed
+    measure_seconds: float  # each group at each width
+    total_seconds: float
     cpu_seconds: float  # of every thread of the process
 
 

@@ -20,7 +20,8 @@ from sortformer_build.store.cache import ArrayStore
 
 GROUPS_FILE = "groups.json"
 SENSITIVITY_FILE = "sensitivity.json"
-# What the analysis measures: a few minutes of two cores for one full-size geometry.
+# What the analysis measures: enough states to rank the groups, few enough to keep the analysis
+# of a full-size geometry within minutes.
 SETTINGS = AnalysisSettings()
 
 
@@ -88,7 +89,7 @@ class MixedAnalysisStage(CachedStage[MixedAnalysisFacts]):
     def detail(self, facts: MixedAnalysisFacts) -> str:
         if facts.cost is None:
             return ""
-        return f"{facts.cost.seconds['total']:.0f} s of measuring, {facts.cost.cpu_seconds:.0f} s of CPU"
+        return f"{facts.cost.total_seconds:.0f} s of measuring, {facts.cost.cpu_seconds:.0f} s of CPU"
 
     def accept(self, job: Job, folder: Path, facts: MixedAnalysisFacts) -> None:
         measured = folder / SENSITIVITY_FILE

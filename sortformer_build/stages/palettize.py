@@ -60,13 +60,15 @@ class PalettizeStage(CachedStage[PalettizeFacts]):
             "engine": compression.engine.value,
         }
         if compression.mixed:
-            from sortformer_build.compress.recipe import recipe_bits
+            from sortformer_build.compress.recipe import given_recipe
 
             key |= {
                 "analysis": facts.entry(MixedAnalysisStage.name),
                 "budget_mb": compression.budget_mb,
                 "budget_ratio": compression.budget_ratio,
-                "recipe": None if compression.recipe is None else recipe_bits(Path(compression.recipe)),
+                "recipe": None
+                if compression.recipe is None
+                else given_recipe(Path(compression.recipe)).model_dump(mode="json"),
             }
         return key
 
@@ -109,11 +111,11 @@ class PalettizeStage(CachedStage[PalettizeFacts]):
 
     def _recipe(self, job: Job) -> Recipe:
         from sortformer_build.compress.allocate import budget_bytes
-        from sortformer_build.compress.recipe import choose_recipe, describe, read_recipe
+        from sortformer_build.compress.recipe import choose_recipe, describe, given_recipe
 
         compression = job.config.compression
         if compression.recipe is not None:
-            return read_recipe(Path(compression.recipe))
+            return given_recipe(Path(compression.recipe))
         sensitivity = self._analysis(job).sensitivity
         assert sensitivity is not None, "a measured mixed build's analysis has measured"
         recipe = choose_recipe(sensitivity, budget_bytes(compression, sensitivity.sizes.fp16_bytes))

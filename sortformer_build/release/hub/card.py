@@ -295,7 +295,7 @@ def _recipes_section(models: list[tuple[Model, Manifest]]) -> str:
     return (
         "## Mixed-bit recipes\n\n"
         "Bits per group of head weights, chosen to least change the speaker probabilities within a "
-        "size budget: each group was palettized alone and run on NeMo's own streaming states "
+        "size budget: each group was palettized alone and run on the states NeMo's own loop held "
         f"({NOT_MEASURED}: a recipe given by hand).\n\n" + "\n\n".join(parts)
     )
 
