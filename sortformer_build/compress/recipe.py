@@ -22,9 +22,9 @@ from sortformer_build.text import MB
 
 _HEADER = """\
 # Mixed-bit recipe for the head: bits per group of weights (16 keeps a group fp16).
-# Only `bits` is read when the recipe is applied; bytes and effects are for reading: the
-# group's weights at that width, and what palettizing that group alone to it did to the
-# speaker probabilities on realistic states (max and mean |dp|, decisions flipped).
+# Only `target` and `bits` are read when the recipe is applied; the rest is for reading: the
+# budget, the group's weights at that width, and what palettizing that group alone to it did to
+# the speaker probabilities on realistic states (max and mean |dp|, decisions flipped).
 """
 
 
