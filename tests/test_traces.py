@@ -61,7 +61,7 @@ from .conftest import RELEASE, TINY_D_MODEL, Run, run_cli
 from .test_publish import publish as _publish
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
-NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
+NVIDIA_HIGH = StreamingGeometry(*RELEASE["nvidia_high"][1:])
 EFFICIENT = StreamingGeometry(25, 1, 7, 40, 188, 31)
 OFFLINE = OfflineGeometry(3072)
 CONVERSATION = DATA_DIR / "conversation.flac"

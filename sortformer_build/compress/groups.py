@@ -56,6 +56,12 @@ _CONFORMER_BLOCKS = {"self_attn": "attention", "conv": "convolution"}
 _TRANSFORMER_BLOCKS = {"first_sub_layer": "attention", "second_sub_layer": "feed_forward"}
 # Execution stages: the FastConformer layers, then (from the encoder projection on) the rest.
 _ENCODER, _AFTER_ENCODER = 0, 1
+# Per kind of layer: its NeMo names, its group's name, its blocks' names, its execution stage and
+# its rank in reading order.
+_LAYER_KINDS = (
+    (_ENCODER_LAYER, "fastconformer", _CONFORMER_BLOCKS, _ENCODER, 0),
+    (_TRANSFORMER_LAYER, "transformer", _TRANSFORMER_BLOCKS, _AFTER_ENCODER, 1),
+)
 
 
 @dataclass(frozen=True)
@@ -71,18 +77,13 @@ class Place:
 
 def place_of(nemo_name: str, granularity: Granularity) -> Place | None:
     """The group of a NeMo tensor; None for what is never compressed (the subsampling)."""
-    if found := _ENCODER_LAYER.match(nemo_name):
-        layer, block = int(found[1]), found[2]
-        group = f"fastconformer.{layer}"
-        if granularity is Granularity.block:
-            group += f".{_CONFORMER_BLOCKS.get(block, block)}"
-        return Place(group, (_ENCODER, layer), (0, layer, _block_order(block)))
-    if found := _TRANSFORMER_LAYER.match(nemo_name):
-        layer, block = int(found[1]), found[2]
-        group = f"transformer.{layer}"
-        if granularity is Granularity.block:
-            group += f".{_TRANSFORMER_BLOCKS.get(block, block)}"
-        return Place(group, (_AFTER_ENCODER, layer), (1, layer, _block_order(block)))
+    for pattern, name, blocks, stage, rank in _LAYER_KINDS:
+        if found := pattern.match(nemo_name):
+            layer, block = int(found[1]), found[2]
+            group = f"{name}.{layer}"
+            if granularity is Granularity.block:
+                group += f".{blocks.get(block, block)}"
+            return Place(group, (stage, layer), (rank, layer, _block_order(block)))
     if nemo_name.startswith(_OUTPUT_PREFIX):
         return Place(OUTPUT_GROUP, (_AFTER_ENCODER, 0), (2, 0, 0))
     return None
