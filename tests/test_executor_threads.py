@@ -21,11 +21,12 @@ from sortformer_build.config import (
     VerifyConfig,
 )
 from sortformer_build.executor import Model, load_package, tiles
+from sortformer_build.executor import threads as executor_threads
 from sortformer_build.executor.dtypes import TensorType, round_to_fp16
 from sortformer_build.executor.ops import OpArgs, lookup
 from sortformer_build.executor.ops.registry import Value
 from sortformer_build.executor.split import DATA_PARAMETERS, run_split
-from sortformer_build.executor.threads import MIN_CHUNK_ELEMENTS, one_blas_thread
+from sortformer_build.executor.threads import one_blas_thread
 from sortformer_build.geometry import StreamingGeometry
 from sortformer_build.job.build import build
 
@@ -33,7 +34,10 @@ from . import executor_support
 from .test_executor_float16 import Arguments, full_buffers, reference_float16, same_bits
 
 NVIDIA_HIGH = StreamingGeometry(340, 1, 40, 40, 188, 300)
-SHAPE = (3, 50, 700)  # 105,000 elements: three chunks of at least MIN_CHUNK_ELEMENTS
+# The chunk size here: arrays of test size split as the full-size model's do, and a tiny
+# package's ops split too.
+CHUNK = 1 << 15
+SHAPE = (3, 50, 700)  # 105,000 elements: three chunks of at least CHUNK
 RNG = np.random.default_rng(0)
 
 # Inputs inside each op's domain, and its parameters; x has SHAPE, y broadcasts against it.
@@ -61,6 +65,11 @@ PARAMETERS: dict[str, dict[str, np.generic | np.ndarray | str]] = {
         "epsilon": np.float32(1e-5),
     },
 }
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_threads, "MIN_CHUNK_ELEMENTS", CHUNK)
 
 
 def data(op_type: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -128,7 +137,7 @@ def test_reductions_split_only_ahead_of_their_trailing_axes() -> None:
     }
     assert run_split("layer_norm", layer_norm, norm, types, 4, False) is None
     small: dict[str, Sequence[Value]] = {
-        "x": [x[:, :, : MIN_CHUNK_ELEMENTS // 200]],
+        "x": [x[:, :, : CHUNK // 200]],
         "axis": [np.asarray(np.int32(-1))],
     }
     assert run_split("softmax", softmax, small, types, 4, False) is None  # too small to gain

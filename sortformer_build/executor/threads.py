@@ -20,7 +20,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 # Below this many elements per chunk, handing work to a thread costs more than it saves.
-MIN_CHUNK_ELEMENTS = 1 << 15
+MIN_CHUNK_ELEMENTS = 1 << 17
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
