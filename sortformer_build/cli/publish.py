@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import hydra
@@ -66,17 +67,25 @@ def release_set() -> set[str]:
     from sortformer_build.cli.app import register_schemas
 
     register_schemas()
-    paths = set()
+
+    def composed(group: str, option: str) -> BuildConfig:
+        config = OmegaConf.to_object(compose("build", [f"{group}={option}", "checkpoint=tiny"]))
+        assert isinstance(config, BuildConfig)
+        return config
+
+    # No option of one group refers to the other group, so each option is composed once, not
+    # once per pair.
     with hydra_loader() as loader:
-        for compression in loader.get_group_options("compression"):
-            for variant in loader.get_group_options("variant"):
-                config = OmegaConf.to_object(
-                    compose("build", [f"variant={variant}", f"compression={compression}", "checkpoint=tiny"])
-                )
-                assert isinstance(config, BuildConfig)
-                if config.compression.release:
-                    paths.add(ArtifactPaths.of(config).release_path.rsplit(".", 1)[0])
-    return paths
+        variants = [composed("variant", option) for option in loader.get_group_options("variant")]
+        compressions = [
+            composed("compression", option).compression for option in loader.get_group_options("compression")
+        ]
+    return {
+        ArtifactPaths.of(dataclasses.replace(config, compression=compression)).release_path.rsplit(".", 1)[0]
+        for compression in compressions
+        if compression.release
+        for config in variants
+    }
 
 
 def register_schema() -> None:
