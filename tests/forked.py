@@ -74,3 +74,9 @@ def _main(program: str, args: list[str], cwd: str, env: dict[str, str], out: str
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def run_build(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Run:
+    """`sortformer-build args...` as `run_cli` runs it, forked: for tests of what a job does, whose
+    runs would otherwise spend most of their time importing the libraries."""
+    return run_forked("sortformer-build", *args, cwd=cwd, env=env)

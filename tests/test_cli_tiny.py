@@ -17,6 +17,7 @@ from sortformer_build.records.schemas import schema_path
 from sortformer_build.records.steps import SkipReason, StepStatus
 
 from .conftest import ALL_VARIANTS, OFFLINE, RELEASE, TINY_D_MODEL, run_cli, sweep_statuses
+from .forked import run_build
 
 FOLDERS = {"fp16": "fp16", "palettized6": "palettized"}
 FLOAT32, FLOAT16, INT32 = 65568, 65552, 131104
@@ -260,7 +261,7 @@ def test_parallel_joblib_sweep_builds_what_the_serial_sweep_built(
 
 def test_cache_off_builds_from_scratch(tiny_release: Path, shared_cache: Path, tmp_path: Path) -> None:
     entries = sorted((shared_cache / "build").rglob("entry.json"))
-    run = run_cli(
+    run = run_build(
         "variant=default",
         "compression=palettized6",
         "checkpoint=tiny",
@@ -285,7 +286,7 @@ def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, sha
     work = tiny_release.parent.parent
     released = tiny_release / "fp16" / "Sortformer_v2.1.mlpackage"
     before = package_digest(released)
-    run = run_cli(
+    run = run_build(
         "variant.chunk_len=12",
         "checkpoint=tiny",
         "verify.parity=false",
@@ -304,12 +305,12 @@ def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, sha
 def test_the_published_nvidia_high_preset_builds_without_a_warning(
     tiny_release: Path, shared_cache: Path
 ) -> None:
-    run = run_cli(
+    run = run_build(
         "variant=nvidia_high", "checkpoint=tiny", f"cache_dir={shared_cache}", cwd=tiny_release.parent.parent
     )
     assert run.returncode == 0, run.output[-3000:]
     assert "WARNING" not in run.output and "lies outside" not in run.output
-    changed = run_cli(
+    changed = run_build(
         "variant=nvidia_high",
         "variant.spkcache_update_period=100",
         "checkpoint=tiny",

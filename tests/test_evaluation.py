@@ -50,6 +50,7 @@ from sortformer_build.verify.offline import OFFLINE_OVERLAP_FRAMES, tile_windows
 from sortformer_build.verify.reference import SAMPLE_RATE, mel_features
 
 from .conftest import artifacts, run_cli
+from .forked import run_build
 from .test_verification import swapped_weights_copy
 
 DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
@@ -456,7 +457,9 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     table, the RTTMs beside the package, the manifest's evaluation section; a rerun is up to date
     and shows the table again; the fp16 job then finds its own diarization in the cache (the
     palettized job's twin)."""
-    run = run_cli("variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path)
+    run = run_build(
+        "variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path
+    )
     assert run.returncode == 0, run.output
     assert "DER of executor-float16 on conversation (collar 0.25 s, overlap scored)" in run.output
     assert "change against the fp16 twin" in run.output
@@ -476,12 +479,12 @@ def test_job_evaluates_prints_der_and_keeps_rttms(tmp_path: Path, shared_cache: 
     assert statuses["nemo-diarization"] == statuses["diarization"] == statuses["fp16-diarization"]
     assert statuses["diarization"] is StepStatus.built
 
-    again = run_cli(
+    again = run_build(
         "variant=nvidia_high", "compression=palettized6", *_tiny(cache=shared_cache), cwd=tmp_path
     )
     assert again.returncode == 0 and "is up to date" in again.output and "DER of" in again.output
 
-    fp16 = run_cli("variant=nvidia_high", "compression=fp16", *_tiny(cache=shared_cache), cwd=tmp_path)
+    fp16 = run_build("variant=nvidia_high", "compression=fp16", *_tiny(cache=shared_cache), cwd=tmp_path)
     assert fp16.returncode == 0, fp16.output
     steps = {
         step.name: step.status

@@ -25,6 +25,7 @@ from sortformer_build.records.steps import StepStatus
 from sortformer_build.verify.reference import SAMPLE_RATE
 
 from .conftest import run_cli
+from .forked import run_build
 
 HEAVY = ("torch", "coremltools", "nemo")
 
@@ -164,13 +165,13 @@ def test_a_second_dataset_is_evaluated_beside_the_first_without_touching_the_pac
 ) -> None:
     first, second = _folder(tmp_path, "opening", 8.0), _folder(tmp_path, "longer", 10.0)
     job = ("variant=nvidia_high", "checkpoint=tiny", "verify.parity=false", f"cache_dir={shared_cache}")
-    built = run_cli(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
+    built = run_build(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
     assert built.returncode == 0, built.output[-3000:]
     release = tmp_path / "outputs" / "tiny" / "fp16"
     package = release / "SortformerNvidiaHigh_v2.1.mlpackage"
     before = package_digest(package), package.stat().st_mtime_ns
 
-    evaluated = run_cli(*job, "evaluate=folder", f"evaluate.path={second}", cwd=tmp_path)
+    evaluated = run_build(*job, "evaluate=folder", f"evaluate.path={second}", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.output[-3000:]
     assert f"Evaluated: outputs/tiny/fp16/{package.name}" in evaluated.stdout
     assert (package_digest(package), package.stat().st_mtime_ns) == before
@@ -187,7 +188,7 @@ def test_a_second_dataset_is_evaluated_beside_the_first_without_touching_the_pac
         "opening/nemo/opening.rttm",
         "opening/truth/opening.rttm",
     ]
-    again = run_cli(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
+    again = run_build(*job, "evaluate=folder", f"evaluate.path={first}", cwd=tmp_path)
     assert again.returncode == 0 and "Up to date:" in again.stdout
 
 
@@ -271,8 +272,8 @@ def test_a_failed_job_leaves_nothing_behind(tmp_path: Path, case: str) -> None:
 
 def test_an_up_to_date_line_says_what_the_manifest_vouches_for(tmp_path: Path, shared_cache: Path) -> None:
     job = ("checkpoint=tiny", "verify.parity=false", f"cache_dir={shared_cache}")
-    assert run_cli(*job, cwd=tmp_path).returncode == 0
-    again = run_cli(*job, cwd=tmp_path)
+    assert run_build(*job, cwd=tmp_path).returncode == 0
+    again = run_build(*job, cwd=tmp_path)
     assert again.returncode == 0
     line = next(line for line in again.stdout.splitlines() if line.startswith("Up to date:"))
     assert line.endswith("[verified: lint; skipped: parity, on-device]"), line

@@ -17,6 +17,7 @@ from sortformer_build.store.cache import BuildCache
 from sortformer_build.store.usage import Uses, use_lock_path
 
 from .conftest import run_cli
+from .forked import run_build
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_processes_a_job_starts_use_its_scratch_folder_too(tmp_path: Path) -> No
 def test_a_build_failing_after_conversion_leaves_nothing_behind(
     tmp_path: Path, fresh_build_cache: Path, empty_tmpdir: Path
 ) -> None:
-    run = run_cli(
+    run = run_build(
         "checkpoint=tiny",
         f"cache_dir={fresh_build_cache}",
         "compression.gates.max_prob_error=0",  # no package meets it: parity fails after conversion
@@ -130,10 +131,10 @@ def test_the_oldest_unused_entries_go_and_entries_in_use_stay(tmp_path: Path) ->
 
 def test_a_warm_build_after_eviction_rebuilds_what_went(tmp_path: Path, fresh_build_cache: Path) -> None:
     common = ("checkpoint=tiny", "verify.parity=false", f"cache_dir={fresh_build_cache}")
-    first = run_cli(*common, "cache_max_gb=0.000001", cwd=tmp_path)  # 1 kB: every entry goes after the job
+    first = run_build(*common, "cache_max_gb=0.000001", cwd=tmp_path)  # 1 kB: every entry goes after the job
     assert first.returncode == 0, first.output[-3000:]
     assert "Cache over its" in first.output and entries(fresh_build_cache / "build") == []
-    twin = run_cli(*common, "compression=palettized6", cwd=tmp_path)
+    twin = run_build(*common, "compression=palettized6", cwd=tmp_path)
     assert twin.returncode == 0, twin.output[-3000:]
     assert "programs built" in twin.stdout  # evicted, so converted again
     assert (tmp_path / "outputs" / "tiny" / "fp16" / "Sortformer_v2.1.mlpackage").is_dir()  # never touched

@@ -18,7 +18,8 @@ from sortformer_build.records.manifest import Manifest
 from sortformer_build.records.steps import StepStatus
 from sortformer_build.verify.lint import check_tensor_bits
 
-from .conftest import artifacts, run_cli
+from .conftest import artifacts
+from .forked import run_build
 from .reference import BUILD, COMMON, Clean
 
 MIXED = (*(argument for argument in COMMON if not argument.startswith("evaluate=")), "compression=mixed")
@@ -63,7 +64,7 @@ def test_mixed_build_fits_its_budget_passes_its_gates_and_records_its_recipe(cle
 
 def test_every_budget_shares_the_analysis(clean: Clean, tmp_path: Path) -> None:
     cache = _cache(clean, tmp_path)
-    run = run_cli(*MIXED, "compression.budget_ratio=0.8", f"cache_dir={cache}", cwd=tmp_path)
+    run = run_build(*MIXED, "compression.budget_ratio=0.8", f"cache_dir={cache}", cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
     manifest = _manifest(tmp_path)
     statuses = _statuses(manifest)
@@ -99,7 +100,7 @@ def test_a_recipe_file_is_applied_as_written_and_an_edit_is_another_package(
         for group, width in bits.items():
             document["groups"][group]["bits"] = width
         path.write_text(yaml.safe_dump(document))
-        run = run_cli(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
+        run = run_build(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
         assert run.returncode == 0, run.output[-3000:]
         manifest = _manifest(tmp_path)
         applied = manifest.compression.recipe
@@ -121,7 +122,7 @@ def test_a_recipe_that_does_not_fit_is_refused_in_one_line(
 ) -> None:
     path = _recipe_file(tmp_path / "recipe.yaml", groups)
     cache = _cache(clean, tmp_path)
-    run = run_cli(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
+    run = run_build(*MIXED, f"compression.recipe={path}", f"cache_dir={cache}", cwd=tmp_path)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]
     assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
@@ -130,7 +131,7 @@ def test_a_recipe_that_does_not_fit_is_refused_in_one_line(
 
 def test_an_impossible_budget_is_refused_before_the_analysis(clean: Clean, tmp_path: Path) -> None:
     cache = _cache(clean, tmp_path, "mixed-analysis")
-    run = run_cli(*MIXED, "compression.budget_mb=0.01", f"cache_dir={cache}", cwd=tmp_path)
+    run = run_build(*MIXED, "compression.budget_mb=0.01", f"cache_dir={cache}", cwd=tmp_path)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("sortformer-build: error:")]
     assert len(errors) == 1 and "below the smallest package" in errors[0], run.stderr[-2000:]

@@ -21,6 +21,7 @@ from sortformer_build.records.status import JobStatus, read_statuses
 from sortformer_build.records.steps import StepStatus
 
 from .conftest import ALL_VARIANTS, Run, run_cli, start_cli, sweep_statuses
+from .forked import run_build
 from .rendezvous import Rendezvous
 
 FAST = ("checkpoint=tiny", "verify.parity=false")
@@ -109,7 +110,7 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     programs = fresh_build_cache / "build" / "programs"
     # Killed (SIGKILL: no cleanup code runs) with the converted programs written, before the
     # entry is made.
-    killed = run_cli(
+    killed = run_build(
         *FAST, f"cache_dir={fresh_build_cache}", cwd=tmp_path, env={faults.FAULT_VARIABLE: "cache.programs"}
     )
     assert killed.returncode == -signal.SIGKILL, killed.output[-3000:]
@@ -117,7 +118,7 @@ def test_killed_job_leaves_no_corrupt_entry_and_the_next_run_completes(
     assert [entry for entry in programs.iterdir() if not entry.name.startswith(".")] == []
     assert not list((tmp_path / "outputs").rglob("*.mlpackage"))
 
-    run = run_cli(*FAST, f"cache_dir={fresh_build_cache}", cwd=tmp_path)
+    run = run_build(*FAST, f"cache_dir={fresh_build_cache}", cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
     entries = [entry for entry in programs.iterdir() if not entry.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
@@ -135,7 +136,7 @@ def test_a_killed_jobs_staging_folder_goes_with_the_next_job_into_its_folder(
     """Killed between assembling its package and verifying it (NeMo's reference outputs are being
     stored): the unverified package stays in the job's staging folder until the next job into the
     same release folder, even one building another artifact, removes it."""
-    killed = run_cli(
+    killed = run_build(
         "checkpoint=tiny",
         f"cache_dir={fresh_build_cache}",
         cwd=tmp_path,
@@ -145,7 +146,7 @@ def test_a_killed_jobs_staging_folder_goes_with_the_next_job_into_its_folder(
     release = tmp_path / "outputs" / "tiny" / "fp16"
     (staging,) = release.glob(staging_pattern())
     assert list(staging.glob("*.mlpackage")), "the killed job had staged its package"
-    other = run_cli(*FAST, "variant=efficient", f"cache_dir={fresh_build_cache}", cwd=tmp_path)
+    other = run_build(*FAST, "variant=efficient", f"cache_dir={fresh_build_cache}", cwd=tmp_path)
     assert other.returncode == 0, other.output[-3000:]
     assert sorted(path.name for path in release.iterdir() if not path.name.startswith(".")) == [
         "SortformerEfficient_v2.1.json",
