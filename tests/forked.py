@@ -25,6 +25,8 @@ PRELOAD = [
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 
+SERVER_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+
 ENTRY_POINTS = {
     "sortformer-build": "sortformer_build.cli.app",
     "sortformer-build-publish": "sortformer_build.cli.publish",
@@ -37,17 +39,20 @@ def run_forked(program: str, *args: str, cwd: Path, env: dict[str, str] | None =
     process = _context.Process(
         target=_main, args=(program, list(args), str(cwd), env or {}, str(out), str(err))
     )
-    # The fork server starts with the first process, from this environment: tqdm, imported there,
-    # reads TQDM_DISABLE once, as it does in a command-line run (`cli.logs.quiet_third_party`).
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    # The fork server starts with the first process, from this environment. Libraries it imports
+    # read some variables once, there: tqdm reads TQDM_DISABLE, as in a command-line run
+    # (`cli.logs.quiet_third_party`), and huggingface_hub reads HF_HUB_OFFLINE, which every
+    # test run sets.
+    previous = {name: os.environ.get(name) for name in SERVER_ENVIRONMENT}
+    os.environ.update(SERVER_ENVIRONMENT)
     try:
         process.start()
     finally:
-        if previous is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     process.join()
     assert process.exitcode is not None
     run = Run(process.exitcode, out.read_text(), err.read_text())

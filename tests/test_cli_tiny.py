@@ -305,12 +305,12 @@ def test_a_custom_geometry_never_lands_on_a_release_path(tiny_release: Path, sha
 def test_the_published_nvidia_high_preset_builds_without_a_warning(
     tiny_release: Path, shared_cache: Path
 ) -> None:
-    run = run_build(
+    run = run_cli(
         "variant=nvidia_high", "checkpoint=tiny", f"cache_dir={shared_cache}", cwd=tiny_release.parent.parent
     )
     assert run.returncode == 0, run.output[-3000:]
     assert "WARNING" not in run.output and "lies outside" not in run.output
-    changed = run_build(
+    changed = run_cli(
         "variant=nvidia_high",
         "variant.spkcache_update_period=100",
         "checkpoint=tiny",
