@@ -81,7 +81,7 @@ def release_set() -> set[str]:
             composed("compression", option).compression for option in loader.get_group_options("compression")
         ]
     return {
-        ArtifactPaths.of(dataclasses.replace(config, compression=compression)).release_path.rsplit(".", 1)[0]
+        ArtifactPaths.of(dataclasses.replace(config, compression=compression)).release_stem
         for compression in compressions
         if compression.release
         for config in variants

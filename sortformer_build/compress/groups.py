@@ -49,18 +49,35 @@ class GroupingError(BuildError):
 FOLDED_TOLERANCE = 4e-3
 OUTPUT_GROUP = "output"
 
-_ENCODER_LAYER = re.compile(r"encoder\.layers\.(\d+)\.([^.]+)")
-_TRANSFORMER_LAYER = re.compile(r"transformer_encoder\.layers\.(\d+)\.([^.]+)")
 _OUTPUT_PREFIX = "sortformer_modules."
-_CONFORMER_BLOCKS = {"self_attn": "attention", "conv": "convolution"}
-_TRANSFORMER_BLOCKS = {"first_sub_layer": "attention", "second_sub_layer": "feed_forward"}
 # Execution stages: the FastConformer layers, then (from the encoder projection on) the rest.
 _ENCODER, _AFTER_ENCODER = 0, 1
-# Per kind of layer: its NeMo names, its group's name, its blocks' names, its execution stage and
-# its rank in reading order.
+
+
+@dataclass(frozen=True)
+class _LayerKind:
+    pattern: re.Pattern[str]  # a NeMo tensor name of this kind: its layer index and block
+    group: str
+    blocks: dict[str, str]  # NeMo's block names, as the groups name them
+    stage: int  # execution stage
+    rank: int  # place in reading order
+
+
 _LAYER_KINDS = (
-    (_ENCODER_LAYER, "fastconformer", _CONFORMER_BLOCKS, _ENCODER, 0),
-    (_TRANSFORMER_LAYER, "transformer", _TRANSFORMER_BLOCKS, _AFTER_ENCODER, 1),
+    _LayerKind(
+        re.compile(r"encoder\.layers\.(\d+)\.([^.]+)"),
+        "fastconformer",
+        {"self_attn": "attention", "conv": "convolution"},
+        _ENCODER,
+        0,
+    ),
+    _LayerKind(
+        re.compile(r"transformer_encoder\.layers\.(\d+)\.([^.]+)"),
+        "transformer",
+        {"first_sub_layer": "attention", "second_sub_layer": "feed_forward"},
+        _AFTER_ENCODER,
+        1,
+    ),
 )
 
 
@@ -77,13 +94,13 @@ class Place:
 
 def place_of(nemo_name: str, granularity: Granularity) -> Place | None:
     """The group of a NeMo tensor; None for what is never compressed (the subsampling)."""
-    for pattern, name, blocks, stage, rank in _LAYER_KINDS:
-        if found := pattern.match(nemo_name):
+    for kind in _LAYER_KINDS:
+        if found := kind.pattern.match(nemo_name):
             layer, block = int(found[1]), found[2]
-            group = f"{name}.{layer}"
+            group = f"{kind.group}.{layer}"
             if granularity is Granularity.block:
-                group += f".{blocks.get(block, block)}"
-            return Place(group, (stage, layer), (rank, layer, _block_order(block)))
+                group += f".{kind.blocks.get(block, block)}"
+            return Place(group, (kind.stage, layer), (kind.rank, layer, _block_order(block)))
     if nemo_name.startswith(_OUTPUT_PREFIX):
         return Place(OUTPUT_GROUP, (_AFTER_ENCODER, 0), (2, 0, 0))
     return None

@@ -74,6 +74,11 @@ class ArtifactPaths:
         return self.folder.parent / TRACES_FOLDER
 
     @property
+    def release_stem(self) -> str:
+        """The release path without its suffix: `palettized/Sortformer_v2.1`."""
+        return f"{self.folder.name}/{self.name}"
+
+    @property
     def release_path(self) -> str:
         """Where the runtime downloads it from, relative to the release root."""
-        return f"{self.folder.name}/{self.name}{COMPILED_SUFFIX}"
+        return f"{self.release_stem}{COMPILED_SUFFIX}"
