@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from .conftest import Run
 
@@ -43,16 +44,8 @@ def run_forked(program: str, *args: str, cwd: Path, env: dict[str, str] | None =
     # read some variables once, there: tqdm reads TQDM_DISABLE, as in a command-line run
     # (`cli.logs.quiet_third_party`), and huggingface_hub reads HF_HUB_OFFLINE, which every
     # test run sets.
-    previous = {name: os.environ.get(name) for name in SERVER_ENVIRONMENT}
-    os.environ.update(SERVER_ENVIRONMENT)
-    try:
+    with mock.patch.dict(os.environ, SERVER_ENVIRONMENT):
         process.start()
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
     process.join()
     assert process.exitcode is not None
     run = Run(process.exitcode, out.read_text(), err.read_text())

@@ -17,7 +17,7 @@ from sortformer_build.evaluate import conversation
 from sortformer_build.release.hub.tree import describe_files
 
 from .conftest import Run, run_cli
-from .forked import run_forked
+from .forked import run_build, run_forked
 from .outcomes import final_state
 
 COMMON = ("checkpoint=tiny", "variant=nvidia_high", "evaluate=conversation")
@@ -58,7 +58,7 @@ Runner = Callable[..., Run]
 
 
 def build(folders: Folders, *args: str, env: dict[str, str]) -> Run:
-    return run_forked("sortformer-build", *args, f"cache_dir={folders.cache}", cwd=folders.work, env=env)
+    return run_build(*args, f"cache_dir={folders.cache}", cwd=folders.work, env=env)
 
 
 def sweep(folders: Folders, *args: str, env: dict[str, str]) -> Run:

@@ -60,9 +60,9 @@ from sortformer_build.verify.reference import mel_features, nemo_step, stream, s
 from .conftest import RELEASE, TINY_D_MODEL, Run, run_cli
 from .test_publish import publish as _publish
 
-DEFAULT = StreamingGeometry(6, 1, 7, 40, 188, 31)
-NVIDIA_HIGH = StreamingGeometry(*RELEASE["nvidia_high"][1:])
-EFFICIENT = StreamingGeometry(25, 1, 7, 40, 188, 31)
+DEFAULT, NVIDIA_HIGH, EFFICIENT = (
+    StreamingGeometry(*RELEASE[variant][1:]) for variant in ("default", "nvidia_high", "efficient")
+)
 OFFLINE = OfflineGeometry(3072)
 CONVERSATION = DATA_DIR / "conversation.flac"
 NEMO_DEFAULTS = resolve_postprocessing(PostProcessingConfig())
