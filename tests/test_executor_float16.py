@@ -64,6 +64,14 @@ def test_rounding_matches_numpy_bit_for_bit_in_every_range():
     assert same_bits(in_place, want)
 
 
+@pytest.mark.exhaustive
+def test_rounding_matches_numpy_on_every_float32_pattern():
+    block = 1 << 26
+    for start in range(0, 1 << 32, block):
+        values = np.arange(start, start + block, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        assert same_bits(round_to_fp16(values), numpy_fp16(values)), f"a pattern from {start:#010x} on"
+
+
 def test_rounding_keeps_the_layout_and_leaves_shared_inputs_alone():
     values = rounding_cases()[: 3 * 4 * 5000].reshape(3, 4, 5000).transpose(2, 0, 1)
     before = values.copy()

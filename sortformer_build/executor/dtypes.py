@@ -123,56 +123,42 @@ def tensor_type(value_type: MIL_pb2.ValueType) -> TensorType:
     return TensorType(dtype_name(tensor.dataType), shape)
 
 
-# float32 bit patterns (sign cleared): below 2**-14 float16 is subnormal, with a spacing of 2**-24; from
-# 65520 up a value rounds to infinity; above infinity lie the NaNs.
+# float32 bit patterns: the sign, the magnitude (sign cleared), the exponent field; from 65520 up a
+# value rounds to infinity; above infinity lie the NaNs.
 _SIGN = np.uint32(0x80000000)
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
-_MIN_NORMAL = np.uint32(0x38800000)
+_EXPONENT = np.uint32(0x7F800000)
 _OVERFLOW = np.uint32(0x477FF000)
 _INFINITY = np.uint32(0x7F800000)
-# float16 keeps the top 10 of float32's 23 mantissa bits.
-_KEPT = np.uint32(0xFFFFE000)
-_HALF_DROPPED_MINUS_ONE = np.uint32(0x0FFF)
-_DROPPED_WIDTH = np.uint32(13)
-_ONE = np.uint32(1)
-_MIN_NORMAL_FLOAT = np.float32(2.0**-14)
-_HALF = np.float32(0.5)
-# Elements per block: small enough to stay in the L1 cache when a block needs its second pass.
-_BLOCK = 512
+# The exponent field of 2**-14, float16's smallest normal exponent, and of the factor 2**13: float16
+# keeps 10 of float32's 23 mantissa bits, so 13 are dropped.
+_SMALLEST_EXPONENT = np.uint32(113 << 23)
+_DROPPED = np.uint32(13 << 23)
 
 
 @numba.njit(nogil=True)
 def _round_flat(values: np.ndarray) -> bool:
     """Round a 1-D float32 array to float16 values in place; returns whether it holds NaNs (left as is).
 
-    The first loop of a block works on the bit patterns and has no branches, so it compiles to SIMD: a
-    normal value gets its 13 dropped mantissa bits rounded to nearest, ties to even (a carry moves into
-    the exponent), a value past the float16 range becomes infinity. Blocks holding float16-subnormal
-    values or NaNs take a second, floating-point loop: adding 0.5, whose float32 spacing is the float16
-    subnormal spacing, rounds a magnitude below 2**-14 the same way.
+    A magnitude m with exponent e (at least -14, float16's smallest normal one) is rounded by float32's
+    own addition: in m + 2**(e+13) the last kept bit is worth 2**(e-10), float16's spacing at e (and, at
+    -14, its subnormal spacing), so the sum is m rounded to nearest, ties to even, and subtracting
+    2**(e+13) again is exact. The sign is put back after. A value past the float16 range becomes
+    infinity. The loop has no branches, so it compiles to SIMD.
     """
     bits = values.view(np.uint32)
     has_nan = False
-    for start in range(0, bits.size, _BLOCK):
-        block = bits[start : start + _BLOCK]
-        unusual = 0
-        for i in range(block.size):
-            pattern = block[i]
-            magnitude = pattern & _MAGNITUDE
-            odd = (pattern >> _DROPPED_WIDTH) & _ONE
-            rounded = (pattern + _HALF_DROPPED_MINUS_ONE + odd) & _KEPT
-            infinite = (pattern & _SIGN) | _INFINITY
-            normal = (magnitude >= _MIN_NORMAL) & (magnitude < _OVERFLOW)
-            overflow = (magnitude >= _OVERFLOW) & (magnitude <= _INFINITY)
-            block[i] = rounded if normal else (infinite if overflow else pattern)
-            unusual += ((magnitude - _ONE) < (_MIN_NORMAL - _ONE)) | (magnitude > _INFINITY)
-        if unusual:
-            floats = values[start : start + _BLOCK]
-            for i in range(floats.size):
-                value = floats[i]
-                size = abs(value)
-                has_nan |= value != value
-                floats[i] = np.copysign((size + _HALF) - _HALF, value) if size < _MIN_NORMAL_FLOAT else value
+    for i in range(bits.size):
+        pattern = bits[i]
+        magnitude = np.uint32(pattern & _MAGNITUDE)
+        sign = np.uint32(pattern & _SIGN)
+        exponent = np.uint32(max(np.uint32(magnitude & _EXPONENT), _SMALLEST_EXPONENT))
+        scale = np.uint32(exponent + _DROPPED).view(np.float32)
+        size = magnitude.view(np.float32)
+        rounded = np.uint32(np.float32((size + scale) - scale).view(np.uint32) | sign)
+        infinite = np.uint32(sign | _INFINITY)
+        bits[i] = rounded if magnitude < _OVERFLOW else (infinite if magnitude <= _INFINITY else pattern)
+        has_nan |= bool(magnitude > _INFINITY)
     return has_nan
 
 
