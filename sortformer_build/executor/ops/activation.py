@@ -128,5 +128,7 @@ def _softplus_parametric(args: OpArgs) -> np.ndarray:
 def _softmax(args: OpArgs) -> np.ndarray:
     x = args.tensor("x")
     axis = args.int_param("axis", -1)
-    shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+    # One new array, written in place by each step: the same operations, without allocating more.
+    shifted = np.subtract(x, np.max(x, axis=axis, keepdims=True))
+    np.exp(shifted, out=shifted)
+    return np.divide(shifted, np.sum(shifted, axis=axis, keepdims=True), out=shifted)

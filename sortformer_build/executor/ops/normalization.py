@@ -8,18 +8,21 @@ from .registry import OpArgs, normalize_axis, register
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarray:
+    """A new array: x centred and scaled over `axes` (written into the centred values, as the next
+    steps write into it: the same operations as new arrays, without allocating them)."""
     centered = x - np.mean(x, axis=axes, keepdims=True)
     variance = np.mean(np.square(centered), axis=axes, keepdims=True)
-    return centered / np.sqrt(variance + epsilon)
+    return np.divide(centered, np.sqrt(variance + epsilon), out=centered)
 
 
 def _affine(args: OpArgs, y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """y * gamma + beta, each optional, with gamma and beta reshaped to `shape`."""
+    """y * gamma + beta, each optional, with gamma and beta reshaped to `shape`, in place in the
+    op's own `y`."""
     gamma, beta = args.optional("gamma"), args.optional("beta")
     if gamma is not None:
-        y = y * gamma.reshape(shape)
+        np.multiply(y, gamma.reshape(shape), out=y)
     if beta is not None:
-        y = y + beta.reshape(shape)
+        np.add(y, beta.reshape(shape), out=y)
     return y
 
 
