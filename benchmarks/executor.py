@@ -8,6 +8,12 @@ torch's intra-op threads set to the same count. The three take turns step by ste
 the same load on a shared machine; each figure is the best of `--repeat` steps after a first one
 (which, for the executor, decodes the weights).
 
+Then, at every core, where one step's time goes: the matrix products, the convolutions and
+everything else, for NeMo (torch's profiler, each op's own time) and for the executor in float16
+mode (its own per-op timing, float16 rounding included). The executor cuts every product into
+fixed tiles, each a single-threaded BLAS call, so that its bits do not depend on the thread count;
+the products' row shows what that costs against torch's.
+
     python benchmarks/executor.py CHECKPOINT.nemo PACKAGE.mlpackage [...] [--repeat 3]
 
 CHECKPOINT is the checkpoint the packages were built from (NeMo's side of the comparison).
@@ -31,6 +37,14 @@ from sortformer_build.executor import load_package
 from sortformer_build.geometry import StreamingGeometry
 
 KINDS = ("NeMo", "float32", "float16")
+# Op kinds of the time breakdown, by the executor's MIL op types and torch's aten ops; any other
+# op counts as "everything else".
+PARTS = ("matrix products", "convolutions")
+EXECUTOR_OPS = {"matrix products": {"linear", "matmul", "einsum"}, "convolutions": {"conv", "conv_transpose"}}
+TORCH_OPS = {
+    "matrix products": {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"},
+    "convolutions": {"aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"},
+}
 
 
 def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -79,6 +93,40 @@ def time_package(model: object, package: Path, threads: int, repeat: int) -> dic
     return seconds
 
 
+def time_breakdown(model: object, package: Path, threads: int) -> dict[str, dict[str, float]]:
+    """Seconds of one step on `threads` threads by op kind (`PARTS` and "everything else"), for
+    NeMo and the executor in float16 mode, each after a step that warms it."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from sortformer_build.verify.reference import nemo_step
+
+    geometry = StreamingGeometry.from_metadata(load_package(package).metadata)
+    described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
+    inputs = full_inputs(geometry, int(described[contract.SPKCACHE][-1]))
+    torch.set_num_threads(threads)
+    nemo = nemo_step(model)
+    nemo(inputs)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        nemo(inputs)
+    torch_seconds = {event.key: event.self_cpu_time_total / 1e6 for event in profiler.key_averages()}
+    executor = load_package(package)
+    executor.predict(inputs, ExecutorPrecision.float16.value, threads)
+    executor_seconds: dict[str, float] = {}
+    executor.predict(inputs, ExecutorPrecision.float16.value, threads, op_seconds=executor_seconds)
+    return {
+        "NeMo": _by_part(torch_seconds, TORCH_OPS),
+        "executor float16": _by_part(executor_seconds, EXECUTOR_OPS),
+    }
+
+
+def _by_part(seconds: dict[str, float], parts: dict[str, set[str]]) -> dict[str, float]:
+    by_part = {part: sum(seconds.get(op, 0.0) for op in parts[part]) for part in PARTS}
+    by_part["everything else"] = sum(seconds.values()) - sum(by_part.values())
+    by_part["whole step"] = sum(seconds.values())
+    return by_part
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="the .nemo checkpoint the packages were built from")
@@ -116,6 +164,19 @@ def main() -> None:
                 for name in dict.fromkeys(name for name, _ in best)
             ],
         )
+    rows = []
+    for package in arguments.packages:
+        name = f"{package.parent.name}/{package.stem}"
+        breakdown = time_breakdown(model, package, cores)
+        for side, parts in breakdown.items():
+            rows.append([name, side, *(f"{seconds:.3f} s" for seconds in parts.values())])
+        products = breakdown["executor float16"]["matrix products"] / breakdown["NeMo"]["whole step"]
+        rows.append([name, "executor's products / NeMo's whole step", f"{products:.2f}", "", "", ""])
+    results.table(
+        f"Where one step's time goes at {cores} threads (one profiled step)",
+        ["package", "run", *PARTS, "everything else", "whole step"],
+        rows,
+    )
     results.write()
 
 

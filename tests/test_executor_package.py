@@ -433,3 +433,15 @@ def test_input_checks(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         model.predict({"x": np.ones((2, 24), np.float32)}, precision="bfloat16")
     assert model.predict({"x": np.ones((2, 24), np.float64)})["out"].shape == (2, 16)
+
+
+def test_op_seconds_count_every_running_op_type_and_change_no_result(tmp_path):
+    model = load_package(save(linear_model(), tmp_path))
+    x = RNG.standard_normal((2, 24)).astype(np.float32)
+    op_seconds: dict[str, float] = {}
+    timed = model.predict({"x": x}, precision="float16", op_seconds=op_seconds)
+    constant = ("const", "constexpr_")
+    running = {op.type for op in model.programs[0].operations if not op.type.startswith(constant)}
+    assert set(op_seconds) == running and "linear" in running
+    assert all(seconds > 0 for seconds in op_seconds.values())
+    assert timed["out"].tobytes() == model.predict({"x": x}, precision="float16")["out"].tobytes()

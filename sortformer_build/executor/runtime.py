@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,11 +162,16 @@ class Program:
         return value if isinstance(value, str) else value.astype(storage_dtype(var.type.dtype))
 
     def run(
-        self, inputs: Mapping[str, np.ndarray], precision: str, threads: int = 1
+        self,
+        inputs: Mapping[str, np.ndarray],
+        precision: str,
+        threads: int = 1,
+        op_seconds: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the function on `inputs` (by name); returns its outputs as held (float32 for floats).
         Matrix product tiles, element-wise ops and float16 rounding run on up to `threads` threads,
-        with the same result as on one; BLAS runs single-threaded inside (`tiles`)."""
+        with the same result as on one; BLAS runs single-threaded inside (`tiles`). `op_seconds`,
+        if given, gains the wall seconds spent in each op type (rounding included)."""
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise ExecutorError(f"program {self.index} is missing inputs {missing}")
@@ -175,7 +181,11 @@ class Program:
                 env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
             with np.errstate(all="ignore"):
                 for step in self._steps:
+                    start = time.perf_counter()
                     self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
+                    if op_seconds is not None:
+                        elapsed = time.perf_counter() - start
+                        op_seconds[step.op.type] = op_seconds.get(step.op.type, 0.0) + elapsed
                     for name in step.release:
                         del env[name]
         outputs: dict[str, np.ndarray] = {}
@@ -350,7 +360,11 @@ class Model:
         return Counter(op.type for program in self.programs for op in program.operations)
 
     def predict(
-        self, inputs: Mapping[str, np.ndarray], precision: str = "float32", threads: int = 1
+        self,
+        inputs: Mapping[str, np.ndarray],
+        precision: str = "float32",
+        threads: int = 1,
+        op_seconds: dict[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the package on named inputs.
 
@@ -358,7 +372,8 @@ class Model:
         float16. Integer and bool values keep their declared dtypes. Float outputs come back as float32.
         `threads`: how many threads run the matrix products, the element-wise ops and the rounding
         (the calling one included), with the same result, bit for bit, as one, whatever BLAS's own
-        thread setting.
+        thread setting. `op_seconds`, if given, gains the wall seconds each op type took: where a
+        step's time goes.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
@@ -370,7 +385,8 @@ class Model:
             )
         env: dict[str, np.ndarray] = dict(inputs)
         for program in self.programs:
-            env.update(program.run({name: env[name] for name in program.input_names}, precision, threads))
+            program_inputs = {name: env[name] for name in program.input_names}
+            env.update(program.run(program_inputs, precision, threads, op_seconds))
         return {name: np.array(env[name]) for name in self.output_names}
 
     def _check_wiring(self) -> None:
