@@ -306,10 +306,12 @@ def tail_note(timeline: list[tuple[float, float, str]], workers: int) -> str:
     )
 
 
-def _workers(log: Path) -> str:
-    """The worker count the launcher chose, from the line joblib's launcher logs."""
-    found = re.search(r"n_jobs=(\d+)", log.read_text())
-    return found.group(1) if found else "?"
+def _workers(log: Path) -> int:
+    """The worker count the launcher chose, from the line it logs when the sweep starts."""
+    found = re.search(r"in (\d+) worker processes", log.read_text())
+    if found is None:
+        raise SystemExit(f"{log}: no 'Launching N jobs in W worker processes' line; was the sweep parallel?")
+    return int(found.group(1))
 
 
 def main() -> None:
@@ -344,8 +346,7 @@ def main() -> None:
     extra = arguments.overrides
     print("Cold release sweep, as typed...", flush=True)
     cold, cold_peak = sweep(work, extra, "cold.log")
-    workers = _workers(work / "cold.log")
-    tail = tail_note(sweep_timeline(work), int(workers) if workers.isdigit() else 1)
+    tail = tail_note(sweep_timeline(work), _workers(work / "cold.log"))
     print("Warm release sweep...", flush=True)
     warm, _ = sweep(work, extra, "warm.log")
     stages, engines = cold_stages(work / "release")

@@ -53,7 +53,12 @@ class ParallelLauncher(JoblibLauncher):
         settings["backend"] = "loky"  # as the plugin: Hydra's jobs need processes
         process_joblib_cfg(settings)
         settings.update(initializer=_die_with_the_launcher, initargs=(os.getpid(),))
-        log.info("Launching jobs, sweep output dir : %s", sweep_dir)
+        log.info(
+            "Launching %d jobs in %s worker processes, sweep output dir : %s",
+            len(job_overrides),
+            settings["n_jobs"],
+            sweep_dir,
+        )
         for index, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
