@@ -10,9 +10,9 @@ the same load on a shared machine; each figure is the best of `--repeat` steps a
 
 Then, at every core, where one step's time goes: the matrix products, the convolutions and
 everything else, for NeMo (torch's profiler, each op's own time) and for the executor in float16
-mode (its own per-op timing, float16 rounding included). The executor cuts every product into
-fixed tiles, each a single-threaded BLAS call, so that its bits do not depend on the thread count;
-the products' row shows what that costs against torch's.
+mode (its own per-op timing, each op's float16 rounding included). The executor cuts every product
+into fixed tiles, each a single-threaded BLAS call, so that its bits do not depend on the thread
+count; the last row of each package divides the executor's products by NeMo's whole step.
 
     python benchmarks/executor.py CHECKPOINT.nemo PACKAGE.mlpackage [...] [--repeat 3]
 
@@ -37,14 +37,11 @@ from sortformer_build.executor import load_package
 from sortformer_build.geometry import StreamingGeometry
 
 KINDS = ("NeMo", "float32", "float16")
-# Op kinds of the time breakdown, by the executor's MIL op types and torch's aten ops; any other
-# op counts as "everything else".
+# Op kinds of the time breakdown, by the executor's MIL op types and torch's aten ops (every aten
+# op named for a convolution, whichever kernel torch picks); any other op is "everything else".
 PARTS = ("matrix products", "convolutions")
 EXECUTOR_OPS = {"matrix products": {"linear", "matmul", "einsum"}, "convolutions": {"conv", "conv_transpose"}}
-TORCH_OPS = {
-    "matrix products": {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"},
-    "convolutions": {"aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"},
-}
+TORCH_PRODUCTS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
 
 
 def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -110,12 +107,16 @@ def time_breakdown(model: object, package: Path, threads: int) -> dict[str, dict
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         nemo(inputs)
     torch_seconds = {event.key: event.self_cpu_time_total / 1e6 for event in profiler.key_averages()}
+    torch_ops = {
+        "matrix products": TORCH_PRODUCTS,
+        "convolutions": {op for op in torch_seconds if op.startswith("aten::") and "conv" in op},
+    }
     executor = load_package(package)
     executor.predict(inputs, ExecutorPrecision.float16.value, threads)
     executor_seconds: dict[str, float] = {}
     executor.predict(inputs, ExecutorPrecision.float16.value, threads, op_seconds=executor_seconds)
     return {
-        "NeMo": _by_part(torch_seconds, TORCH_OPS),
+        "NeMo": _by_part(torch_seconds, torch_ops),
         "executor float16": _by_part(executor_seconds, EXECUTOR_OPS),
     }
 

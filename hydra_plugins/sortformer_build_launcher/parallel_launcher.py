@@ -41,7 +41,7 @@ LOST = (
 
 class ParallelLauncher(JoblibLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, effective_n_jobs
         from joblib.externals.loky.process_executor import BrokenProcessPool
 
         setup_globals()
@@ -53,10 +53,12 @@ class ParallelLauncher(JoblibLauncher):
         settings["backend"] = "loky"  # as the plugin: Hydra's jobs need processes
         process_joblib_cfg(settings)
         settings.update(initializer=_die_with_the_launcher, initargs=(os.getpid(),))
+        # n_jobs may be -1 (every core) or below; no more workers run at once than there are jobs.
+        workers = min(len(job_overrides), effective_n_jobs(settings["n_jobs"]))
         log.info(
-            "Launching %d jobs in %s worker processes, sweep output dir : %s",
+            "Launching %d jobs in %d worker processes, sweep output dir : %s",
             len(job_overrides),
-            settings["n_jobs"],
+            workers,
             sweep_dir,
         )
         for index, overrides in enumerate(job_overrides):

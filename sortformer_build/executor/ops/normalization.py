@@ -10,7 +10,7 @@ from .registry import OpArgs, normalize_axis, register
 def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarray:
     """A new array: x centred and scaled over `axes` (written into the centred values, as the next
     steps write into it: the same operations as new arrays, without allocating them)."""
-    centered = x - np.mean(x, axis=axes, keepdims=True)
+    centered = np.asarray(x - np.mean(x, axis=axes, keepdims=True))  # a 0-d result is a scalar
     variance = np.mean(np.square(centered), axis=axes, keepdims=True)
     return np.divide(centered, np.sqrt(variance + epsilon), out=centered)
 
