@@ -8,9 +8,10 @@ from .registry import OpArgs, normalize_axis, register
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarray:
-    """A new array: x centred and scaled over `axes` (written into the centred values, as the next
-    steps write into it: the same operations as new arrays, without allocating them)."""
-    centered = np.asarray(x - np.mean(x, axis=axes, keepdims=True))  # a 0-d result is a scalar
+    """x centred and scaled over `axes`, in one new array that each later step, `_affine`'s too,
+    writes into: the same operations as with a new array per step, without allocating them."""
+    # On 0-d arrays the difference is a NumPy scalar, which nothing can be written into.
+    centered = np.asarray(x - np.mean(x, axis=axes, keepdims=True))
     variance = np.mean(np.square(centered), axis=axes, keepdims=True)
     return np.divide(centered, np.sqrt(variance + epsilon), out=centered)
 
