@@ -33,7 +33,7 @@ from sortformer_build.config import ExecutorPrecision
 from sortformer_build.contract import StepFunction
 from sortformer_build.coreml.package import read_package
 from sortformer_build.cores import usable_cores
-from sortformer_build.executor import load_package
+from sortformer_build.executor import Model, load_package
 from sortformer_build.geometry import StreamingGeometry
 
 KINDS = ("NeMo", "float32", "float16")
@@ -63,6 +63,14 @@ def full_inputs(geometry: StreamingGeometry, d_model: int, seed: int = 0) -> dic
     }
 
 
+def loaded(package: Path) -> tuple[Model, dict[str, np.ndarray]]:
+    """The package loaded by the executor, and full-buffer inputs for its geometry and width."""
+    executor = load_package(package)
+    geometry = StreamingGeometry.from_metadata(executor.metadata)
+    described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
+    return executor, full_inputs(geometry, int(described[contract.SPKCACHE][-1]))
+
+
 def time_package(model: object, package: Path, threads: int, repeat: int) -> dict[str, list[float]]:
     """Seconds of each step, per kind, on `threads` threads; the kinds take turns step by step."""
     import torch
@@ -70,9 +78,7 @@ def time_package(model: object, package: Path, threads: int, repeat: int) -> dic
     from sortformer_build.executor.step import package_step
     from sortformer_build.verify.reference import nemo_step
 
-    geometry = StreamingGeometry.from_metadata(load_package(package).metadata)
-    described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
-    inputs = full_inputs(geometry, int(described[contract.SPKCACHE][-1]))
+    _, inputs = loaded(package)
     steps: dict[str, StepFunction] = {
         "NeMo": nemo_step(model),
         **{
@@ -98,9 +104,7 @@ def time_breakdown(model: object, package: Path, threads: int) -> dict[str, dict
 
     from sortformer_build.verify.reference import nemo_step
 
-    geometry = StreamingGeometry.from_metadata(load_package(package).metadata)
-    described = {f.name: f.type.multiArrayType.shape for f in read_package(package).spec.description.input}
-    inputs = full_inputs(geometry, int(described[contract.SPKCACHE][-1]))
+    executor, inputs = loaded(package)
     torch.set_num_threads(threads)
     nemo = nemo_step(model)
     nemo(inputs)
@@ -111,7 +115,6 @@ def time_breakdown(model: object, package: Path, threads: int) -> dict[str, dict
         "matrix products": TORCH_PRODUCTS,
         "convolutions": {op for op in torch_seconds if op.startswith("aten::") and "conv" in op},
     }
-    executor = load_package(package)
     executor.predict(inputs, ExecutorPrecision.float16.value, threads)
     executor_seconds: dict[str, float] = {}
     executor.predict(inputs, ExecutorPrecision.float16.value, threads, op_seconds=executor_seconds)
@@ -123,9 +126,8 @@ def time_breakdown(model: object, package: Path, threads: int) -> dict[str, dict
 
 def _by_part(seconds: dict[str, float], parts: dict[str, set[str]]) -> dict[str, float]:
     by_part = {part: sum(seconds.get(op, 0.0) for op in parts[part]) for part in PARTS}
-    by_part["everything else"] = sum(seconds.values()) - sum(by_part.values())
-    by_part["whole step"] = sum(seconds.values())
-    return by_part
+    whole = sum(seconds.values())
+    return {**by_part, "everything else": whole - sum(by_part.values()), "whole step": whole}
 
 
 def main() -> None:

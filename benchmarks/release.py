@@ -346,7 +346,8 @@ def main() -> None:
     extra = arguments.overrides
     print("Cold release sweep, as typed...", flush=True)
     cold, cold_peak = sweep(work, extra, "cold.log")
-    tail = tail_note(sweep_timeline(work), _workers(work / "cold.log"))
+    workers = _workers(work / "cold.log")
+    tail = tail_note(sweep_timeline(work), workers)
     print("Warm release sweep...", flush=True)
     warm, _ = sweep(work, extra, "warm.log")
     stages, engines = cold_stages(work / "release")
@@ -361,6 +362,7 @@ def main() -> None:
     report(
         results,
         arguments,
+        workers,
         len(configs),
         (cold, warm, unverified, reference),
         cold_peak,
@@ -376,6 +378,7 @@ def main() -> None:
 def report(
     results: Results,
     arguments: argparse.Namespace,
+    workers: int,
     models: int,
     times: tuple[float, float, float, float],
     cold_peak: int,
@@ -385,7 +388,6 @@ def report(
     engines: set[str],
 ) -> None:
     cold, warm, unverified, reference = times
-    workers = _workers(arguments.work.resolve() / "cold.log")
     overrides = " ".join(arguments.overrides) or "none"
     results.note(
         f"Palettization engine of the sweeps: {', '.join(sorted(engines))}; extra overrides: {overrides}"

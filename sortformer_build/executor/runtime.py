@@ -181,10 +181,10 @@ class Program:
                 env[var.name] = self._prepare_input(var, inputs[var.name], precision, threads)
             with np.errstate(all="ignore"):
                 for step in self._steps:
-                    start = time.perf_counter()
+                    started = time.perf_counter() if op_seconds is not None else 0.0
                     self._execute(step.op, step.fn, env, step.rounds and precision == "float16", threads)
                     if op_seconds is not None:
-                        elapsed = time.perf_counter() - start
+                        elapsed = time.perf_counter() - started
                         op_seconds[step.op.type] = op_seconds.get(step.op.type, 0.0) + elapsed
                     for name in step.release:
                         del env[name]
